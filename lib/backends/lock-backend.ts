@@ -1,0 +1,112 @@
+/**
+ * The backend SPI: what a storage engine must do so that `DistributedLock` can run on it.
+ *
+ * A backend stores leases and nothing else. Validation, defaults, token generation, waiting with a
+ * deadline and an AbortSignal, the watchdog, reentrancy and error mapping are done once, above this
+ * interface, by the service. Keys reach the backend already prefixed and validated (non-empty,
+ * well-formed UTF-16 without NUL, at most 1024 + 256 UTF-8 bytes); tokens are 32 lowercase hex
+ * characters; TTLs are integers from 1 to 2^31-1 milliseconds.
+ *
+ * Rules every implementation keeps (the contract suite in `test/contract/` checks them):
+ * 1. At most one token holds a key at a time, by the backend's own clock.
+ * 2. A lease ends `ttl` ms after it was granted or last extended, by the backend's own clock,
+ *    unless extended or released first.
+ * 3. Every grant of a key returns a fence greater than every fence returned before for that key,
+ *    across releases, expiries and restarts of the backend.
+ * 4. `extend` and `release` act only when the given token holds the key; they never touch another
+ *    token's lease.
+ * 5. Waiters that joined the queue of a key (`tryAcquire` with `queue`) get the key in the order
+ *    they joined; a waiter that stops refreshing its place drops out after its queue lease.
+ * 6. A failure of the backend is thrown (any error; the service wraps it in `LockBackendError`),
+ *    never reported as "busy" (`fence: null`) or "not held" (`false`).
+ */
+export interface LockBackend {
+  /** A short name for messages and errors, such as 'memory', 'redis' or 'postgres'. */
+  readonly name: string;
+
+  /**
+   * How often a waiter re-checks a key in case a wake-up was lost, in milliseconds. Backends whose
+   * wake-ups cannot be lost (the memory backend) leave it undefined: waiters then make no call at
+   * all while they wait, beyond one re-check when the holder's lease ends (`retryIn`).
+   */
+  readonly recheckInterval?: number;
+
+  /**
+   * One attempt to take `key` for `token` for `ttl` ms.
+   *
+   * - Free key (or expired lease), and no live waiter queued ahead of `token`: grant it and return
+   *   the new fence.
+   * - `token` already holds the key (the queue handed it over, perhaps with the wake-up lost):
+   *   renew the lease to `ttl` ms from now and return its fence. The caller counts the lease from the
+   *   moment it sent this call, so the renewal is what keeps that estimate conservative.
+   * - Otherwise return `{ fence: null }`, with `retryIn` set to the time left on the current lease
+   *   when the backend knows it. With `queue`, the token also joins the key's FIFO queue of waiters
+   *   (or refreshes its place there) for `queue.lease` ms, and a later release or expiry of the key
+   *   hands the lease straight to the queue's oldest live waiter, for the `ttl` it asked for, and
+   *   emits a `granted` event.
+   */
+  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult>;
+
+  /** Renews the lease to `ttl` ms from now when `token` holds `key`; false when it does not. */
+  extend(key: string, token: string, ttl: number): Promise<boolean>;
+
+  /**
+   * Renews many leases at once, for the watchdog; one result per item, in order. Optional: when a
+   * backend does not implement it, the service calls `extend` for each item in the same tick.
+   */
+  extendMany?(items: readonly ExtendItem[]): Promise<boolean[]>;
+
+  /**
+   * Ends `token`'s lease on `key` (handing the key to the oldest live queued waiter, if any) and
+   * removes `token` from the key's queue. Returns true when a lease was ended. Calling it for a
+   * token that holds nothing and waits for nothing is a harmless no-op.
+   */
+  release(key: string, token: string): Promise<boolean>;
+
+  /**
+   * Starts delivering the events of `key` to `listener`. Resolves once the subscription is live:
+   * every release or hand-off after that moment reaches the listener (at most once, possibly late,
+   * possibly never on a lossy transport, which is what `recheckInterval` covers). Resolves to the
+   * function that stops the delivery. Listeners must not throw.
+   */
+  subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void>;
+
+  /** Resolves when the backend answers; throws when it does not. */
+  ping(): Promise<void>;
+
+  /**
+   * Stops the backend's timers and closes the connections it opened itself. Connections or clients
+   * that the user passed in stay open: they belong to the user.
+   */
+  close(): Promise<void>;
+}
+
+/** Options of a queued attempt. */
+export interface QueueOptions {
+  /** How long the waiter's place in the queue lasts unless refreshed by another attempt, in ms. */
+  lease: number;
+}
+
+export type AcquireResult =
+  | { fence: bigint }
+  | {
+      fence: null;
+      /** Time left on the current holder's lease, in ms, when the backend knows it. */
+      retryIn?: number;
+    };
+
+export interface ExtendItem {
+  key: string;
+  token: string;
+  ttl: number;
+}
+
+/** What a subscription delivers. */
+export type LockEvent =
+  /** The key was released or expired with nobody queued: waiters should try again. */
+  | { type: 'released'; key: string }
+  /** The key was handed to the queued waiter `token` with fence `fence`. */
+  | { type: 'granted'; key: string; token: string; fence: bigint };
+
+/** Injection token of the backend that `LockModule` uses. */
+export const LOCK_BACKEND = Symbol('LOCK_BACKEND');

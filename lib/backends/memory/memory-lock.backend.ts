@@ -1,0 +1,216 @@
+import { LockBackendError } from '../../lock.errors';
+import { monotonicNow } from '../../lock-clock';
+import type { AcquireResult, LockBackend, LockEvent, QueueOptions } from '../lock-backend';
+
+interface Lease {
+  token: string;
+  fence: bigint;
+  /** Monotonic time at which the lease ends. */
+  endsAt: number;
+}
+
+interface Waiter {
+  token: string;
+  ttl: number;
+  /** Monotonic time at which the waiter's place in the queue lapses unless refreshed. */
+  until: number;
+}
+
+interface KeyState {
+  lease?: Lease;
+  queue: Waiter[];
+  listeners: Set<(event: LockEvent) => void>;
+  /** Ends the lease when it runs out (handing the key on), so nothing waits for a call to notice. */
+  timer?: NodeJS.Timeout;
+  timerAt?: number;
+}
+
+/**
+ * Locks for one process, kept in a Map and timed on the monotonic clock.
+ *
+ * Every operation takes effect synchronously, at the moment it is called (the returned promise only
+ * reports the outcome), so an operation issued after another always sees its effect. Fences come
+ * from one counter for the whole backend, so they increase per key without remembering every key
+ * ever locked. Timers are unref'd: a held lock never keeps the process alive.
+ */
+export class MemoryLockBackend implements LockBackend {
+  readonly name = 'memory';
+  private readonly keys = new Map<string, KeyState>();
+  private lastFence = 0n;
+  private closed = false;
+
+  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
+    return this.run(() => {
+      const now = monotonicNow();
+      const state = this.stateOf(key);
+      this.settle(key, state, now);
+      if (state.lease?.token === token) {
+        state.lease.endsAt = now + ttl;
+        this.removeWaiter(state, token);
+        this.armTimer(key, state);
+        return { fence: state.lease.fence };
+      }
+      if (!state.lease) {
+        const lease = this.grant(key, state, token, ttl, now);
+        this.removeWaiter(state, token);
+        return { fence: lease.fence };
+      }
+      if (queue) {
+        const place = state.queue.find((w) => w.token === token);
+        if (place) {
+          place.until = now + queue.lease;
+          place.ttl = ttl;
+        } else {
+          state.queue.push({ token, ttl, until: now + queue.lease });
+        }
+      }
+      return { fence: null, retryIn: Math.max(0, Math.ceil(state.lease.endsAt - now)) };
+    });
+  }
+
+  extend(key: string, token: string, ttl: number): Promise<boolean> {
+    return this.run(() => {
+      const now = monotonicNow();
+      const state = this.keys.get(key);
+      if (!state) return false;
+      this.settle(key, state, now);
+      if (state.lease?.token !== token) return false;
+      state.lease.endsAt = now + ttl;
+      this.armTimer(key, state);
+      return true;
+    });
+  }
+
+  release(key: string, token: string): Promise<boolean> {
+    return this.run(() => {
+      const now = monotonicNow();
+      const state = this.keys.get(key);
+      if (!state) return false;
+      this.removeWaiter(state, token);
+      this.settle(key, state, now);
+      let released = false;
+      if (state.lease?.token === token) {
+        state.lease = undefined;
+        released = true;
+        this.handOff(key, state, now);
+      }
+      this.forgetIfIdle(key, state);
+      return released;
+    });
+  }
+
+  subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
+    return this.run(() => {
+      const state = this.stateOf(key);
+      state.listeners.add(listener);
+      return () => {
+        state.listeners.delete(listener);
+        if (this.keys.get(key) === state) this.forgetIfIdle(key, state);
+      };
+    });
+  }
+
+  ping(): Promise<void> {
+    return this.run(() => undefined);
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    for (const state of this.keys.values()) clearTimeout(state.timer);
+    this.keys.clear();
+    return Promise.resolve();
+  }
+
+  /** Number of keys with a lease, a waiter or a listener: zero once everything was released. */
+  get size(): number {
+    return this.keys.size;
+  }
+
+  private run<T>(operation: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new LockBackendError(this.name, 'the backend was closed'));
+    try {
+      return Promise.resolve(operation());
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private stateOf(key: string): KeyState {
+    let state = this.keys.get(key);
+    if (!state) {
+      state = { queue: [], listeners: new Set() };
+      this.keys.set(key, state);
+    }
+    return state;
+  }
+
+  /** Ends an expired lease and hands the key to the next live waiter. */
+  private settle(key: string, state: KeyState, now: number): void {
+    if (state.lease && state.lease.endsAt <= now) {
+      state.lease = undefined;
+      this.handOff(key, state, now);
+    } else if (!state.lease && state.queue.length > 0) {
+      this.handOff(key, state, now);
+    }
+  }
+
+  private handOff(key: string, state: KeyState, now: number): void {
+    while (state.queue.length > 0 && state.queue[0].until <= now) state.queue.shift();
+    const next = state.queue.shift();
+    if (next) {
+      const lease = this.grant(key, state, next.token, next.ttl, now);
+      this.emit(state, { type: 'granted', key, token: next.token, fence: lease.fence });
+    } else {
+      this.emit(state, { type: 'released', key });
+    }
+  }
+
+  private grant(key: string, state: KeyState, token: string, ttl: number, now: number): Lease {
+    this.lastFence += 1n;
+    const lease: Lease = { token, fence: this.lastFence, endsAt: now + ttl };
+    state.lease = lease;
+    this.armTimer(key, state);
+    return lease;
+  }
+
+  /**
+   * Keeps one timer per leased key, due when the lease ends. An extension leaves a later timer
+   * alone (it re-arms itself when it finds the lease renewed); a shorter lease re-arms it sooner.
+   */
+  private armTimer(key: string, state: KeyState): void {
+    const lease = state.lease;
+    if (!lease || (state.timer && state.timerAt! <= lease.endsAt)) return;
+    clearTimeout(state.timer);
+    state.timerAt = lease.endsAt;
+    state.timer = setTimeout(() => {
+      state.timer = undefined;
+      if (this.keys.get(key) !== state) return;
+      this.settle(key, state, monotonicNow());
+      this.armTimer(key, state);
+      this.forgetIfIdle(key, state);
+    }, Math.max(0, Math.ceil(lease.endsAt - monotonicNow())));
+    state.timer.unref();
+  }
+
+  private removeWaiter(state: KeyState, token: string): void {
+    const index = state.queue.findIndex((w) => w.token === token);
+    if (index >= 0) state.queue.splice(index, 1);
+  }
+
+  private forgetIfIdle(key: string, state: KeyState): void {
+    if (!state.lease && state.queue.length === 0 && state.listeners.size === 0) {
+      clearTimeout(state.timer);
+      state.timer = undefined;
+      this.keys.delete(key);
+    }
+  }
+
+  private emit(state: KeyState, event: LockEvent): void {
+    for (const listener of [...state.listeners]) listener(event);
+  }
+}
+
+/** The embedded backend: locks for one process. The default when `LockModule` is given no backend. */
+export function memoryBackend(): MemoryLockBackend {
+  return new MemoryLockBackend();
+}

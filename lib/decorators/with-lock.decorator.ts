@@ -1,0 +1,163 @@
+import { Inject, Optional } from '@nestjs/common';
+import { PROPERTY_DEPS_METADATA } from '@nestjs/common/constants';
+import { DistributedLock } from '../distributed-lock';
+import { LOCK_SERVICE_PROPERTY, WITH_LOCK_METADATA } from '../lock.constants';
+import { InvalidLockOptionsError, LockTimeoutError } from '../lock.errors';
+import { describeValue, validateKey, validateOptionsObject, validateTtl, validateWait } from '../lock.validation';
+
+/** The key of a `@WithLock` method: a string, or a function of the method's arguments (`this` is the instance). */
+export type LockKey<TArgs extends unknown[] = any[]> = string | ((this: any, ...args: TArgs) => string);
+
+export interface WithLockDecoratorOptions {
+  /** Lease length in ms. Defaults to the module's `ttl`. */
+  ttl?: number;
+  /** How long to wait for a busy lock, in ms. Defaults to the module's `wait`. */
+  wait?: number;
+  /**
+   * What happens when the lock is still busy after `wait`: `'throw'` (default) raises
+   * `LockTimeoutError` (409 in HTTP handlers); `'skip'` returns `undefined` without running the
+   * method, the usual choice for `@Cron` jobs that only one instance should run.
+   */
+  onBusy?: 'throw' | 'skip';
+}
+
+export interface WithLockMetadata extends WithLockDecoratorOptions {
+  key: LockKey;
+}
+
+const OPTION_NAMES = ['ttl', 'wait', 'onBusy'] as const;
+
+/**
+ * Runs the method under a distributed lock: acquired before, extended while it runs, released
+ * after; the method becomes async. Reentrant: a locked method calling another method locked on the
+ * same key runs it inside the same hold. `currentLock()` gives the method the fence and signal.
+ *
+ * Put it above or below `@Get`, `@Post`, `@Cron`, `@OnEvent` and the like: their metadata is kept.
+ * The class must be a Nest provider or controller in a module that can see `DistributedLock`
+ * (import `LockModule`, or make it global).
+ *
+ * @example
+ * \@WithLock((id: string) => `order:${id}`, { wait: 0 })
+ * async pay(id: string) { ... }
+ * \@Cron('* * * * *') \@WithLock('nightly-report', { wait: 0, onBusy: 'skip' })
+ * async report() { ... }
+ */
+export function WithLock(key: LockKey, options?: WithLockDecoratorOptions): MethodDecorator;
+export function WithLock(options: WithLockMetadata): MethodDecorator;
+export function WithLock(keyOrOptions: LockKey | WithLockMetadata, options?: WithLockDecoratorOptions): MethodDecorator {
+  const metadata = readDecoratorOptions(keyOrOptions, options);
+  return (target, propertyKey, descriptor) => {
+    const original = descriptor.value as unknown;
+    if (typeof original !== 'function') {
+      throw new InvalidLockOptionsError(
+        `@WithLock can only decorate methods: ${String(propertyKey)} is ${describeValue(original)}`,
+      );
+    }
+    injectLockService(target);
+    const className = target.constructor?.name ?? 'the class';
+    const lockOptions = {
+      ...(metadata.ttl === undefined ? {} : { ttl: metadata.ttl }),
+      ...(metadata.wait === undefined ? {} : { wait: metadata.wait }),
+    };
+
+    const wrapped = async function (this: Record<PropertyKey, unknown>, ...args: unknown[]): Promise<unknown> {
+      const locks = this?.[LOCK_SERVICE_PROPERTY];
+      if (!(locks instanceof DistributedLock)) {
+        throw new InvalidLockOptionsError(
+          `@WithLock on ${className}.${String(propertyKey)} has no DistributedLock: import LockModule.forRoot(...) ` +
+            `in the module that provides ${className} (or once with isGlobal: true), and let Nest create ${className} ` +
+            `(a provider or controller, not "new ${className}()")`,
+        );
+      }
+      const key = resolveKey(metadata.key, this, args, className, propertyKey);
+      let started = false;
+      try {
+        return await locks.withLock(
+          key,
+          () => {
+            started = true;
+            return (original as (...a: unknown[]) => unknown).apply(this, args);
+          },
+          lockOptions,
+        );
+      } catch (error) {
+        if (!started && metadata.onBusy === 'skip' && error instanceof LockTimeoutError) return undefined;
+        throw error;
+      }
+    };
+    Object.defineProperty(wrapped, 'name', { value: (original as { name: string }).name });
+    // Decorators applied before this one (below it in the source) stored their metadata on the
+    // original function; copy it so routes, @Cron and @OnEvent keep working.
+    for (const metadataKey of Reflect.getMetadataKeys(original)) {
+      Reflect.defineMetadata(metadataKey, Reflect.getMetadata(metadataKey, original), wrapped);
+    }
+    Reflect.defineMetadata(WITH_LOCK_METADATA, metadata, wrapped);
+    descriptor.value = wrapped as typeof descriptor.value;
+    return descriptor;
+  };
+}
+
+function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLockMetadata {
+  let key: unknown;
+  let opts: Record<string, unknown>;
+  if (typeof keyOrOptions === 'string' || typeof keyOrOptions === 'function') {
+    key = keyOrOptions;
+    opts = validateOptionsObject('@WithLock options', options, OPTION_NAMES);
+  } else if (keyOrOptions !== null && typeof keyOrOptions === 'object' && !Array.isArray(keyOrOptions)) {
+    if (options !== undefined) {
+      throw new InvalidLockOptionsError('Invalid @WithLock call: pass either (key, options) or ({ key, ...options }), not both');
+    }
+    const { key: k, ...rest } = keyOrOptions as Record<string, unknown>;
+    key = k;
+    opts = validateOptionsObject('@WithLock options', rest, OPTION_NAMES);
+  } else {
+    throw new InvalidLockOptionsError(
+      `Invalid @WithLock key: expected a string, a function of the method's arguments, or { key, ttl?, wait?, onBusy? }, got ${describeValue(keyOrOptions)}`,
+    );
+  }
+  if (typeof key === 'string') validateKey(key);
+  else if (typeof key !== 'function') {
+    throw new InvalidLockOptionsError(
+      `Invalid @WithLock key: expected a string or a function of the method's arguments, got ${describeValue(key)}`,
+    );
+  }
+  if (opts.ttl !== undefined) validateTtl(opts.ttl, '@WithLock ttl');
+  if (opts.wait !== undefined) validateWait(opts.wait, '@WithLock wait');
+  if (opts.onBusy !== undefined && opts.onBusy !== 'throw' && opts.onBusy !== 'skip') {
+    throw new InvalidLockOptionsError(`Invalid @WithLock onBusy: expected 'throw' or 'skip', got ${describeValue(opts.onBusy)}`);
+  }
+  return {
+    key: key as LockKey,
+    ttl: opts.ttl as number | undefined,
+    wait: opts.wait as number | undefined,
+    onBusy: (opts.onBusy as 'throw' | 'skip' | undefined) ?? 'throw',
+  };
+}
+
+function resolveKey(key: LockKey, self: unknown, args: unknown[], className: string, method: PropertyKey): string {
+  if (typeof key === 'string') return key;
+  let value: unknown;
+  try {
+    value = key.apply(self, args);
+  } catch (error) {
+    throw new InvalidLockOptionsError(
+      `Invalid @WithLock key on ${className}.${String(method)}: the key function threw: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
+    );
+  }
+  if (typeof value !== 'string') {
+    throw new InvalidLockOptionsError(
+      `Invalid @WithLock key on ${className}.${String(method)}: the key function must return a string, it returned ${describeValue(value)}`,
+    );
+  }
+  return validateKey(value);
+}
+
+/** Has Nest inject `DistributedLock` into a hidden property of the class, optionally, once per class. */
+function injectLockService(prototype: object): void {
+  const ctor = prototype.constructor;
+  const deps = (Reflect.getMetadata(PROPERTY_DEPS_METADATA, ctor) ?? []) as Array<{ key: PropertyKey }>;
+  if (deps.some((dep) => dep.key === LOCK_SERVICE_PROPERTY)) return;
+  Inject(DistributedLock)(prototype, LOCK_SERVICE_PROPERTY);
+  Optional()(prototype, LOCK_SERVICE_PROPERTY);
+}

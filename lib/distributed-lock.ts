@@ -1,0 +1,81 @@
+/** A lease that is held: what `tryAcquire` and `acquire` return. */
+export interface LockGuard {
+  /** The key as the caller gave it, without the module's key prefix. */
+  readonly key: string;
+  /** 128 random bits (32 hex digits) that identify this holder; only its holder can extend or release. */
+  readonly token: string;
+  /**
+   * The fencing token: strictly greater than the fence of every earlier acquisition of this key.
+   * Pass it to the resource you protect and have the resource reject writes with a lower fence
+   * than one it has already seen; that is what keeps a paused or partitioned former holder harmless.
+   */
+  readonly fence: bigint;
+  /** When the lease was acquired, in `Date.now()` milliseconds. */
+  readonly acquiredAt: number;
+  /**
+   * The holder's conservative estimate of when the lease ends, in `Date.now()` milliseconds,
+   * measured on the monotonic clock: the moment the winning request was sent, plus the TTL, minus a
+   * drift margin (1% of the TTL + 2 ms). Updated by a successful `extend`.
+   */
+  readonly expiresAt: number;
+}
+
+/** The lease handed to work run by `withLock` and `@WithLock`, and returned by `currentLock()`. */
+export interface HeldLock extends LockGuard {
+  /**
+   * Aborted, with a `LockLostError` as its reason, the moment the lease cannot be confirmed: an
+   * extension was refused, or none was confirmed before the local deadline. Pass it to whatever
+   * the work calls that accepts a signal.
+   */
+  readonly signal: AbortSignal;
+}
+
+export interface TryAcquireOptions {
+  /** Lease length in ms, an integer from 1 to 2^31-1. Defaults to the module's `ttl`. */
+  ttl?: number;
+}
+
+export interface AcquireOptions extends TryAcquireOptions {
+  /**
+   * How long to wait for a busy lock, in ms: 0 makes a single attempt, `Infinity` waits without
+   * limit. Defaults to the module's `wait`.
+   */
+  wait?: number;
+  /** Aborting it stops the wait at once: the call rejects with the signal's reason and leaves nothing held or queued. */
+  signal?: AbortSignal;
+}
+
+export type WithLockOptions = AcquireOptions;
+
+/**
+ * The lock service: inject it by type, `constructor(private readonly locks: DistributedLock)`.
+ * Keys are strings of at most 1024 UTF-8 bytes; all times are milliseconds.
+ */
+export abstract class DistributedLock {
+  /** One attempt: the guard, or `null` when another holder has the key. */
+  abstract tryAcquire(key: string, options?: TryAcquireOptions): Promise<LockGuard | null>;
+
+  /**
+   * Waits up to `wait` for the key, woken by the release itself, in the order the waiters came.
+   * Rejects with `LockTimeoutError` when the wait runs out, and with the signal's reason when the
+   * signal aborts.
+   */
+  abstract acquire(key: string, options?: AcquireOptions): Promise<LockGuard>;
+
+  /**
+   * Renews the lease for `ttl` (default: the TTL it was acquired with). False when the lease is no
+   * longer this guard's: expired, released or taken over.
+   */
+  abstract extend(guard: LockGuard, ttl?: number): Promise<boolean>;
+
+  /** Ends the lease. Idempotent; a no-op when it already expired or belongs to a later holder. */
+  abstract release(guard: LockGuard): Promise<void>;
+
+  /**
+   * Acquires the key, runs `fn` with the held lock, extends the lease every ttl/3 while `fn` runs
+   * and releases it afterwards. Reentrant: a call on a key that the same async call chain already
+   * holds runs `fn` at once inside the outer hold. Rejects with `LockLostError` when the lease was
+   * lost before `fn` settled; `fn`'s own error is never replaced by a release error.
+   */
+  abstract withLock<T>(key: string, fn: (lock: HeldLock) => T | Promise<T>, options?: WithLockOptions): Promise<T>;
+}

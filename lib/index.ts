@@ -1,0 +1,21 @@
+export { LockModule } from './lock.module';
+export type { LockModuleOptions } from './lock-module-options';
+export { LOCK_MODULE_OPTIONS } from './lock.module-definition';
+export { DistributedLock } from './distributed-lock';
+export type { AcquireOptions, HeldLock, LockGuard, TryAcquireOptions, WithLockOptions } from './distributed-lock';
+export { DistributedLockService } from './distributed-lock.service';
+export { WithLock } from './decorators/with-lock.decorator';
+export type { LockKey, WithLockDecoratorOptions } from './decorators/with-lock.decorator';
+export { currentLock } from './lock-context';
+export {
+  InvalidLockOptionsError,
+  LockBackendError,
+  LockError,
+  LockLostError,
+  LockTimeoutError,
+} from './lock.errors';
+export { LockErrorFilter } from './lock-error.filter';
+export { LOCK_BACKEND } from './backends/lock-backend';
+export type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } from './backends/lock-backend';
+export { memoryBackend, MemoryLockBackend } from './backends/memory/memory-lock.backend';
+export { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT, MAX_KEY_BYTES, MAX_TIMER_DELAY } from './lock.constants';

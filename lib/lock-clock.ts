@@ -1,0 +1,37 @@
+import { performance } from 'node:perf_hooks';
+import { MAX_TIMER_DELAY } from './lock.constants';
+
+/** Milliseconds on the monotonic clock: immune to wall-clock steps, the base of every local deadline. */
+export function monotonicNow(): number {
+  return performance.now();
+}
+
+/** A monotonic time expressed in the scale of `Date.now()`, for the fields users read. */
+export function toEpochMs(monotonic: number): number {
+  return Math.round(performance.timeOrigin + monotonic);
+}
+
+/**
+ * An unref'd timer that fires at monotonic time `at`, however far away: delays above the 2^31-1 ms
+ * that `setTimeout` accepts are covered in steps. Returns the function that cancels it.
+ */
+export function scheduleAt(at: number, callback: () => void): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (): void => {
+    const delay = at - monotonicNow();
+    if (delay <= 0) {
+      timer = undefined;
+      callback();
+      return;
+    }
+    timer = setTimeout(arm, Math.min(Math.ceil(delay), MAX_TIMER_DELAY));
+    timer.unref();
+  };
+  const first = at - monotonicNow();
+  timer = setTimeout(arm, Math.max(0, Math.min(Math.ceil(first), MAX_TIMER_DELAY)));
+  timer.unref();
+  return () => {
+    clearTimeout(timer);
+    timer = undefined;
+  };
+}

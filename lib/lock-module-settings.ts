@@ -1,0 +1,57 @@
+import type { LockBackend } from './backends/lock-backend';
+import type { DistributedLockSettings } from './distributed-lock.service';
+import { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT } from './lock.constants';
+import { InvalidLockOptionsError } from './lock.errors';
+import { describeValue, validateKeyPrefix, validateOptionsObject, validateTtl, validateWait } from './lock.validation';
+
+const MODULE_OPTION_NAMES = ['backend', 'keyPrefix', 'ttl', 'wait', 'isGlobal'] as const;
+const BACKEND_METHODS = ['tryAcquire', 'extend', 'release', 'subscribe', 'ping', 'close'] as const;
+
+/** Checks the options of `LockModule.forRoot` or the object an async factory resolved to. */
+export function validateModuleOptions(options: unknown, where: string): Record<string, unknown> {
+  let opts: Record<string, unknown>;
+  try {
+    opts = validateOptionsObject(`${where} options`, options, MODULE_OPTION_NAMES);
+    if (opts.keyPrefix !== undefined) validateKeyPrefix(opts.keyPrefix);
+    if (opts.ttl !== undefined) validateTtl(opts.ttl, `${where} ttl`);
+    if (opts.wait !== undefined) validateWait(opts.wait, `${where} wait`);
+    if (opts.isGlobal !== undefined && typeof opts.isGlobal !== 'boolean') {
+      throw new InvalidLockOptionsError(`Invalid ${where} isGlobal: expected a boolean, got ${describeValue(opts.isGlobal)}`);
+    }
+    if (opts.backend !== undefined) validateBackend(opts.backend, where);
+  } catch (error) {
+    // Nothing may stay open on bad input: close a backend the options came with.
+    const backend = (options as { backend?: Partial<LockBackend> } | null | undefined)?.backend;
+    if (backend && typeof backend.close === 'function') void backend.close().catch(() => undefined);
+    throw error;
+  }
+  return opts;
+}
+
+function validateBackend(backend: unknown, where: string): asserts backend is LockBackend {
+  const candidate = backend as Record<string, unknown> | null;
+  const missing =
+    candidate === null || typeof candidate !== 'object'
+      ? ['an object']
+      : [
+          ...(typeof candidate.name === 'string' ? [] : ['name']),
+          ...BACKEND_METHODS.filter((method) => typeof candidate[method] !== 'function'),
+        ];
+  if (missing.length > 0) {
+    throw new InvalidLockOptionsError(
+      `Invalid ${where} backend: expected a LockBackend such as memoryBackend(), redisBackend(...) or postgresBackend(...), ` +
+        `got ${describeValue(backend)} (missing ${missing.join(', ')})`,
+    );
+  }
+}
+
+/** The service settings: defaults applied to checked options. */
+export function resolveModuleSettings(options: unknown, backend: LockBackend): DistributedLockSettings {
+  const opts = validateModuleOptions(options ?? {}, 'LockModule');
+  return {
+    backend,
+    keyPrefix: opts.keyPrefix === undefined ? DEFAULT_KEY_PREFIX : (opts.keyPrefix as string),
+    ttl: opts.ttl === undefined ? DEFAULT_TTL : (opts.ttl as number),
+    wait: opts.wait === undefined ? DEFAULT_WAIT : (opts.wait as number),
+  };
+}

@@ -1,0 +1,27 @@
+/** Default lease length, in milliseconds. */
+export const DEFAULT_TTL = 30_000;
+/** Default time `acquire`, `withLock` and `@WithLock` wait for a busy lock, in milliseconds. */
+export const DEFAULT_WAIT = 5_000;
+/** Default prefix put in front of every key before it reaches the backend. */
+export const DEFAULT_KEY_PREFIX = 'lock:';
+/** Largest delay `setTimeout` honours; above it Node fires the timer at once. Also the largest TTL. */
+export const MAX_TIMER_DELAY = 2 ** 31 - 1;
+/** Longest key, in UTF-8 bytes (the prefix not counted). */
+export const MAX_KEY_BYTES = 1024;
+/** Longest key prefix, in UTF-8 bytes. */
+export const MAX_KEY_PREFIX_BYTES = 256;
+/** How long shutdown spends releasing the locks this process still holds, in milliseconds. */
+export const SHUTDOWN_RELEASE_TIMEOUT = 2_000;
+
+/** Metadata key under which `@WithLock` records its options on the method. */
+export const WITH_LOCK_METADATA = 'LOCK:WITH_LOCK';
+/** Property under which Nest injects `DistributedLock` into classes that use `@WithLock`. */
+export const LOCK_SERVICE_PROPERTY = Symbol.for('nestjs-distributed-lock:service');
+
+/**
+ * The margin taken off a lease on the holder's side, for clock drift between the holder and the
+ * backend and for timer lateness: 1% of the TTL plus 2 ms (the figure Redlock uses).
+ */
+export function driftMargin(ttl: number): number {
+  return Math.floor(ttl / 100) + 2;
+}

@@ -1,0 +1,67 @@
+/**
+ * Every error this library throws is a `LockError`, so one `instanceof` check catches them all;
+ * each failure has its own subclass so that "busy", "lost" and "backend down" are never confused.
+ */
+export class LockError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The lock stayed busy for the whole wait. In an HTTP handler this answers 409 Conflict. */
+export class LockTimeoutError extends LockError {
+  /** The key as the caller gave it (without the module's key prefix). */
+  readonly key: string;
+  /** How long the caller waited, in milliseconds. */
+  readonly waited: number;
+
+  constructor(key: string, waited: number) {
+    super(`Lock "${key}" is busy: not acquired within ${Math.round(waited)} ms`);
+    this.key = key;
+    this.waited = waited;
+  }
+}
+
+/**
+ * The lease could not be confirmed while work ran under it: an extension was refused (the lease
+ * expired or was taken over) or none was confirmed before the holder's local deadline.
+ * The work did not run exclusively from that moment on.
+ */
+export class LockLostError extends LockError {
+  readonly key: string;
+  /** What happened to the lease, without the key and the outcome of the work. */
+  readonly detail: string;
+  /**
+   * Whether the work itself finished without throwing. `undefined` on the signal's reason,
+   * which is raised while the work still runs.
+   */
+  readonly workSucceeded: boolean | undefined;
+
+  constructor(key: string, detail: string, options?: { workSucceeded?: boolean; cause?: unknown }) {
+    const outcome =
+      options?.workSucceeded === undefined
+        ? ''
+        : options.workSucceeded
+          ? '; the work itself completed, but not exclusively'
+          : '; the work itself failed too (see cause)';
+    super(`Lock "${key}" was lost: ${detail}${outcome}`, { cause: options?.cause });
+    this.key = key;
+    this.detail = detail;
+    this.workSucceeded = options?.workSucceeded;
+  }
+}
+
+/** The backend failed (down, timed out, refused). In an HTTP handler this answers 503. */
+export class LockBackendError extends LockError {
+  /** The backend's name: 'memory', 'redis', 'postgres' or a third party's. */
+  readonly backend: string;
+
+  constructor(backend: string, message: string, options?: { cause?: unknown }) {
+    super(`Lock backend ${backend} failed: ${message}`, options);
+    this.backend = backend;
+  }
+}
+
+/** A key, TTL, wait, guard or option is not valid. The message says what was given and what is allowed. */
+export class InvalidLockOptionsError extends LockError {}
