@@ -1,6 +1,7 @@
 export { LockModule } from './lock.module';
 export type { LockModuleOptions } from './lock-module-options';
 export { LOCK_MODULE_OPTIONS } from './lock.module-definition';
+export type { LockOptionsFactory } from './lock.module-definition';
 export { DistributedLock } from './distributed-lock';
 export type { AcquireOptions, HeldLock, LockGuard, TryAcquireOptions, WithLockOptions } from './distributed-lock';
 export { DistributedLockService } from './distributed-lock.service';

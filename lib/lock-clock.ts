@@ -1,14 +1,14 @@
-import { performance } from 'node:perf_hooks';
 import { MAX_TIMER_DELAY } from './lock.constants';
 
 /** Milliseconds on the monotonic clock: immune to wall-clock steps, the base of every local deadline. */
 export function monotonicNow(): number {
-  return performance.now();
+  // Read through globalThis at each call so that test clocks that replace it are honoured.
+  return globalThis.performance.now();
 }
 
 /** A monotonic time expressed in the scale of `Date.now()`, for the fields users read. */
 export function toEpochMs(monotonic: number): number {
-  return Math.round(performance.timeOrigin + monotonic);
+  return Math.round(globalThis.performance.timeOrigin + monotonic);
 }
 
 /**

@@ -8,5 +8,11 @@ export const {
   ASYNC_OPTIONS_TYPE: LOCK_MODULE_ASYNC_OPTIONS_TYPE,
 } = new ConfigurableModuleBuilder<LockModuleOptions>({ moduleName: 'Lock' })
   .setClassMethodName('forRoot')
+  .setFactoryMethodName('createLockOptions')
   .setExtras({ isGlobal: false }, (definition, extras) => ({ ...definition, global: extras.isGlobal === true }))
   .build();
+
+/** A class for `forRootAsync({ useClass })` / `useExisting`: it returns the module's options. */
+export interface LockOptionsFactory {
+  createLockOptions(): LockModuleOptions | Promise<LockModuleOptions>;
+}
