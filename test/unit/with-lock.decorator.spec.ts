@@ -66,7 +66,7 @@ class Jobs {
   @WithLock(function (this: Jobs, a: number, b: number) {
     return `${this.name}:${a + b}`;
   })
-  async keyed(a: number, b: number): Promise<string | undefined> {
+  async keyed(_a: number, _b: number): Promise<string | undefined> {
     return currentLock()?.key;
   }
 
@@ -95,7 +95,7 @@ class Jobs {
   }
 
   @WithLock((value: unknown) => value as string)
-  async badKey(value: unknown): Promise<void> {}
+  async badKey(_value: unknown): Promise<void> {}
 
   @WithLock(() => {
     throw new Error('no id');
