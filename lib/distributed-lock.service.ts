@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { Logger } from '@nestjs/common';
 import type { LockBackend, LockEvent } from './backends/lock-backend';
 import type {
@@ -13,6 +12,7 @@ import { driftMargin, MAX_TIMER_DELAY, SHUTDOWN_RELEASE_TIMEOUT } from './lock.c
 import { InvalidLockOptionsError, LockBackendError, LockError, LockLostError, LockTimeoutError } from './lock.errors';
 import { monotonicNow, scheduleAt, toEpochMs } from './lock-clock';
 import { findHeld, runHolding } from './lock-context';
+import { newLockToken } from './lock-token';
 import {
   describeValue,
   validateGuardShape,
@@ -322,7 +322,7 @@ export class DistributedLockService extends DistributedLock {
   private obtain(key: string, ttl: number, wait: number, signal: AbortSignal | undefined): Promise<Grant> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     const backendKey = this.keyPrefix + key;
-    const token = randomBytes(16).toString('hex');
+    const token = newLockToken();
     const cancellation: Cancellation = { cancelled: false };
     return new Promise<Grant>((resolve, reject) => {
       const onAbort = (): void => {
