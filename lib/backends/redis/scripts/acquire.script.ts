@@ -1,0 +1,57 @@
+import { LOCK_SCRIPT_PRELUDE } from './lock-script.parts';
+
+/**
+ * acquire: one attempt to take a lock for a token, optionally joining the lock's FIFO queue.
+ *
+ * KEYS[1] lease, KEYS[2] queue, KEYS[3] waiters, KEYS[4] fence (see lock-script.parts.ts)
+ * ARGV[1] token (32 hex characters)
+ * ARGV[2] ttl in ms
+ * ARGV[3] queue place lease in ms; 0 = do not queue
+ * ARGV[4] the client's fence floor (the highest fence it has seen; "0" when none)
+ * ARGV[5] the lock's channel
+ * ARGV[6] PUBLISH or SPUBLISH
+ *
+ * Returns {1, fence}: granted, or renewed for ttl when the token already held the lock (handed over
+ *                     by the queue).
+ *         {0, retryIn}: busy; retryIn = ms left on the current lease. With ARGV[3] > 0 the token
+ *                     joined the queue (or refreshed its place).
+ *         {0, retryIn, waiter, fence}: busy because the lease had expired with waiters queued: this
+ *                     call handed the lock to the oldest live waiter and published the grant.
+ */
+export const ACQUIRE_SCRIPT = `${LOCK_SCRIPT_PRELUDE}
+local token = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local lease = tonumber(ARGV[3])
+local floor = tonumber(ARGV[4])
+
+local function join()
+  if lease <= 0 then return end
+  if redis.call('HSET', KEYS[3], token, fmt(nowMs + lease) .. ':' .. ttl) == 1 then
+    redis.call('RPUSH', KEYS[2], token)
+  end
+  if redis.call('PTTL', KEYS[2]) < lease then
+    redis.call('PEXPIRE', KEYS[2], lease)
+    redis.call('PEXPIRE', KEYS[3], lease)
+  end
+end
+
+local current = redis.call('GET', KEYS[1])
+if current then
+  if string.sub(current, 1, 32) == token then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    leave(token)
+    return {1, tonumber(string.sub(current, 33))}
+  end
+  join()
+  return {0, math.max(redis.call('PTTL', KEYS[1]), 0)}
+end
+
+local waiter, waiterTtl = nextWaiter()
+if waiter and waiter ~= token then
+  local fence = handTo(waiter, waiterTtl, nil, floor, ARGV[5], ARGV[6])
+  join()
+  return {0, waiterTtl, waiter, fence}
+end
+leave(token)
+return {1, grant(token, ttl, nil, floor)}
+`;
