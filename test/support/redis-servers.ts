@@ -213,7 +213,8 @@ export class SpawnedRedis {
   }
 
   async stopAll(): Promise<void> {
-    for (const client of this.clients.splice(0)) client.disconnect();
+    const clients = this.clients.splice(0);
     await Promise.all(this.servers.splice(0).map((s) => s.stop()));
+    for (const client of clients) client.disconnect();
   }
 }
