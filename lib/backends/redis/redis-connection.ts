@@ -3,6 +3,7 @@ import { LockBackendError } from '../../lock.errors';
 
 export type RedisClient = Redis | Cluster;
 
+
 /** True for an ioredis `Cluster`. */
 export function isCluster(client: RedisClient): client is Cluster {
   return (client as Cluster).isCluster === true;
@@ -93,6 +94,11 @@ export class RedisConnection {
     }
     if (this.lastError) return Promise.reject(this.unreachable(what));
     return this.bounded(what, () => this.whenReady(what).then(command), timeout);
+  }
+
+  /** Calls the command `name` (a script defined on the client) with `args`. */
+  call(name: string, args: ReadonlyArray<string | number>): Promise<unknown> {
+    return (this.client as unknown as Record<string, (...a: ReadonlyArray<string | number>) => Promise<unknown>>)[name](...args);
   }
 
   /** Closes the client when this backend opened it; leaves a user's client open. */

@@ -49,6 +49,7 @@ export class RedisLockBackend implements LockBackend {
   private subscriber: RedisLockSubscriber | undefined;
   /** The highest fence this backend has seen: every new fence it asks for is higher. */
   private floor = 0;
+  private floorText = '0';
   private closed = false;
 
   constructor(
@@ -75,7 +76,7 @@ export class RedisLockBackend implements LockBackend {
     try {
       reply = this.settings.replicaAck
         ? await this.acquireAcknowledged(key, token, args)
-        : await this.connection.run('acquire', () => this.host[LOCK_COMMANDS.acquire](...args) as Promise<AcquireReply>);
+        : ((await this.connection.run('acquire', () => this.connection.call(LOCK_COMMANDS.acquire, args))) as AcquireReply);
     } catch (error) {
       // The attempt may have been granted after all: give back whatever it may hold.
       this.releaseInBackground(key, token);
@@ -95,7 +96,7 @@ export class RedisLockBackend implements LockBackend {
   extend(key: string, token: string, ttl: number): Promise<boolean> {
     const keys = redisLockKeys(key);
     return this.connection
-      .run('extend', () => this.host[LOCK_COMMANDS.extend](keys.lease, token, ttl))
+      .run('extend', () => this.connection.call(LOCK_COMMANDS.extend, [keys.lease, token, ttl]))
       .then((reply) => reply === 1);
   }
 
@@ -129,21 +130,8 @@ export class RedisLockBackend implements LockBackend {
   async release(key: string, token: string): Promise<boolean> {
     const keys = redisLockKeys(key);
     const channel = this.channelOf(keys);
-    const reply = await this.connection.run(
-      'release',
-      () =>
-        this.host[LOCK_COMMANDS.release](
-          keys.lease,
-          keys.queue,
-          keys.waiters,
-          keys.fence,
-          token,
-          this.floorArg(),
-          channel,
-          this.publish,
-          this.announce,
-        ) as Promise<ReleaseReply>,
-    );
+    const args = [keys.lease, keys.queue, keys.waiters, keys.fence, token, this.floorArg(), channel, this.publish, this.announce];
+    const reply = (await this.connection.run('release', () => this.connection.call(LOCK_COMMANDS.release, args))) as ReleaseReply;
     if (reply.length === 3) {
       this.observe(reply[2]);
       this.subscriber?.deliverLocal(channel, { type: 'granted', key, token: reply[1], fence: BigInt(reply[2]) });
@@ -182,11 +170,14 @@ export class RedisLockBackend implements LockBackend {
   }
 
   private floorArg(): string {
-    return this.floor.toFixed(0);
+    return this.floorText;
   }
 
   private observe(fence: number): void {
-    if (fence > this.floor) this.floor = fence;
+    if (fence > this.floor) {
+      this.floor = fence;
+      this.floorText = fence.toFixed(0);
+    }
   }
 
   private releaseInBackground(key: string, token: string): void {

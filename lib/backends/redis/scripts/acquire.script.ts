@@ -1,4 +1,4 @@
-import { LOCK_SCRIPT_PRELUDE } from './lock-script.parts';
+import { LOCK_FUNCTIONS, READ_CLOCK } from './lock-script.parts';
 
 /**
  * acquire: one attempt to take a lock for a token, optionally joining the lock's FIFO queue.
@@ -18,11 +18,44 @@ import { LOCK_SCRIPT_PRELUDE } from './lock-script.parts';
  *         {0, retryIn, waiter, fence}: busy because the lease had expired with waiters queued: this
  *                     call handed the lock to the oldest live waiter and published the grant.
  */
-export const ACQUIRE_SCRIPT = `${LOCK_SCRIPT_PRELUDE}
+export const ACQUIRE_SCRIPT = `
 local token = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local lease = tonumber(ARGV[3])
 local floor = tonumber(ARGV[4])
+local state = redis.call('MGET', KEYS[1], KEYS[4])
+local current = state[1]
+
+if not current and redis.call('EXISTS', KEYS[3]) == 0 then
+  -- Free, nobody queued.
+  ${READ_CLOCK}
+  local fence = now
+  if floor >= fence then fence = floor + 1 end
+  if state[2] then
+    local kept = tonumber(state[2])
+    if kept >= fence then fence = kept + 1 end
+  end
+  redis.call('SET', KEYS[1], token .. string.format('%.0f', fence), 'PX', ttl)
+  if fence > now then
+    redis.call('SET', KEYS[4], string.format('%.0f', fence), 'PX', math.floor((fence - now) / 1000) + 2)
+  end
+  return {1, fence}
+end
+
+if current then
+  if string.sub(current, 1, 32) == token then
+    -- Already ours (handed over by the queue): renew.
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    if redis.call('HDEL', KEYS[3], token) == 1 then redis.call('LREM', KEYS[2], 1, token) end
+    return {1, tonumber(string.sub(current, 33))}
+  end
+  if lease <= 0 then
+    return {0, math.max(redis.call('PTTL', KEYS[1]), 0)}
+  end
+end
+
+${READ_CLOCK}
+${LOCK_FUNCTIONS}
 
 local function join()
   if lease <= 0 then return end
@@ -35,13 +68,7 @@ local function join()
   end
 end
 
-local current = redis.call('GET', KEYS[1])
 if current then
-  if string.sub(current, 1, 32) == token then
-    redis.call('PEXPIRE', KEYS[1], ttl)
-    leave(token)
-    return {1, tonumber(string.sub(current, 33))}
-  end
   join()
   return {0, math.max(redis.call('PTTL', KEYS[1]), 0)}
 end

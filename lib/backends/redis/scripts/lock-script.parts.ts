@@ -8,14 +8,23 @@
  *
  * Fences: a grant's fence is the server time in microseconds, raised above the lock's previous
  * fence (while the lease, or the fence key, still says what it was) and above the client's floor.
- * So the fence needs no counter that lives forever: once the server clock has passed a fence,
- * the clock alone keeps the next one higher, even after the keys were evicted or lost.
+ * So no counter has to live forever: once the server clock has passed a fence, the clock alone
+ * keeps the next one higher, even after the keys were evicted or lost. Whenever a fence is ahead of
+ * the clock, the fence key keeps it until the clock has caught up.
+ *
+ * The common cases (a free lock with nobody queued; a release with nobody queued) are written out
+ * in each script before this part, so they run the fewest commands.
  */
-export const LOCK_SCRIPT_PRELUDE = `
+
+/** Reads the server clock into `now` (µs) and `nowMs`. */
+export const READ_CLOCK = `
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local nowMs = math.floor(now / 1000)
+`;
 
+/** Functions of the queue and hand-off paths; they use `now` and `nowMs` from READ_CLOCK. */
+export const LOCK_FUNCTIONS = `
 local function fmt(n)
   return string.format('%.0f', n)
 end

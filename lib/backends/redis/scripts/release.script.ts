@@ -1,4 +1,4 @@
-import { LOCK_SCRIPT_PRELUDE } from './lock-script.parts';
+import { LOCK_FUNCTIONS, READ_CLOCK } from './lock-script.parts';
 
 /**
  * release: ends a token's lease and hands the lock to the oldest live queued waiter; or, when the
@@ -14,25 +14,36 @@ import { LOCK_SCRIPT_PRELUDE } from './lock-script.parts';
  * Returns {0}: the token held nothing (its queue place, if any, is gone).
  *         {1}: released; the lock is free.
  *         {1, waiter, fence}: released and handed to waiter with fence (the grant was published).
+ *
+ * With nobody queued the lease is simply deleted: its fence is either ahead of the clock (and then
+ * the fence key, written at the grant, keeps it) or the clock reading of the granting script, which
+ * the clock has passed by the time another script reads it.
  */
-export const RELEASE_SCRIPT = `${LOCK_SCRIPT_PRELUDE}
+export const RELEASE_SCRIPT = `
 local token = ARGV[1]
 local current = redis.call('GET', KEYS[1])
 if not current or string.sub(current, 1, 32) ~= token then
-  leave(token)
+  if redis.call('HDEL', KEYS[3], token) == 1 then redis.call('LREM', KEYS[2], 1, token) end
   return {0}
 end
 
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  -- Nobody queued.
+  redis.call('DEL', KEYS[1])
+  if ARGV[5] == '1' then redis.call(ARGV[4], ARGV[3], 'r') end
+  return {1}
+end
+
+${READ_CLOCK}
+${LOCK_FUNCTIONS}
+
 local last = tonumber(string.sub(current, 33))
-local queued = redis.call('EXISTS', KEYS[3]) == 1
 local waiter, ttl = nextWaiter()
 if waiter then
   return {1, waiter, handTo(waiter, ttl, last, tonumber(ARGV[2]), ARGV[3], ARGV[4])}
 end
 redis.call('DEL', KEYS[1])
 keepFence(last)
-if queued or ARGV[5] == '1' then
-  redis.call(ARGV[4], ARGV[3], 'r')
-end
+redis.call(ARGV[4], ARGV[3], 'r')
 return {1}
 `;
