@@ -125,7 +125,7 @@ describe('redisBackend under faults of a spawned server', () => {
     const result = await locks.withLock(
       'client-kill',
       async (held) => {
-        await admin.client('KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+        await admin.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
         // Past two TTLs of extensions on the new connection.
         for (let i = 0; i < 6; i++) {
           await sleep(500);
@@ -147,7 +147,7 @@ describe('redisBackend under faults of a spawned server', () => {
     const held = (await holder.tryAcquire('lost-wakeup'))!;
     const waiting = waiter.acquire('lost-wakeup', { wait: 10_000 });
     await eventually(async () => ((await admin.pubsub('NUMSUB', '{f:lost-wakeup}:c')) as [string, number])[1] > 0);
-    await admin.client('KILL', 'TYPE', 'pubsub');
+    await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
     await holder.release(held);
     const guard = await waiting;
     expect(guard.fence).toBeGreaterThan(held.fence);
