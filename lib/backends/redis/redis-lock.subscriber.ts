@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
+import { LockBackendError } from '../../lock.errors';
 import type { LockEvent } from '../lock-backend';
 import { RedisConnection } from './redis-connection';
 
@@ -118,7 +119,12 @@ export class RedisLockSubscriber {
   }
 
   private send(what: 'subscribe' | 'unsubscribe', channel: string): Promise<void> {
-    const connection = this.open();
+    let connection: RedisConnection;
+    try {
+      connection = this.open();
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const client = connection.client as unknown as Record<string, (channel: string) => Promise<unknown>>;
     const command = this.sharded ? (what === 'subscribe' ? 'ssubscribe' : 'sunsubscribe') : what;
     return connection.run(command.toUpperCase(), () => client[command](channel).then(() => undefined));
@@ -126,6 +132,7 @@ export class RedisLockSubscriber {
 
   private open(): RedisConnection {
     if (this.connection) return this.connection;
+    if (this.closed) throw new LockBackendError('redis', 'subscribe: the backend was closed');
     const source = this.source.client;
     // Channel names arrive complete (the client's key prefix included), so the duplicate adds none.
     const client = this.source.cluster

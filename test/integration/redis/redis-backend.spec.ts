@@ -139,6 +139,27 @@ describe('redisBackend on the shared Redis', () => {
       }
     });
 
+    it('works through a user client with its own key prefix, hand-offs between processes included', async () => {
+      const first = new Redis(sharedRedisOptions(`${prefix}{app}:`));
+      const second = new Redis(sharedRedisOptions(`${prefix}{app}:`));
+      try {
+        const a = new DistributedLockService({ backend: redisBackend({ client: first }), keyPrefix: 'lock:', ttl: 5_000, wait: 5_000 });
+        const b = new DistributedLockService({ backend: redisBackend({ client: second }), keyPrefix: 'lock:', ttl: 5_000, wait: 5_000 });
+        const held = (await a.tryAcquire('prefixed'))!;
+        expect(await raw.exists(`{app}:${redisLockKeys('lock:prefixed').lease}`)).toBe(1);
+        const waiting = b.acquire('prefixed');
+        await sleep(50);
+        await a.release(held);
+        expect((await waiting).fence).toBeGreaterThan(held.fence);
+        await a.shutdown();
+        await b.shutdown();
+        expect(await first.ping()).toBe('PONG');
+      } finally {
+        first.disconnect();
+        second.disconnect();
+      }
+    });
+
     it('registers its scripts under names that carry the package version', async () => {
       const client = new Redis(sharedRedisOptions(prefix));
       try {
