@@ -114,6 +114,23 @@ describe('redisBackend on the shared Redis', () => {
       await expect(locks.acquire('x')).rejects.toThrow(`127.0.0.1:${port}`);
     });
 
+    it('fails fast with the addresses it tried when a Cluster or the sentinels are down', async () => {
+      const [a, b] = [await closedPort(), await closedPort()];
+      const cluster = redisBackend({ cluster: { nodes: [{ host: '127.0.0.1', port: a }, { host: '127.0.0.1', port: b }] }, commandTimeout: 25_000 });
+      const sentinel = redisBackend({
+        connection: { sentinels: [{ host: '127.0.0.1', port: a }], name: 'locks', password: 'hunter2' },
+        commandTimeout: 25_000,
+      });
+      opened.push(cluster, sentinel);
+      const clusterError = (await cluster.tryAcquire('lock:x', token(), 1_000).catch((e: unknown) => e)) as Error;
+      expect(clusterError).toBeInstanceOf(LockBackendError);
+      expect(clusterError.message).toContain(`cannot reach Redis Cluster (startup nodes 127.0.0.1:${a}, 127.0.0.1:${b})`);
+      const sentinelError = (await sentinel.tryAcquire('lock:x', token(), 1_000).catch((e: unknown) => e)) as Error;
+      expect(sentinelError).toBeInstanceOf(LockBackendError);
+      expect(sentinelError.message).toContain(`cannot reach Redis master "locks" via Sentinel 127.0.0.1:${a}`);
+      expect(sentinelError.message).not.toContain('hunter2');
+    });
+
     it('leaves a client the user passed in open, and closes the connections it opened', async () => {
       const client = new Redis(sharedRedisOptions(prefix));
       try {

@@ -62,10 +62,8 @@ local function join()
   if redis.call('HSET', KEYS[3], token, fmt(nowMs + lease) .. ':' .. ttl) == 1 then
     redis.call('RPUSH', KEYS[2], token)
   end
-  if redis.call('PTTL', KEYS[2]) < lease then
-    redis.call('PEXPIRE', KEYS[2], lease)
-    redis.call('PEXPIRE', KEYS[3], lease)
-  end
+  if redis.call('PTTL', KEYS[2]) < lease then redis.call('PEXPIRE', KEYS[2], lease) end
+  if redis.call('PTTL', KEYS[3]) < lease then redis.call('PEXPIRE', KEYS[3], lease) end
 end
 
 if current then
