@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { DistributedLockService, redisBackend, type HeldLock, type LockBackend, type LockGuard } from '../../../lib';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
 import { describeLockBackendContract } from '../../contract/lock-backend.contract';
@@ -51,6 +51,24 @@ describe('redisBackend on a spawned Cluster of 3 masters + 3 replicas', () => {
         const next = await waiting;
         expect(next.fence).toBeGreaterThan(first.fence);
         await b.release(next);
+      }
+    });
+
+    it('uses a Cluster the user passed in and leaves it open', async () => {
+      const cluster = new Cluster(startupNodes());
+      try {
+        const backend = redisBackend({ client: cluster });
+        const locks = new DistributedLockService({ backend, keyPrefix: 'c:', ttl: 5_000, wait: 5_000 });
+        const held = (await locks.tryAcquire('users-cluster'))!;
+        const waiting = locks.acquire('users-cluster');
+        await sleep(20);
+        await locks.release(held);
+        await locks.release(await waiting);
+        await locks.shutdown();
+        expect(cluster.status).toBe('ready');
+        expect(await cluster.set('c:still-open', '1')).toBe('OK');
+      } finally {
+        cluster.disconnect();
       }
     });
 
