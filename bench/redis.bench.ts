@@ -34,6 +34,12 @@ function countingExtensions(backend: LockBackend): { backend: LockBackend; calls
   return stats;
 }
 
+/** Redis CPU seconds (user + system) so far. */
+async function redisCpu(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  return Number(/used_cpu_user:([\d.]+)/.exec(info)![1]) + Number(/used_cpu_sys:([\d.]+)/.exec(info)![1]);
+}
+
 async function usedMemory(redis: Redis): Promise<number> {
   const info = await redis.info('memory');
   return Number(/used_memory:(\d+)/.exec(info)![1]);
@@ -64,10 +70,12 @@ async function manyHeld(prefix: string, admin: Redis): Promise<Record<string, st
   const heapHeld = process.memoryUsage().heapUsed;
   const redisHeld = await usedMemory(admin);
   const cpuBefore = process.cpuUsage();
+  const redisCpuBefore = await redisCpu(admin);
   const callsBefore = stats.calls.length;
   const holdStarted = performance.now();
   await new Promise((resolve) => setTimeout(resolve, holdMs));
   const cpu = process.cpuUsage(cpuBefore);
+  const redisCpuUsed = (await redisCpu(admin)) - redisCpuBefore;
   const heldFor = performance.now() - holdStarted;
   const calls = stats.calls.slice(callsBefore);
   release();
@@ -86,6 +94,7 @@ async function manyHeld(prefix: string, admin: Redis): Promise<Record<string, st
     'failed renewals': stats.failures,
     'locks lost': lost,
     'CPU ms per s (this process)': Math.round((cpu.user + cpu.system) / 1000 / (heldFor / 1000)),
+    'Redis CPU ms per s (all its clients)': Math.round((redisCpuUsed * 1000) / (heldFor / 1000)),
     'heap per lock (bytes)': Math.round((heapHeld - heapBefore) / count),
     'Redis memory per lock (bytes)': Math.round((redisHeld - redisBefore) / count),
   };
