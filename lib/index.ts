@@ -20,3 +20,8 @@ export { LOCK_BACKEND } from './backends/lock-backend';
 export type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } from './backends/lock-backend';
 export { memoryBackend, MemoryLockBackend } from './backends/memory/memory-lock.backend';
 export { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT, MAX_KEY_BYTES, MAX_TIMER_DELAY } from './lock.constants';
+export { redisBackend } from './backends/redis/redis-backend.factory';
+export type { RedisBackendOptions, RedisQuorumNode } from './backends/redis/redis-backend.options';
+export type { ReplicaAcknowledgement } from './backends/redis/redis-lock.backend';
+export { RedisLockBackend } from './backends/redis/redis-lock.backend';
+export { RedisQuorumLockBackend } from './backends/redis/redis-quorum.backend';

@@ -51,10 +51,12 @@ export interface LockBackend {
   extend(key: string, token: string, ttl: number): Promise<boolean>;
 
   /**
-   * Renews many leases at once, for the watchdog; one result per item, in order. Optional: when a
-   * backend does not implement it, the service calls `extend` for each item in the same tick.
+   * Renews many leases at once, for the watchdog; one result per item, in order: true, false, or
+   * the error that item's extension failed with (so one failing node of a cluster does not fail the
+   * leases on the others). Optional: when a backend does not implement it, the service calls
+   * `extend` for each item in the same tick.
    */
-  extendMany?(items: readonly ExtendItem[]): Promise<boolean[]>;
+  extendMany?(items: readonly ExtendItem[]): Promise<Array<boolean | Error>>;
 
   /**
    * Ends `token`'s lease on `key` (handing the key to the oldest live queued waiter, if any) and

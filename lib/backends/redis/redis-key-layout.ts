@@ -1,0 +1,35 @@
+import { createHash } from 'node:crypto';
+
+/** The Redis names one lock uses. They all carry the same hash tag, so they live in one Cluster slot. */
+export interface RedisLockKeys {
+  /** String: `<token><fence>` while held, expiring with the lease (PX). */
+  readonly lease: string;
+  /** List: tokens of the queued waiters, oldest first. */
+  readonly queue: string;
+  /** Hash: token → `<queue place expiry, server ms>:<ttl asked for>`. */
+  readonly waiters: string;
+  /** String: the last fence, kept only while it is ahead of the server clock (expires when the clock passes it). */
+  readonly fence: string;
+  /** Pub/sub channel (classic or sharded) of the lock's releases and hand-offs. */
+  readonly channel: string;
+}
+
+/**
+ * Maps a lock key to its Redis names: `{<key>}:l`, `{<key>}:q`, `{<key>}:w`, `{<key>}:f` and
+ * channel `{<key>}:c`. The whole key is the hash tag, so every name of one lock hashes to the same
+ * Cluster slot (no CROSSSLOT) and different locks spread over the slots.
+ *
+ * A key containing `}` cannot be a hash tag as it is, so it is tagged by its SHA-1 instead:
+ * `{#<sha1>}:<key>:l`. The two forms never collide: the first has exactly one `}` up to its suffix,
+ * the second at least two.
+ */
+export function redisLockKeys(key: string): RedisLockKeys {
+  const base = key.includes('}') ? `{#${createHash('sha1').update(key).digest('hex')}}:${key}` : `{${key}}`;
+  return {
+    lease: `${base}:l`,
+    queue: `${base}:q`,
+    waiters: `${base}:w`,
+    fence: `${base}:f`,
+    channel: `${base}:c`,
+  };
+}

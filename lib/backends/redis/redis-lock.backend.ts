@@ -1,0 +1,223 @@
+import type { ChainableCommander } from 'ioredis';
+import { LockBackendError } from '../../lock.errors';
+import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } from '../lock-backend';
+import { RedisConnection } from './redis-connection';
+import { redisLockKeys, type RedisLockKeys } from './redis-key-layout';
+import { RedisLockSubscriber } from './redis-lock.subscriber';
+import { defineLockScripts, LOCK_COMMANDS, type LockScriptHost } from './redis-lock.scripts';
+
+/** Acknowledgement of an acquisition by replicas (`WAIT`) or by their AOF (`WAITAOF`). */
+export interface ReplicaAcknowledgement {
+  /** How many replicas must confirm the acquisition. */
+  replicas: number;
+  /** How long to wait for them, in ms. */
+  timeout: number;
+  /** Wait for the replicas' append-only files to be fsynced (`WAITAOF`, Redis 7.2+) instead of `WAIT`. */
+  aof?: boolean;
+}
+
+export interface RedisLockBackendSettings {
+  /** Bound on every command, in ms (waiting for the connection included). */
+  commandTimeout: number;
+  /** How often a waiter re-checks in case a wake-up was lost, in ms. */
+  recheckInterval: number;
+  /** Cluster only: SSUBSCRIBE/SPUBLISH (Redis 7+) instead of SUBSCRIBE/PUBLISH. */
+  shardedPubSub: boolean;
+  /** When set, an acquisition counts only once this many replicas confirmed it. */
+  replicaAck?: ReplicaAcknowledgement;
+  /** Publish every release (not only those with waiters queued): the quorum's nodes need it. */
+  announceReleases?: boolean;
+}
+
+type AcquireReply = [1, number] | [0, number] | [0, number, string, number];
+type ReleaseReply = [0] | [1] | [1, string, number];
+
+/**
+ * Locks on one Redis deployment: a single server, a Sentinel-managed master or a Cluster.
+ *
+ * Every operation is one Lua script (acquire, extend, release), so one round trip, atomic on the
+ * server, and bounded by the command timeout. TTLs run on the server clock (PX). A release hands
+ * the lock to the oldest live queued waiter inside the script and publishes the grant on the
+ * lock's channel; when the waiter lives in this process, the release reply wakes it at once.
+ */
+export class RedisLockBackend implements LockBackend {
+  readonly name = 'redis';
+  readonly recheckInterval: number;
+  private readonly host: LockScriptHost;
+  private readonly publish: 'PUBLISH' | 'SPUBLISH';
+  private readonly announce: '0' | '1';
+  private subscriber: RedisLockSubscriber | undefined;
+  /** The highest fence this backend has seen: every new fence it asks for is higher. */
+  private floor = 0;
+  private floorText = '0';
+  private closed = false;
+
+  constructor(
+    readonly connection: RedisConnection,
+    private readonly settings: RedisLockBackendSettings,
+  ) {
+    defineLockScripts(connection.client);
+    this.host = connection.client as unknown as LockScriptHost;
+    this.recheckInterval = settings.recheckInterval;
+    this.publish = connection.cluster && settings.shardedPubSub ? 'SPUBLISH' : 'PUBLISH';
+    this.announce = settings.announceReleases ? '1' : '0';
+  }
+
+  /** Where the backend connects, for messages (host and port, no credentials). */
+  get endpoint(): string {
+    return this.connection.endpoint;
+  }
+
+  async tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
+    const keys = redisLockKeys(key);
+    const channel = this.channelOf(keys);
+    const args = [keys.lease, keys.queue, keys.waiters, keys.fence, token, ttl, queue?.lease ?? 0, this.floorArg(), channel, this.publish] as const;
+    let reply: AcquireReply;
+    try {
+      reply = this.settings.replicaAck
+        ? await this.acquireAcknowledged(key, token, args)
+        : ((await this.connection.run('acquire', () => this.connection.call(LOCK_COMMANDS.acquire, args))) as AcquireReply);
+    } catch (error) {
+      // The attempt may have been granted after all: give back whatever it may hold.
+      this.releaseInBackground(key, token);
+      throw error;
+    }
+    if (reply[0] === 1) {
+      this.observe(reply[1]);
+      return { fence: BigInt(reply[1]) };
+    }
+    if (reply.length === 4) {
+      this.observe(reply[3]);
+      this.subscriber?.deliverLocal(channel, { type: 'granted', key, token: reply[2], fence: BigInt(reply[3]) });
+    }
+    return { fence: null, retryIn: reply[1] };
+  }
+
+  extend(key: string, token: string, ttl: number): Promise<boolean> {
+    const keys = redisLockKeys(key);
+    return this.connection
+      .run('extend', () => this.connection.call(LOCK_COMMANDS.extend, [keys.lease, token, ttl]))
+      .then((reply) => reply === 1);
+  }
+
+  /**
+   * Renews many leases in one round trip: one pipeline on a single server; on a Cluster the
+   * commands go out in the same tick (ioredis groups them per node when auto-pipelining is on).
+   * An item whose command failed gets its error, the others their answer.
+   */
+  async extendMany(items: readonly ExtendItem[]): Promise<Array<boolean | Error>> {
+    if (items.length === 0) return [];
+    const answers = await this.connection.run(`extend (${items.length} leases)`, async () => {
+      if (!this.connection.cluster) {
+        const pipeline = this.connection.client.pipeline() as unknown as LockScriptHost & ChainableCommander;
+        for (const item of items) pipeline[LOCK_COMMANDS.extend](redisLockKeys(item.key).lease, item.token, item.ttl);
+        const rows = (await pipeline.exec()) ?? [];
+        return items.map((_, i) => (rows[i]?.[0] ? rows[i][0] : rows[i]?.[1]));
+      }
+      return Promise.all(
+        items.map((item) =>
+          this.host[LOCK_COMMANDS.extend](redisLockKeys(item.key).lease, item.token, item.ttl).catch((error: unknown) => error),
+        ),
+      );
+    });
+    return answers.map((answer, i) =>
+      answer instanceof Error
+        ? new LockBackendError('redis', `extend of "${items[i].key}" on ${this.endpoint} failed: ${answer.message}`, { cause: answer })
+        : answer === 1,
+    );
+  }
+
+  async release(key: string, token: string): Promise<boolean> {
+    const keys = redisLockKeys(key);
+    const channel = this.channelOf(keys);
+    const args = [keys.lease, keys.queue, keys.waiters, keys.fence, token, this.floorArg(), channel, this.publish, this.announce];
+    const reply = (await this.connection.run('release', () => this.connection.call(LOCK_COMMANDS.release, args))) as ReleaseReply;
+    if (reply.length === 3) {
+      this.observe(reply[2]);
+      this.subscriber?.deliverLocal(channel, { type: 'granted', key, token: reply[1], fence: BigInt(reply[2]) });
+    }
+    return reply[0] === 1;
+  }
+
+  subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
+    if (this.closed) return Promise.reject(new LockBackendError('redis', 'subscribe: the backend was closed'));
+    this.subscriber ??= new RedisLockSubscriber(this.connection, this.publish === 'SPUBLISH', this.settings.commandTimeout);
+    // With replica acknowledgement a hand-off is not yet confirmed: the waiter re-attempts, which
+    // renews its lease and waits for the replicas.
+    const deliver = this.settings.replicaAck
+      ? (event: LockEvent) => listener(event.type === 'granted' ? { type: 'released', key } : event)
+      : listener;
+    return this.subscriber.subscribe(this.channelOf(redisLockKeys(key)), key, deliver);
+  }
+
+  ping(): Promise<void> {
+    return this.connection.run('PING', () => this.connection.client.ping()).then(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all([this.subscriber?.close(), this.connection.close()]);
+  }
+
+  /** Makes every later fence of this backend higher than `fence` (the quorum's fence, seen on another node). */
+  raiseFloor(fence: bigint): void {
+    this.observe(Number(fence));
+  }
+
+  private channelOf(keys: RedisLockKeys): string {
+    return this.connection.keyPrefix + keys.channel;
+  }
+
+  private floorArg(): string {
+    return this.floorText;
+  }
+
+  private observe(fence: number): void {
+    if (fence > this.floor) {
+      this.floor = fence;
+      this.floorText = fence.toFixed(0);
+    }
+  }
+
+  private releaseInBackground(key: string, token: string): void {
+    if (this.closed) return;
+    this.release(key, token).catch(() => undefined);
+  }
+
+  /** The acquire script and WAIT/WAITAOF in one pipeline; a grant the replicas did not confirm is given back. */
+  private async acquireAcknowledged(
+    key: string,
+    token: string,
+    args: readonly [string, string, string, string, string, number, number, string, string, string],
+  ): Promise<AcquireReply> {
+    const ack = this.settings.replicaAck!;
+    const rows = await this.connection.run(
+      'acquire',
+      async () => {
+        const pipeline = this.connection.client.pipeline() as unknown as LockScriptHost & ChainableCommander;
+        pipeline[LOCK_COMMANDS.acquire](...args);
+        if (ack.aof) pipeline.call('WAITAOF', 0, ack.replicas, ack.timeout);
+        else pipeline.call('WAIT', ack.replicas, ack.timeout);
+        return (await pipeline.exec()) ?? [];
+      },
+      this.settings.commandTimeout + ack.timeout,
+    );
+    const [acquireError, reply] = rows[0] ?? [new Error('no reply')];
+    if (acquireError) throw acquireError;
+    const acquired = reply as AcquireReply;
+    if (acquired[0] !== 1) return acquired;
+    const [waitError, answer] = rows[1] ?? [new Error('no reply')];
+    const confirmed = waitError ? undefined : Number(Array.isArray(answer) ? answer[1] : answer);
+    if (confirmed !== undefined && confirmed >= ack.replicas) return acquired;
+    await this.release(key, token).catch(() => undefined);
+    const command = ack.aof ? 'WAITAOF' : 'WAIT';
+    throw new LockBackendError(
+      'redis',
+      waitError
+        ? `${command} on ${this.endpoint} failed: ${waitError.message}; the lock was given back`
+        : `only ${confirmed} of ${ack.replicas} replicas of ${this.endpoint} confirmed the lock within ${ack.timeout} ms (${command}); the lock was given back`,
+      { cause: waitError ?? undefined },
+    );
+  }
+}

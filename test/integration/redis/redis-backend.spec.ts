@@ -1,0 +1,318 @@
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import { Redis } from 'ioredis';
+import {
+  DistributedLockService,
+  InvalidLockOptionsError,
+  LockBackendError,
+  redisBackend,
+  RedisLockBackend,
+  type LockBackend,
+} from '../../../lib';
+import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
+import { LOCK_COMMANDS } from '../../../lib/backends/redis/redis-lock.scripts';
+import { deleteSharedKeys, SHARED_REDIS_URL, sharedRedisOptions, testRunPrefix } from '../../support/shared-redis';
+import { sleep } from '../../support/time';
+
+const prefix = testRunPrefix('backend');
+const token = (): string => randomBytes(16).toString('hex');
+
+/** A loopback port with nothing listening on it. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+async function serverMicros(redis: Redis): Promise<bigint> {
+  const [seconds, micros] = await redis.time();
+  return BigInt(seconds) * 1_000_000n + BigInt(micros);
+}
+
+describe('redisBackend on the shared Redis', () => {
+  let raw: Redis;
+  const opened: LockBackend[] = [];
+  const backend = (extra: Record<string, unknown> = {}): RedisLockBackend => {
+    const created = redisBackend({ connection: sharedRedisOptions(prefix), ...extra }) as RedisLockBackend;
+    opened.push(created);
+    return created;
+  };
+
+  beforeAll(() => {
+    raw = new Redis(sharedRedisOptions(prefix));
+  });
+  afterEach(async () => {
+    await Promise.all(opened.splice(0).map((b) => b.close()));
+  });
+  afterAll(async () => {
+    raw.disconnect();
+    await deleteSharedKeys(prefix);
+  });
+
+  describe('options', () => {
+    it.each([
+      [{ url: SHARED_REDIS_URL, connection: {} }, /give only one of .*url and connection/],
+      [{ url: 'http://127.0.0.1:6379' }, /url must be a string starting with redis:\/\//],
+      [{ quorum: ['redis://127.0.0.1:1', 'redis://127.0.0.1:2'] }, /odd number \(at least 3\).*got 2 nodes/],
+      [{ quorum: ['redis://a:1', 'redis://a:2', 'redis://a:3', 'redis://a:4'] }, /got 4 nodes/],
+      [{ commandTimeout: 0 }, /commandTimeout must be an integer number of milliseconds from 1/],
+      [{ recheckInterval: 1.5 }, /recheckInterval must be an integer/],
+      [{ waitForReplicas: { replicas: 1 } }, /waitForReplicas.timeout is required/],
+      [{ waitForReplicas: { replicas: 0, timeout: 10 } }, /waitForReplicas.replicas must be an integer from 1/],
+      [{ client: {} }, /client must be an ioredis Redis or Cluster instance/],
+      [{ ttl: 5 }, /unknown option "ttl"/],
+      [{ cluster: { nodes: [] } }, /cluster.nodes must be a non-empty array/],
+    ])('rejects %j with a message that says what is allowed', (options, message) => {
+      expect(() => redisBackend(options as never)).toThrow(InvalidLockOptionsError);
+      expect(() => redisBackend(options as never)).toThrow(message);
+    });
+
+    it('opens no connection when the options are bad', async () => {
+      const name = `ndl-invalid-${randomBytes(4).toString('hex')}`;
+      expect(() =>
+        redisBackend({ connection: { ...sharedRedisOptions(prefix), connectionName: name }, recheckInterval: -1 }),
+      ).toThrow(InvalidLockOptionsError);
+      await sleep(100);
+      expect((await raw.client('LIST')) as string).not.toContain(name);
+    });
+
+    it('never echoes a password from a bad URL', () => {
+      for (const url of ['redis://user:hunter2@127.0.0.1:port', 'http://user:hunter2@127.0.0.1:6379']) {
+        let thrown: unknown;
+        try {
+          opened.push(redisBackend({ url }));
+        } catch (error) {
+          thrown = error;
+        }
+        expect(thrown).toBeInstanceOf(InvalidLockOptionsError);
+        expect((thrown as Error).message).not.toContain('hunter2');
+      }
+    });
+  });
+
+  describe('connections', () => {
+    it('fails fast with host and port, without credentials, when the server is down', async () => {
+      const port = await closedPort();
+      const down = redisBackend({ url: `redis://locker:hunter2@127.0.0.1:${port}`, commandTimeout: 25_000 });
+      opened.push(down);
+      const error = (await down.tryAcquire('lock:x', token(), 1_000).catch((e: unknown) => e)) as LockBackendError;
+      expect(error).toBeInstanceOf(LockBackendError);
+      // Refused at once: the message is the connection error, not the 25 s timeout.
+      expect(error.message).toContain(`cannot reach Redis at 127.0.0.1:${port}`);
+      expect(error.message).toContain('ECONNREFUSED');
+      expect(error.message).not.toContain('hunter2');
+      expect(error.message).not.toContain('locker');
+      // Later calls fail the same way while the server stays down; none reports "busy" or "not held".
+      await expect(down.extend('lock:x', token(), 1_000)).rejects.toThrow(`127.0.0.1:${port}`);
+      await expect(down.release('lock:x', token())).rejects.toBeInstanceOf(LockBackendError);
+      await expect(down.ping()).rejects.toBeInstanceOf(LockBackendError);
+      await expect(down.subscribe('lock:x', () => undefined)).rejects.toBeInstanceOf(LockBackendError);
+
+      const locks = new DistributedLockService({ backend: down, keyPrefix: 'lock:', ttl: 1_000, wait: 1_000 });
+      await expect(locks.acquire('x')).rejects.toThrow(`127.0.0.1:${port}`);
+    });
+
+    it('fails fast with the addresses it tried when a Cluster or the sentinels are down', async () => {
+      const [a, b] = [await closedPort(), await closedPort()];
+      const cluster = redisBackend({ cluster: { nodes: [{ host: '127.0.0.1', port: a }, { host: '127.0.0.1', port: b }] }, commandTimeout: 25_000 });
+      const sentinel = redisBackend({
+        connection: { sentinels: [{ host: '127.0.0.1', port: a }], name: 'locks', password: 'hunter2' },
+        commandTimeout: 25_000,
+      });
+      opened.push(cluster, sentinel);
+      const clusterError = (await cluster.tryAcquire('lock:x', token(), 1_000).catch((e: unknown) => e)) as Error;
+      expect(clusterError).toBeInstanceOf(LockBackendError);
+      expect(clusterError.message).toContain(`cannot reach Redis Cluster (startup nodes 127.0.0.1:${a}, 127.0.0.1:${b})`);
+      const sentinelError = (await sentinel.tryAcquire('lock:x', token(), 1_000).catch((e: unknown) => e)) as Error;
+      expect(sentinelError).toBeInstanceOf(LockBackendError);
+      expect(sentinelError.message).toContain(`cannot reach Redis master "locks" via Sentinel 127.0.0.1:${a}`);
+      expect(sentinelError.message).not.toContain('hunter2');
+    });
+
+    it('leaves a client the user passed in open, and closes the connections it opened', async () => {
+      const client = new Redis(sharedRedisOptions(prefix));
+      try {
+        const users = redisBackend({ client }) as RedisLockBackend;
+        const t = token();
+        expect((await users.tryAcquire('lock:own', t, 5_000)).fence).not.toBeNull();
+        await users.subscribe('lock:own', () => undefined);
+        await users.release('lock:own', t);
+        await users.close();
+        expect(await client.ping()).toBe('PONG');
+        await expect(users.ping()).rejects.toThrow('closed');
+
+        const name = `ndl-owned-${randomBytes(4).toString('hex')}`;
+        const owned = redisBackend({ connection: { ...sharedRedisOptions(prefix), connectionName: name } });
+        await owned.subscribe('lock:own', () => undefined);
+        // The command connection and the subscriber connection.
+        expect(((await raw.client('LIST')) as string).split(`name=${name} `)).toHaveLength(3);
+        await owned.close();
+        await sleep(100);
+        expect((await raw.client('LIST')) as string).not.toContain(`name=${name} `);
+      } finally {
+        client.disconnect();
+      }
+    });
+
+    it('works through a user client with its own key prefix, hand-offs between processes included', async () => {
+      const first = new Redis(sharedRedisOptions(`${prefix}{app}:`));
+      const second = new Redis(sharedRedisOptions(`${prefix}{app}:`));
+      try {
+        const a = new DistributedLockService({ backend: redisBackend({ client: first }), keyPrefix: 'lock:', ttl: 5_000, wait: 5_000 });
+        const b = new DistributedLockService({ backend: redisBackend({ client: second }), keyPrefix: 'lock:', ttl: 5_000, wait: 5_000 });
+        const held = (await a.tryAcquire('prefixed'))!;
+        expect(await raw.exists(`{app}:${redisLockKeys('lock:prefixed').lease}`)).toBe(1);
+        const waiting = b.acquire('prefixed');
+        await sleep(50);
+        await a.release(held);
+        expect((await waiting).fence).toBeGreaterThan(held.fence);
+        await a.shutdown();
+        await b.shutdown();
+        expect(await first.ping()).toBe('PONG');
+      } finally {
+        first.disconnect();
+        second.disconnect();
+      }
+    });
+
+    it('registers its scripts under names that carry the package version', async () => {
+      const client = new Redis(sharedRedisOptions(prefix));
+      try {
+        redisBackend({ client });
+        const { version } = require('../../../package.json') as { version: string };
+        for (const name of Object.values(LOCK_COMMANDS)) {
+          expect(name).toContain(version.replace(/\./g, '_'));
+          expect(typeof (client as unknown as Record<string, unknown>)[name]).toBe('function');
+        }
+      } finally {
+        client.disconnect();
+      }
+    });
+  });
+
+  describe('fences', () => {
+    it('carry the server clock: a fence is at least the server time in microseconds when it was granted', async () => {
+      const b = backend();
+      const before = await serverMicros(raw);
+      const { fence } = await b.tryAcquire('lock:clock', token(), 5_000);
+      const after = await serverMicros(raw);
+      expect(fence).not.toBeNull();
+      expect(fence!).toBeGreaterThanOrEqual(before);
+      expect(fence!).toBeLessThanOrEqual(after + 1_000n);
+    });
+
+    it('keep increasing when every key of the lock was deleted, as an eviction or a restart would', async () => {
+      const b = backend();
+      const keys = redisLockKeys('lock:evicted');
+      let last = 0n;
+      for (let i = 0; i < 50; i++) {
+        const t = token();
+        const { fence } = await b.tryAcquire('lock:evicted', t, 5_000);
+        expect(fence!).toBeGreaterThan(last);
+        last = fence!;
+        if (i % 2) await raw.unlink(keys.lease, keys.queue, keys.waiters, keys.fence);
+        else await b.release('lock:evicted', t);
+      }
+    });
+
+    it('stay above a fence that ran ahead of the server clock, for every client, until the clock catches up', async () => {
+      const a = backend();
+      const fresh = backend();
+      const keys = redisLockKeys('lock:ahead');
+      // As after a failover to a server whose clock is behind: the last fence is a minute ahead.
+      const ahead = (await serverMicros(raw)) + 60_000_000n;
+      await raw.set(keys.fence, ahead.toString(), 'PX', 60_000);
+      const t1 = token();
+      const first = await a.tryAcquire('lock:ahead', t1, 100);
+      expect(first.fence).toBe(ahead + 1n);
+      // The lease expires while its fence is still ahead of the clock.
+      await sleep(200);
+      const t2 = token();
+      const second = await fresh.tryAcquire('lock:ahead', t2, 5_000);
+      expect(second.fence!).toBeGreaterThan(first.fence!);
+      await fresh.release('lock:ahead', t2);
+      expect(BigInt((await raw.get(keys.fence))!)).toBe(second.fence);
+      // This process has seen that fence: its other locks are fenced above it too.
+      const other = await a.tryAcquire('lock:ahead-other', token(), 5_000);
+      expect(other.fence!).toBeGreaterThan(first.fence!);
+    });
+
+    it('cost no memory once a lock is released: no key of it stays behind', async () => {
+      const b = backend();
+      const locks = new DistributedLockService({ backend: b, keyPrefix: 'lock:', ttl: 5_000, wait: 5_000 });
+      const guards = await Promise.all(Array.from({ length: 20 }, (_, i) => locks.acquire(`idle-${i}`)));
+      await Promise.all(guards.map((g) => locks.release(g)));
+      const held = await locks.acquire('idle-queued');
+      const waiting = locks.acquire('idle-queued');
+      await sleep(50);
+      await locks.release(held);
+      await locks.release(await waiting);
+      const left = await raw.keys(`${prefix}{lock:idle-*`);
+      expect(left).toEqual([]);
+    });
+  });
+
+  describe('queue', () => {
+    it('skips a waiter whose place lapsed (it crashed) and hands the lock to the next one', async () => {
+      const b = backend();
+      const holder = token();
+      const crashed = token();
+      const alive = token();
+      await b.tryAcquire('lock:crash', holder, 10_000);
+      expect((await b.tryAcquire('lock:crash', crashed, 10_000, { lease: 100 })).fence).toBeNull();
+      expect((await b.tryAcquire('lock:crash', alive, 10_000, { lease: 10_000 })).fence).toBeNull();
+      await sleep(200);
+      expect(await b.release('lock:crash', holder)).toBe(true);
+      expect((await b.tryAcquire('lock:crash', crashed, 10_000)).fence).toBeNull();
+      expect((await b.tryAcquire('lock:crash', alive, 10_000)).fence).not.toBeNull();
+    });
+
+    it('hands an expired lease to the oldest waiter, not to a caller that did not queue', async () => {
+      const b = backend();
+      const events: string[] = [];
+      await b.subscribe('lock:expired', (e) => events.push(e.type === 'granted' ? `granted ${e.token}` : e.type));
+      const waiter = token();
+      await b.tryAcquire('lock:expired', token(), 100);
+      expect((await b.tryAcquire('lock:expired', waiter, 10_000, { lease: 10_000 })).fence).toBeNull();
+      await sleep(200);
+      const late = await b.tryAcquire('lock:expired', token(), 10_000);
+      expect(late.fence).toBeNull();
+      expect(events).toEqual([`granted ${waiter}`]);
+      expect((await b.tryAcquire('lock:expired', waiter, 10_000)).fence).not.toBeNull();
+    });
+
+    it('delivers each hand-off once to a waiter in the releasing process', async () => {
+      const b = backend();
+      const holder = token();
+      const waiter = token();
+      const events: string[] = [];
+      await b.subscribe('lock:once', (e) => events.push(e.type));
+      await b.tryAcquire('lock:once', holder, 10_000);
+      await b.tryAcquire('lock:once', waiter, 10_000, { lease: 10_000 });
+      await b.release('lock:once', holder);
+      await sleep(200);
+      expect(events).toEqual(['granted']);
+    });
+  });
+
+  describe('replica acknowledgement', () => {
+    it('fails with LockBackendError and keeps nothing when the replicas do not confirm', async () => {
+      const b = backend({ waitForReplicas: { replicas: 1, timeout: 50 } });
+      const error = (await b.tryAcquire('lock:ack', token(), 10_000).catch((e: unknown) => e)) as Error;
+      expect(error).toBeInstanceOf(LockBackendError);
+      expect(error.message).toMatch(/only 0 of 1 replicas .* confirmed the lock within 50 ms \(WAIT\); the lock was given back/);
+      expect((await backend().tryAcquire('lock:ack', token(), 10_000)).fence).not.toBeNull();
+    });
+
+    it('fails with LockBackendError and keeps nothing when WAITAOF is refused', async () => {
+      const b = backend({ waitForReplicas: { replicas: 1, timeout: 50, aof: true } });
+      const error = (await b.tryAcquire('lock:aof', token(), 10_000).catch((e: unknown) => e)) as Error;
+      expect(error).toBeInstanceOf(LockBackendError);
+      // Redis 7.2+ answers 0 replicas here; older servers do not know the command.
+      expect(error.message).toMatch(/WAITAOF.*the lock was given back/);
+      expect((await backend().tryAcquire('lock:aof', token(), 10_000)).fence).not.toBeNull();
+    });
+  });
+});

@@ -1,0 +1,96 @@
+import { randomBytes } from 'node:crypto';
+import { DistributedLockService, LockBackendError, LockLostError, redisBackend, type LockBackend } from '../../../lib';
+import { SpawnedRedis, type RedisServerProcess } from '../../support/redis-servers';
+import { sleep } from '../../support/time';
+
+const token = (): string => randomBytes(16).toString('hex');
+
+describe('redisBackend({ quorum }) over 5 spawned masters', () => {
+  const spawned = new SpawnedRedis();
+  let nodes: RedisServerProcess[];
+  const backends: LockBackend[] = [];
+  const quorum = (): LockBackend => {
+    const backend = redisBackend({ quorum: nodes.map((n) => n.url), commandTimeout: 500, recheckInterval: 200 });
+    backends.push(backend);
+    return backend;
+  };
+  const service = (backend: LockBackend): DistributedLockService =>
+    new DistributedLockService({ backend, keyPrefix: 'q:', ttl: 2_000, wait: 3_000 });
+
+  beforeAll(async () => {
+    nodes = await Promise.all(Array.from({ length: 5 }, () => spawned.server()));
+  });
+  afterEach(async () => {
+    await Promise.all(backends.splice(0).map((b) => b.close()));
+    await Promise.all(nodes.filter((n) => !n.alive).map((n) => n.restart()));
+  });
+  afterAll(() => spawned.stopAll());
+
+  it('grants a lock to one holder at a time, with increasing fences, and wakes a waiter on release', async () => {
+    const a = service(quorum());
+    const b = service(quorum());
+    const first = (await a.tryAcquire('one'))!;
+    expect(first).not.toBeNull();
+    expect(await b.tryAcquire('one')).toBeNull();
+    const waiting = b.acquire('one');
+    await sleep(50);
+    await a.release(first);
+    const second = await waiting;
+    expect(second.fence).toBeGreaterThan(first.fence);
+    expect(await a.extend(first)).toBe(false);
+    expect(await b.extend(second)).toBe(true);
+    await b.release(second);
+  });
+
+  it('keeps working with 2 of 5 masters killed, and fails with LockBackendError with 3 killed', async () => {
+    const locks = service(quorum());
+    const before = (await locks.tryAcquire('failures'))!;
+    await locks.release(before);
+
+    await Promise.all([nodes[0].kill(), nodes[3].kill()]);
+    const held = (await locks.tryAcquire('failures'))!;
+    expect(held).not.toBeNull();
+    expect(held.fence).toBeGreaterThan(before.fence);
+    expect(await locks.tryAcquire('failures')).toBeNull();
+    expect(await locks.extend(held)).toBe(true);
+    await expect(locks.withLock('failures-2', async (lock) => lock.fence)).resolves.toBeGreaterThan(0n);
+    await locks.release(held);
+
+    await nodes[4].kill();
+    const error = (await locks.tryAcquire('failures').catch((e: unknown) => e)) as LockBackendError;
+    expect(error).toBeInstanceOf(LockBackendError);
+    expect(error.message).toMatch(/no majority of the 5 Redis nodes \(3 needed\); 3 failed/);
+    expect(error.message).toContain(`127.0.0.1:${nodes[4].port}`);
+    await expect(locks.acquire('failures', { wait: 500 })).rejects.toBeInstanceOf(LockBackendError);
+  });
+
+  it('aborts a withLock whose majority is lost while it runs', async () => {
+    const locks = service(quorum());
+    const error = await locks
+      .withLock(
+        'lost-majority',
+        async (held) => {
+          await Promise.all([nodes[1].kill(), nodes[2].kill(), nodes[3].kill()]);
+          await new Promise<void>((resolve) => held.signal.addEventListener('abort', () => resolve(), { once: true }));
+          return 'done';
+        },
+        { ttl: 600 },
+      )
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockLostError);
+  });
+
+  it('gives back a minority grant, so the lock is not left half-taken', async () => {
+    const backend = quorum();
+    const holder = token();
+    // Another client holds the lock on 3 nodes; this one can take only the other 2.
+    const partial = [0, 1, 2].map((i) => redisBackend({ client: spawned.admin(nodes[i]) }));
+    backends.push(...partial);
+    for (const node of partial) expect((await node.tryAcquire('q:split', holder, 10_000)).fence).not.toBeNull();
+    const contender = token();
+    expect((await backend.tryAcquire('q:split', contender, 10_000)).fence).toBeNull();
+    for (const node of partial) await node.release('q:split', holder);
+    // Had the contender kept nodes 3 and 4, nobody could reach a majority now.
+    expect((await backend.tryAcquire('q:split', token(), 10_000)).fence).not.toBeNull();
+  });
+});
