@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
@@ -181,7 +183,7 @@ describe('redisBackend on the shared Redis', () => {
       const client = new Redis(sharedRedisOptions(prefix));
       try {
         redisBackend({ client });
-        const { version } = require('../../../package.json') as { version: string };
+        const { version } = JSON.parse(readFileSync(join(__dirname, '../../../package.json'), 'utf8')) as { version: string };
         for (const name of Object.values(LOCK_COMMANDS)) {
           expect(name).toContain(version.replace(/\./g, '_'));
           expect(typeof (client as unknown as Record<string, unknown>)[name]).toBe('function');
