@@ -58,6 +58,7 @@ export class PostgresLockBackend implements LockBackend {
   private cancelHousekeeping: (() => void) | undefined;
   private closed = false;
   private listenerWasLost = false;
+  private listenerProblemReported = false;
 
   constructor(options: PostgresBackendOptions | ResolvedPostgresOptions) {
     this.options = 'names' in options ? options : resolvePostgresOptions(options);
@@ -101,7 +102,12 @@ export class PostgresLockBackend implements LockBackend {
       {
         notification: (payload) => this.onNotification(payload),
         stateChanged: (up) => this.onListenerState(up),
-        problem: (message) => this.logger.warn(`${message} (waiters re-check every ${this.options.recheckInterval} ms meanwhile)`),
+        problem: (message) => {
+          // One warning per outage; the attempts that follow fail the same way.
+          if (this.listenerProblemReported) return this.logger.debug(message);
+          this.listenerProblemReported = true;
+          this.logger.warn(`${message}; reconnecting, waiters re-check every ${this.options.recheckInterval} ms meanwhile`);
+        },
       },
     );
   }
@@ -377,6 +383,7 @@ export class PostgresLockBackend implements LockBackend {
     for (const [key, set] of [...this.subscribers]) {
       for (const listener of [...set]) listener({ type: 'released', key });
     }
+    if (up) this.listenerProblemReported = false;
     if (up && this.listenerWasLost) this.logger.log(`Listening for lock events again on ${this.target.host}:${this.target.port}`);
     if (!up) this.listenerWasLost = true;
   }
