@@ -1,11 +1,13 @@
 import { Logger } from '@nestjs/common';
 import type { ClientConfig, Pool, PoolConfig, QueryConfig, QueryResult } from 'pg';
+import { driftMargin } from '../../lock.constants';
 import { LockBackendError } from '../../lock.errors';
 import { monotonicNow, scheduleAt } from '../../lock-clock';
 import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } from '../lock-backend';
 import { loadPg } from './pg.loader';
 import { resolvePostgresOptions, type PostgresBackendOptions, type ResolvedPostgresOptions } from './postgres-lock.options';
 import { schemaSql, type PostgresLockNames } from './postgres-lock.schema';
+import { PostgresLockStatements } from './postgres-lock.statements';
 import { PostgresNotificationListener } from './postgres-notification.listener';
 
 /** While LISTEN is up, waiters still re-check this often, in case a notification was lost. */
@@ -15,6 +17,8 @@ const LISTEN_HEALTH_INTERVAL = 10_000;
 /** Rows are deleted only when their lease ended at least this long ago (and 10 statement timeouts). */
 const HOUSEKEEPING_GRACE = 60_000;
 const HOUSEKEEPING_BATCH = 1_000;
+/** Bound of the schema migration at start (it may wait for another instance's migration). */
+const MIGRATION_TIMEOUT = 60_000;
 /** Local deliveries remembered, so the notification that echoes them is not delivered twice. */
 const MAX_ECHOES = 4_096;
 /** SQLSTATEs of a connection that was lost (terminated, shut down, or not accepting yet). */
@@ -47,12 +51,21 @@ export class PostgresLockBackend implements LockBackend {
   private readonly logger = new Logger('PostgresLockBackend');
   private readonly options: ResolvedPostgresOptions;
   private readonly names: PostgresLockNames;
+  private readonly statements: PostgresLockStatements;
   private readonly pool: Pool;
   private readonly ownsPool: boolean;
   private readonly target: Target;
   private readonly listener: PostgresNotificationListener;
   private readonly subscribers = new Map<string, Set<(event: LockEvent) => void>>();
   private readonly echoes = new Set<string>();
+  /** Tokens of this process waiting in a key's queue, with the ttl they asked for. */
+  private readonly waiting = new Map<string, Map<string, number>>();
+  /**
+   * Leases of this process that are certainly live: granted to one of its tokens, and not past the
+   * send time of the statement that granted or extended them plus their ttl (less the drift margin).
+   * A plain attempt on such a key by another token is busy without asking the server.
+   */
+  private readonly held = new Map<string, { token: string; until: number }>();
   private readonly cleanups = new Set<Promise<unknown>>();
   private starting: Promise<void> | undefined;
   private cancelHousekeeping: (() => void) | undefined;
@@ -63,6 +76,7 @@ export class PostgresLockBackend implements LockBackend {
   constructor(options: PostgresBackendOptions | ResolvedPostgresOptions) {
     this.options = 'names' in options ? options : resolvePostgresOptions(options);
     this.names = this.options.names;
+    this.statements = new PostgresLockStatements(this.names, this.options.statementTimeout, this.options.asyncRelease);
     const pg = loadPg();
     let listenConfig: ClientConfig;
     if (this.options.pool) {
@@ -144,20 +158,30 @@ export class PostgresLockBackend implements LockBackend {
   }
 
   async tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
-    const { escapeLiteral } = loadPg();
-    const text = `SELECT fence, retry_in, granted_token, granted_fence FROM ${this.names.acquire}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${sqlInteger(ttl)}, ${queue ? sqlInteger(Math.max(1, Math.ceil(queue.lease))) : 'NULL'})`;
+    if (this.closed) throw this.closedError();
+    const sentAt = monotonicNow();
+    if (!queue) {
+      const lease = this.held.get(key);
+      if (lease && lease.token !== token) {
+        if (lease.until > sentAt) return { fence: null, retryIn: Math.ceil(lease.until - sentAt) };
+        this.held.delete(key);
+      }
+    }
     let row: { fence: string | null; retry_in: number | null; granted_token: string | null; granted_fence: string | null };
     try {
-      row = (await this.run(text, true)).rows[0];
+      row = (await this.run(this.statements.acquire(key, token, ttl, queue?.lease), true)).rows[0];
     } catch (error) {
       // The statement may have committed before the failure: give back what it may have granted.
       this.cleanUpAfterFailure(key, token);
       throw error;
     }
-    if (row.granted_token !== null && row.granted_fence !== null) {
-      this.deliver(key, { type: 'granted', key, token: row.granted_token, fence: BigInt(row.granted_fence) }, `g ${row.granted_fence}`);
+    if (row.granted_token !== null && row.granted_fence !== null) this.handedOver(key, row.granted_token, row.granted_fence, sentAt);
+    if (row.fence !== null) {
+      this.forgetWaiter(key, token);
+      this.held.set(key, { token, until: sentAt + ttl - driftMargin(ttl) });
+      return { fence: BigInt(row.fence) };
     }
-    if (row.fence !== null) return { fence: BigInt(row.fence) };
+    if (queue) this.rememberWaiter(key, token, ttl);
     return row.retry_in === null ? { fence: null } : { fence: null, retryIn: Math.max(0, row.retry_in) };
   }
 
@@ -168,30 +192,34 @@ export class PostgresLockBackend implements LockBackend {
 
   async extendMany(items: readonly ExtendItem[]): Promise<boolean[]> {
     if (items.length === 0) return [];
-    const { escapeLiteral } = loadPg();
-    const keys = items.map((item) => escapeLiteral(item.key)).join(',');
-    const tokens = items.map((item) => escapeLiteral(item.token)).join(',');
-    const ttls = items.map((item) => sqlInteger(item.ttl)).join(',');
-    const text = `SELECT ${this.names.extend}(ARRAY[${keys}]::text[], ARRAY[${tokens}]::text[], ARRAY[${ttls}]::integer[]) AS extended`;
-    const result = await this.run(text, true);
+    const sentAt = monotonicNow();
+    const result = await this.run(this.statements.extend(items), true);
     const extended = result.rows[0].extended as boolean[];
     if (!Array.isArray(extended) || extended.length !== items.length) {
       throw new LockBackendError(this.name, `extend returned ${extended?.length} results for ${items.length} leases`);
     }
+    items.forEach((item, i) => {
+      const lease = this.held.get(item.key);
+      if (lease?.token !== item.token) return;
+      if (extended[i]) lease.until = Math.max(lease.until, sentAt + item.ttl - driftMargin(item.ttl));
+      else this.held.delete(item.key);
+    });
     return extended;
   }
 
   async release(key: string, token: string): Promise<boolean> {
-    const { escapeLiteral } = loadPg();
-    const text = `SELECT released, ended_fence, granted_token, granted_fence FROM ${this.names.release}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${this.options.asyncRelease})`;
-    const row = (await this.run(text, true)).rows[0] as {
+    const sentAt = monotonicNow();
+    this.forgetWaiter(key, token);
+    if (this.held.get(key)?.token === token) this.held.delete(key);
+    const local = this.waiting.get(key)?.keys() ?? [];
+    const row = (await this.run(this.statements.release(key, token, local), true)).rows[0] as {
       released: boolean;
       ended_fence: string | null;
       granted_token: string | null;
       granted_fence: string | null;
     };
     if (row.granted_token !== null && row.granted_fence !== null) {
-      this.deliver(key, { type: 'granted', key, token: row.granted_token, fence: BigInt(row.granted_fence) }, `g ${row.granted_fence}`);
+      this.handedOver(key, row.granted_token, row.granted_fence, sentAt);
     } else if (row.released) {
       this.deliver(key, { type: 'released', key }, `r ${row.ended_fence}`);
     }
@@ -218,7 +246,7 @@ export class PostgresLockBackend implements LockBackend {
   }
 
   async ping(): Promise<void> {
-    await this.run('SELECT 1', false);
+    await this.run(this.statements.bounded('SELECT 1'), false);
   }
 
   async close(): Promise<void> {
@@ -226,6 +254,8 @@ export class PostgresLockBackend implements LockBackend {
     this.closed = true;
     this.cancelHousekeeping?.();
     this.subscribers.clear();
+    this.held.clear();
+    this.waiting.clear();
     await this.listener.close();
     await Promise.race([Promise.allSettled([...this.cleanups]), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
     if (this.ownsPool) await this.pool.end().catch(() => undefined);
@@ -234,7 +264,7 @@ export class PostgresLockBackend implements LockBackend {
   /** Runs the housekeeping once: deletes rows whose lease ended long ago. Returns what it deleted. */
   async housekeep(): Promise<{ leases: number; waiters: number }> {
     const grace = Math.max(HOUSEKEEPING_GRACE, 10 * this.options.statementTimeout);
-    const result = await this.run(`SELECT leases, waiters FROM ${this.names.housekeep}(${grace}, ${HOUSEKEEPING_BATCH})`, false);
+    const result = await this.run(this.statements.housekeep(grace, HOUSEKEEPING_BATCH), false);
     return result.rows[0] as { leases: number; waiters: number };
   }
 
@@ -243,7 +273,7 @@ export class PostgresLockBackend implements LockBackend {
     const present = `SELECT to_regclass(${pg.escapeLiteral(this.names.leases)}) IS NOT NULL AND to_regclass(${pg.escapeLiteral(this.names.queue)}) IS NOT NULL AND ${this.names.functionSignatures
       .map((signature) => `to_regprocedure(${pg.escapeLiteral(signature)}) IS NOT NULL`)
       .join(' AND ')} AS present`;
-    const found = (await this.send(present, false)).rows[0].present as boolean;
+    const found = (await this.send(this.statements.bounded(present), false)).rows[0].present as boolean;
     if (!found) {
       if (!this.options.migrate) {
         throw new LockBackendError(
@@ -264,7 +294,7 @@ export class PostgresLockBackend implements LockBackend {
     const pg = loadPg();
     const text =
       `SELECT pg_advisory_xact_lock(hashtext(${pg.escapeLiteral(this.names.migrationLockKey)}));\n` + schemaSql(this.names);
-    await this.send(text, false, 60_000);
+    await this.send(this.statements.bounded(text, MIGRATION_TIMEOUT), false, MIGRATION_TIMEOUT);
   }
 
   private scheduleHousekeeping(first: boolean): void {
@@ -295,13 +325,13 @@ export class PostgresLockBackend implements LockBackend {
   }
 
   /**
-   * Sends `text` with `SET LOCAL statement_timeout` in front, as one simple query (one implicit
-   * transaction, one round trip). Failures become `LockBackendError`s that name the server.
+   * Sends one simple query (statements from `PostgresLockStatements`: one implicit transaction, one
+   * round trip). Failures become `LockBackendError`s that name the server.
    */
   private async send(text: string, lockStatement: boolean, timeout = this.options.statementTimeout): Promise<QueryResult> {
     if (this.closed) throw this.closedError();
     const query: Query = {
-      text: `SET LOCAL statement_timeout = ${timeout}; ${text}`,
+      text,
       // A server that stopped answering: the connection is dropped a little after the server's own bound.
       query_timeout: timeout + 2_000,
     };
@@ -341,11 +371,35 @@ export class PostgresLockBackend implements LockBackend {
     void cleanup.finally(() => this.cleanups.delete(cleanup));
   }
 
+  private rememberWaiter(key: string, token: string, ttl: number): void {
+    let tokens = this.waiting.get(key);
+    if (!tokens) {
+      tokens = new Map();
+      this.waiting.set(key, tokens);
+    }
+    tokens.set(token, ttl);
+  }
+
+  private forgetWaiter(key: string, token: string): void {
+    const tokens = this.waiting.get(key);
+    if (tokens?.delete(token) && tokens.size === 0) this.waiting.delete(key);
+  }
+
+  /** A statement of this process handed `key` to `token`: wake it here if it waits here. */
+  private handedOver(key: string, token: string, fence: string, sentAt: number): void {
+    const ttl = this.waiting.get(key)?.get(token);
+    this.forgetWaiter(key, token);
+    if (ttl === undefined) this.held.delete(key);
+    else this.held.set(key, { token, until: sentAt + ttl - driftMargin(ttl) });
+    // A hand-off to a waiter of this process sends no notification (see the release function).
+    this.deliver(key, { type: 'granted', key, token, fence: BigInt(fence) }, ttl === undefined ? `g ${fence}` : undefined);
+  }
+
   /** Delivers an event caused by this process's own statement at once; its notification is then skipped. */
-  private deliver(key: string, event: LockEvent, id: string): void {
+  private deliver(key: string, event: LockEvent, id: string | undefined): void {
     const set = this.subscribers.get(key);
     if (!set) return;
-    if (this.listener.up) {
+    if (id !== undefined && this.listener.up) {
       this.echoes.add(`${id} ${key}`);
       if (this.echoes.size > MAX_ECHOES) this.echoes.delete(this.echoes.values().next().value as string);
     }
@@ -364,7 +418,9 @@ export class PostgresLockBackend implements LockBackend {
       const tokenEnd = payload.indexOf(' ', fenceEnd + 1);
       if (tokenEnd < 0) return;
       key = payload.slice(tokenEnd + 1);
-      event = { type: 'granted', key, token: payload.slice(fenceEnd + 1, tokenEnd), fence: BigInt(fence) };
+      const token = payload.slice(fenceEnd + 1, tokenEnd);
+      event = { type: 'granted', key, token, fence: BigInt(fence) };
+      this.forgetWaiter(key, token);
     } else if (type === 'r') {
       key = payload.slice(fenceEnd + 1);
       event = { type: 'released', key };
@@ -387,12 +443,6 @@ export class PostgresLockBackend implements LockBackend {
     if (up && this.listenerWasLost) this.logger.log(`Listening for lock events again on ${this.target.host}:${this.target.port}`);
     if (!up) this.listenerWasLost = true;
   }
-}
-
-/** An integer for SQL text; anything else is refused rather than spliced in. */
-function sqlInteger(value: number): string {
-  if (!Number.isSafeInteger(value)) throw new LockBackendError('postgres', `expected an integer, got ${String(value)}`);
-  return String(value);
 }
 
 function isSqlState(code: unknown): code is string {

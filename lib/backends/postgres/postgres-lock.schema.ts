@@ -81,7 +81,7 @@ export class PostgresLockNames {
     return [
       `${this.acquire}(text,text,integer,integer)`,
       `${this.extend}(text[],text[],integer[])`,
-      `${this.release}(text,text,boolean)`,
+      `${this.release}(text,text,boolean,text[])`,
       `${this.housekeep}(integer,integer)`,
     ];
   }
@@ -173,12 +173,12 @@ BEGIN
         RETURN;
       END IF;
       -- token holds the key already (handed over): renew.
+      DELETE FROM ${n.queue} q WHERE q.key = p_key AND q.token = p_token;
       ${DURABLE}
       UPDATE ${n.leases} l SET expires_at = clock_timestamp() + p_ttl ${ms}
         WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp()
         RETURNING l.fence INTO v_fence;
       IF FOUND THEN
-        DELETE FROM ${n.queue} q WHERE q.key = p_key AND q.token = p_token;
         fence := v_fence;
         RETURN;
       END IF;
@@ -264,38 +264,48 @@ END
 $fn$;
 
 -- Ends p_token's lease on p_key and leaves p_key's queue. In the same transaction it hands the key to
--- the oldest live waiter (new fence, the waiter's own ttl) and notifies, or marks the key free and
--- notifies. With p_async, a release that hands the key to nobody commits without waiting for the
+-- the oldest live waiter (new fence, the waiter's own ttl) and notifies it, unless it is one of
+-- p_local (waiters of the calling process, which wakes them itself from this function's result), or
+-- marks the key free and notifies. With p_async, a release that hands the key to nobody commits without waiting for the
 -- WAL flush (a crash may then undo it: the lease runs out by its TTL; no fence is involved).
-CREATE OR REPLACE FUNCTION ${n.release}(p_key text, p_token text, p_async boolean,
+CREATE OR REPLACE FUNCTION ${n.release}(p_key text, p_token text, p_async boolean, p_local text[],
     OUT released boolean, OUT ended_fence bigint, OUT granted_token text, OUT granted_fence bigint)
 LANGUAGE plpgsql AS $fn$
 DECLARE
   v_head_token text;
   v_head_ttl integer;
+  v_fence bigint;
 BEGIN
+  -- Row locks are always taken queue rows first, lease row last (in every function).
   DELETE FROM ${n.queue} q WHERE q.key = p_key AND q.token = p_token;
-  SELECT l.fence INTO ended_fence FROM ${n.leases} l
+  -- The oldest live waiter, locked so that it cannot leave the queue under the hand-off.
+  SELECT q.token, q.ttl INTO v_head_token, v_head_ttl FROM ${n.queue} q
+    WHERE q.key = p_key AND q.token <> p_token AND q.expires_at > clock_timestamp()
+    ORDER BY q.joined_at, q.token LIMIT 1 FOR UPDATE;
+  IF v_head_token IS NOT NULL THEN
+    ${DURABLE}
+  END IF;
+  -- One update ends the lease and, with a waiter, starts the waiter's (new fence, its own ttl).
+  UPDATE ${n.leases} l SET
+      token = v_head_token,
+      fence = CASE WHEN v_head_token IS NULL THEN l.fence ELSE nextval(${seq}) END,
+      expires_at = clock_timestamp() + coalesce(v_head_ttl, 0) ${ms}
     WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp()
-    FOR UPDATE;
+    RETURNING l.fence INTO v_fence;
   released := FOUND;
   IF NOT released THEN
     RETURN;
   END IF;
-  SELECT q.token, q.ttl INTO v_head_token, v_head_ttl FROM ${n.queue} q
-    WHERE q.key = p_key AND q.expires_at > clock_timestamp()
-    ORDER BY q.joined_at, q.token LIMIT 1 FOR UPDATE;
-  IF FOUND THEN
+  IF v_head_token IS NOT NULL THEN
     DELETE FROM ${n.queue} q WHERE q.key = p_key AND q.token = v_head_token;
-    ${DURABLE}
-    UPDATE ${n.leases} l SET token = v_head_token, fence = nextval(${seq}), expires_at = clock_timestamp() + v_head_ttl ${ms}
-      WHERE l.key = p_key
-      RETURNING l.fence INTO granted_fence;
     granted_token := v_head_token;
-    PERFORM pg_notify(${channel}, 'g ' || granted_fence || ' ' || granted_token || ' ' || p_key);
+    granted_fence := v_fence;
+    IF p_local IS NULL OR NOT v_head_token = ANY (p_local) THEN
+      PERFORM pg_notify(${channel}, 'g ' || v_fence || ' ' || v_head_token || ' ' || p_key);
+    END IF;
   ELSE
-    UPDATE ${n.leases} l SET token = NULL, expires_at = clock_timestamp() WHERE l.key = p_key;
-    PERFORM pg_notify(${channel}, 'r ' || ended_fence || ' ' || p_key);
+    ended_fence := v_fence;
+    PERFORM pg_notify(${channel}, 'r ' || v_fence || ' ' || p_key);
     IF p_async THEN
       PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
