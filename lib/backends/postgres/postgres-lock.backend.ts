@@ -12,13 +12,15 @@ import { PostgresNotificationListener } from './postgres-notification.listener';
 
 /** While LISTEN is up, waiters still re-check this often, in case a notification was lost. */
 const LISTENING_RECHECK_INTERVAL = 30_000;
-/** How often the LISTEN connection proves it is alive. */
-const LISTEN_HEALTH_INTERVAL = 10_000;
+/** How often the LISTEN connection proves that notifications still arrive. */
+const LISTEN_HEALTH_INTERVAL = 15_000;
 /** Rows are deleted only when their lease ended at least this long ago (and 10 statement timeouts). */
 const HOUSEKEEPING_GRACE = 60_000;
 const HOUSEKEEPING_BATCH = 1_000;
 /** Bound of the schema migration at start (it may wait for another instance's migration). */
 const MIGRATION_TIMEOUT = 60_000;
+/** How long a subscription waits for a LISTEN connection that is being opened. */
+const SUBSCRIBE_WAIT = 1_000;
 /** Local deliveries remembered, so the notification that echoes them is not delivered twice. */
 const MAX_ECHOES = 4_096;
 /** SQLSTATEs of a connection that was lost (terminated, shut down, or not accepting yet). */
@@ -115,6 +117,10 @@ export class PostgresLockBackend implements LockBackend {
       LISTEN_HEALTH_INTERVAL,
       {
         notification: (payload) => this.onNotification(payload),
+        sendProbe: async (payload) => {
+          const { escapeLiteral } = loadPg();
+          await this.send(this.statements.bounded(`SELECT pg_notify(${escapeLiteral(this.names.channel)}, ${escapeLiteral(payload)})`), false);
+        },
         stateChanged: (up) => this.onListenerState(up),
         problem: (message) => {
           // One warning per outage; the attempts that follow fail the same way.
@@ -228,9 +234,13 @@ export class PostgresLockBackend implements LockBackend {
 
   async subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
     await this.ready();
-    // A connection attempt in progress gets its chance; a listener that is down leaves the waiter on
-    // its re-check (recheckInterval), never hanging.
-    await this.listener.settled();
+    // A connection attempt in progress gets a short chance; a listener that is down leaves the
+    // waiter on its re-check (recheckInterval), never hanging.
+    if (!this.listener.up) {
+      let cancel: () => void = () => undefined;
+      await Promise.race([this.listener.settled(), new Promise<void>((resolve) => (cancel = scheduleAt(monotonicNow() + SUBSCRIBE_WAIT, resolve)))]);
+      cancel();
+    }
     let set = this.subscribers.get(key);
     if (!set) {
       set = new Set();

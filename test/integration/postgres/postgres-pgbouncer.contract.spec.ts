@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
-import { postgresBackend } from '../../../lib';
+import { DistributedLockService, postgresBackend } from '../../../lib';
 import { describeLockBackendContract } from '../../contract/lock-backend.contract';
 import { PgBouncerServer } from '../../support/pgbouncer-server';
 import { dropSchema, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
@@ -50,6 +50,30 @@ describe('PgBouncer', () => {
       expect(config.find((c) => c.key === 'pool_mode')?.value).toBe('transaction');
     } finally {
       await admin.end();
+    }
+  });
+});
+
+describe('postgresBackend through PgBouncer without a direct LISTEN connection', () => {
+  it('notices that notifications do not arrive and falls back to re-checking, still handing the key over', async () => {
+    const through = postgresBackend({ connection: bouncer!.url(database), schema, recheckInterval: 100, applicationName: 'dl-pgbouncer-deaf' });
+    const direct = postgresBackend({ connection: sharedDatabaseUrl(), schema, applicationName: 'dl-pgbouncer-direct' });
+    try {
+      await through.ready();
+      await direct.ready();
+      expect(through.listening).toBe(false);
+      expect(through.recheckInterval).toBe(100);
+      const holder = new DistributedLockService({ backend: direct, keyPrefix: 'deaf:', ttl: 10_000, wait: 5_000 });
+      const waiter = new DistributedLockService({ backend: through, keyPrefix: 'deaf:', ttl: 10_000, wait: 5_000 });
+      const held = (await holder.tryAcquire('k'))!;
+      const pending = waiter.acquire('k', { wait: 5_000 });
+      await holder.release(held);
+      const guard = await pending;
+      expect(guard.fence).toBeGreaterThan(held.fence);
+      await waiter.release(guard);
+    } finally {
+      await through.close();
+      await direct.close();
     }
   });
 });
