@@ -181,7 +181,8 @@ export class PostgresLockBackend implements LockBackend {
       this.cleanUpAfterFailure(key, token);
       throw error;
     }
-    if (row.granted_token !== null && row.granted_fence !== null) this.handedOver(key, row.granted_token, row.granted_fence, sentAt);
+    // The acquire function notifies every hand-off it makes.
+    if (row.granted_token !== null && row.granted_fence !== null) this.handedOver(key, row.granted_token, row.granted_fence, sentAt, true);
     if (row.fence !== null) {
       this.forgetWaiter(key, token);
       this.held.set(key, { token, until: sentAt + ttl - driftMargin(ttl) });
@@ -217,7 +218,7 @@ export class PostgresLockBackend implements LockBackend {
     const sentAt = monotonicNow();
     this.forgetWaiter(key, token);
     if (this.held.get(key)?.token === token) this.held.delete(key);
-    const local = this.waiting.get(key)?.keys() ?? [];
+    const local = [...(this.waiting.get(key)?.keys() ?? [])];
     const row = (await this.run(this.statements.release(key, token, local), true)).rows[0] as {
       released: boolean;
       ended_fence: string | null;
@@ -225,7 +226,8 @@ export class PostgresLockBackend implements LockBackend {
       granted_fence: string | null;
     };
     if (row.granted_token !== null && row.granted_fence !== null) {
-      this.handedOver(key, row.granted_token, row.granted_fence, sentAt);
+      // The release function notifies a hand-off only to a waiter of another process.
+      this.handedOver(key, row.granted_token, row.granted_fence, sentAt, !local.includes(row.granted_token));
     } else if (row.released) {
       this.deliver(key, { type: 'released', key }, `r ${row.ended_fence}`);
     }
@@ -396,13 +398,12 @@ export class PostgresLockBackend implements LockBackend {
   }
 
   /** A statement of this process handed `key` to `token`: wake it here if it waits here. */
-  private handedOver(key: string, token: string, fence: string, sentAt: number): void {
+  private handedOver(key: string, token: string, fence: string, sentAt: number, notified: boolean): void {
     const ttl = this.waiting.get(key)?.get(token);
     this.forgetWaiter(key, token);
     if (ttl === undefined) this.held.delete(key);
     else this.held.set(key, { token, until: sentAt + ttl - driftMargin(ttl) });
-    // A hand-off to a waiter of this process sends no notification (see the release function).
-    this.deliver(key, { type: 'granted', key, token, fence: BigInt(fence) }, ttl === undefined ? `g ${fence}` : undefined);
+    this.deliver(key, { type: 'granted', key, token, fence: BigInt(fence) }, notified ? `g ${fence}` : undefined);
   }
 
   /** Delivers an event caused by this process's own statement at once; its notification is then skipped. */
