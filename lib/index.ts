@@ -20,6 +20,6 @@ export type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } 
 export { memoryBackend, MemoryLockBackend } from './backends/memory/memory-lock.backend';
 export { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT, MAX_KEY_BYTES, MAX_TIMER_DELAY } from './lock.constants';
 export { postgresBackend, PostgresLockBackend } from './backends/postgres/postgres-lock.backend';
-export type { PostgresBackendOptions } from './backends/postgres/postgres-lock.options';
+export type { PostgresBackendOptions, PostgresDurability } from './backends/postgres/postgres-lock.options';
 export { postgresLockSchemaSql, DEFAULT_POSTGRES_SCHEMA, DEFAULT_POSTGRES_TABLE } from './backends/postgres/postgres-lock.schema';
 export type { PostgresLockTableOptions } from './backends/postgres/postgres-lock.schema';

@@ -78,7 +78,11 @@ export class PostgresLockBackend implements LockBackend {
   constructor(options: PostgresBackendOptions | ResolvedPostgresOptions) {
     this.options = 'names' in options ? options : resolvePostgresOptions(options);
     this.names = this.options.names;
-    this.statements = new PostgresLockStatements(this.names, this.options.statementTimeout, this.options.asyncRelease);
+    this.statements = new PostgresLockStatements(
+      this.names,
+      this.options.statementTimeout,
+      this.options.durability === 'relaxed',
+    );
     const pg = loadPg();
     let listenConfig: ClientConfig;
     if (this.options.pool) {
@@ -282,9 +286,11 @@ export class PostgresLockBackend implements LockBackend {
 
   private async initialize(): Promise<void> {
     const pg = loadPg();
-    const present = `SELECT to_regclass(${pg.escapeLiteral(this.names.leases)}) IS NOT NULL AND to_regclass(${pg.escapeLiteral(this.names.queue)}) IS NOT NULL AND ${this.names.functionSignatures
-      .map((signature) => `to_regprocedure(${pg.escapeLiteral(signature)}) IS NOT NULL`)
-      .join(' AND ')} AS present`;
+    const checks = [
+      ...this.names.tables.map((table) => `to_regclass(${pg.escapeLiteral(table)}) IS NOT NULL`),
+      ...this.names.functionSignatures.map((signature) => `to_regprocedure(${pg.escapeLiteral(signature)}) IS NOT NULL`),
+    ];
+    const present = `SELECT ${checks.join(' AND ')} AS present`;
     const found = (await this.send(this.statements.bounded(present), false)).rows[0].present as boolean;
     if (!found) {
       if (!this.options.migrate) {

@@ -34,15 +34,20 @@ export interface PostgresBackendOptions extends PostgresLockTableOptions {
   /** How often expired rows are cleaned up, in ms; 0 turns housekeeping off. Default 60000. */
   housekeepingInterval?: number;
   /**
-   * Commit releases that hand the key to nobody without waiting for the WAL flush. Saves one disk
-   * flush per such release; after a PostgreSQL crash (not a clean restart) a release of the last
-   * moments may be undone, and that key then stays locked until its lease's TTL ends. Fences,
-   * grants, hand-offs and extensions stay durable either way. Default false.
+   * `'full'` (default): every grant, hand-off, extension and release commits durably (it waits for
+   * the WAL flush), so leases survive a PostgreSQL crash. `'relaxed'`: lock statements commit
+   * without waiting for the flush, saving one disk flush per statement; after a PostgreSQL crash
+   * (not a clean restart) the last moments of lock changes may be undone, so a holder may lose its
+   * lease silently and another may acquire before the holder's watchdog notices: mutual exclusion
+   * across a crash then rests on fencing. Fences stay safe in both modes.
    */
-  asyncRelease?: boolean;
+  durability?: PostgresDurability;
   /** `application_name` of the connections the backend opens itself. Default `'nestjs-distributed-lock'`. */
   applicationName?: string;
 }
+
+/** See `PostgresBackendOptions.durability`. */
+export type PostgresDurability = 'full' | 'relaxed';
 
 export interface ResolvedPostgresOptions {
   names: PostgresLockNames;
@@ -53,7 +58,7 @@ export interface ResolvedPostgresOptions {
   statementTimeout: number;
   recheckInterval: number;
   housekeepingInterval: number;
-  asyncRelease: boolean;
+  durability: PostgresDurability;
   applicationName: string;
 }
 
@@ -67,7 +72,7 @@ const OPTION_NAMES = [
   'statementTimeout',
   'recheckInterval',
   'housekeepingInterval',
-  'asyncRelease',
+  'durability',
   'applicationName',
 ] as const;
 
@@ -131,10 +136,13 @@ export function resolvePostgresOptions(input: unknown): ResolvedPostgresOptions 
   if (options.pool !== undefined && !isPool(options.pool)) {
     throw new InvalidLockOptionsError(`Invalid postgresBackend pool: expected a pg Pool, got ${describeValue(options.pool)}`);
   }
-  for (const flag of ['migrate', 'asyncRelease'] as const) {
-    if (options[flag] !== undefined && typeof options[flag] !== 'boolean') {
-      throw new InvalidLockOptionsError(`Invalid postgresBackend ${flag}: expected a boolean, got ${describeValue(options[flag])}`);
-    }
+  if (options.migrate !== undefined && typeof options.migrate !== 'boolean') {
+    throw new InvalidLockOptionsError(`Invalid postgresBackend migrate: expected a boolean, got ${describeValue(options.migrate)}`);
+  }
+  if (options.durability !== undefined && options.durability !== 'full' && options.durability !== 'relaxed') {
+    throw new InvalidLockOptionsError(
+      `Invalid postgresBackend durability: expected 'full' or 'relaxed', got ${describeValue(options.durability)}`,
+    );
   }
   const applicationName = options.applicationName ?? DEFAULT_APPLICATION_NAME;
   if (typeof applicationName !== 'string' || applicationName.length === 0 || applicationName.length > 50 || !/^[\x20-\x7e]+$/.test(applicationName)) {
@@ -151,7 +159,7 @@ export function resolvePostgresOptions(input: unknown): ResolvedPostgresOptions 
     statementTimeout: checkMs('statementTimeout', options.statementTimeout, 5_000, { min: 1 }),
     recheckInterval: checkMs('recheckInterval', options.recheckInterval, 500, { min: 10 }),
     housekeepingInterval: checkMs('housekeepingInterval', options.housekeepingInterval, 60_000, { min: 1_000, allowZero: true }),
-    asyncRelease: (options.asyncRelease as boolean | undefined) ?? false,
+    durability: (options.durability as PostgresDurability | undefined) ?? 'full',
     applicationName,
   };
 }

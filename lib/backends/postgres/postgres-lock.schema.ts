@@ -50,6 +50,12 @@ export class PostgresLockNames {
   readonly queue: string;
   /** The sequence that fences come from. */
   readonly fenceSequence: string;
+  /** One durable row: every fence ever returned without its own disk flush is below `upto`. */
+  readonly fenceReservation: string;
+  /** One UNLOGGED row, present since the server last started cleanly: its absence means a crash. */
+  readonly fenceEpoch: string;
+  /** Draws a fence (see the function's comment). */
+  readonly fence: string;
   readonly acquire: string;
   readonly extend: string;
   readonly release: string;
@@ -67,6 +73,9 @@ export class PostgresLockNames {
     this.leases = qualified(this.table);
     this.queue = qualified(`${this.table}_queue`);
     this.fenceSequence = qualified(`${this.table}_fence_seq`);
+    this.fenceReservation = qualified(`${this.table}_fence_reservation`);
+    this.fenceEpoch = qualified(`${this.table}_fence_epoch`);
+    this.fence = qualified(`${this.table}_fence_${SCHEMA_VERSION}`);
     this.acquire = qualified(`${this.table}_acquire_${SCHEMA_VERSION}`);
     this.extend = qualified(`${this.table}_extend_${SCHEMA_VERSION}`);
     this.release = qualified(`${this.table}_release_${SCHEMA_VERSION}`);
@@ -79,11 +88,17 @@ export class PostgresLockNames {
   /** The function signatures, as `to_regprocedure` takes them. */
   get functionSignatures(): string[] {
     return [
-      `${this.acquire}(text,text,integer,integer)`,
-      `${this.extend}(text[],text[],integer[])`,
+      `${this.fence}()`,
+      `${this.acquire}(text,text,integer,integer,boolean)`,
+      `${this.extend}(text[],text[],integer[],boolean)`,
       `${this.release}(text,text,boolean,text[])`,
       `${this.housekeep}(integer,integer)`,
     ];
+  }
+
+  /** The tables, as `to_regclass` takes them. */
+  get tables(): string[] {
+    return [this.leases, this.queue, this.fenceReservation, this.fenceEpoch];
   }
 }
 
@@ -97,8 +112,22 @@ export function postgresLockSchemaSql(options: PostgresLockTableOptions = {}): s
   return schemaSql(new PostgresLockNames(options));
 }
 
-/** Ensures `synchronous_commit` is not `off` for the rest of the transaction: fences and leases must be durable. */
-const DURABLE = `IF current_setting('synchronous_commit') = 'off' THEN PERFORM set_config('synchronous_commit', 'local', true); END IF;`;
+/** Raises `synchronous_commit` from `off` to `local` for the rest of the transaction. */
+const FLUSH_AT_COMMIT = `IF current_setting('synchronous_commit') = 'off' THEN PERFORM set_config('synchronous_commit', 'local', true); END IF;`;
+
+/**
+ * Opens every lock function: with p_relaxed the transaction commits without waiting for the WAL
+ * flush (the fence function still flushes when it must); otherwise it always flushes, even on a
+ * server whose default is `synchronous_commit = off`.
+ */
+const DURABILITY = `IF p_relaxed THEN
+    PERFORM set_config('synchronous_commit', 'off', true);
+  ELSE
+    ${FLUSH_AT_COMMIT}
+  END IF;`;
+
+/** Fences between two durable reservations. */
+const FENCE_RESERVATION_STEP = 100_000;
 
 export function schemaSql(n: PostgresLockNames): string {
   const { escapeIdentifier, escapeLiteral } = loadPg();
@@ -114,8 +143,55 @@ DO $schema$ BEGIN
 END $schema$;
 
 -- Fences come from one sequence: they keep increasing across releases, expiries, row cleanup,
--- crashes and restarts (a fence is returned only after the commit that drew it was flushed).
+-- crashes and restarts (see the fence function).
 CREATE SEQUENCE IF NOT EXISTS ${n.fenceSequence} AS bigint;
+
+-- Every fence returned by a commit that did not wait for its WAL flush (durability 'relaxed') is
+-- below upto, which is itself durable. After a crash the sequence restarts above upto.
+CREATE TABLE IF NOT EXISTS ${n.fenceReservation} (
+  id   boolean PRIMARY KEY DEFAULT true CHECK (id),
+  upto bigint NOT NULL
+);
+
+-- UNLOGGED, so crash recovery empties it: an empty table means the server crashed (or first use).
+CREATE UNLOGGED TABLE IF NOT EXISTS ${n.fenceEpoch} (
+  id    boolean PRIMARY KEY DEFAULT true CHECK (id),
+  since timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- Draws the next fence. Call it only while holding the row lock of the lease it is for, so that the
+-- grants of a key are ordered like their fences. A fence is safe to return once its transaction
+-- commits: either it is below the durable reservation, or this function made the commit flush
+-- (which also flushes the sequence's own WAL record that covers it).
+CREATE OR REPLACE FUNCTION ${n.fence}() RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  v_fence bigint;
+  v_upto bigint;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM ${n.fenceEpoch}) THEN
+    -- First use, or a crash: values drawn by commits that were not flushed may have been lost by
+    -- the sequence. Restart it above the reservation, once, with a flushed commit.
+    PERFORM pg_advisory_xact_lock(hashtext(${escapeLiteral(n.migrationLockKey + ':fence')}));
+    IF NOT EXISTS (SELECT 1 FROM ${n.fenceEpoch}) THEN
+      SELECT r.upto INTO v_upto FROM ${n.fenceReservation} r;
+      IF v_upto IS NOT NULL THEN
+        PERFORM setval(${seq}, greatest(v_upto, (SELECT s.last_value FROM ${n.fenceSequence} s)));
+      END IF;
+      INSERT INTO ${n.fenceEpoch} DEFAULT VALUES ON CONFLICT DO NOTHING;
+      ${FLUSH_AT_COMMIT}
+    END IF;
+  END IF;
+  v_fence := nextval(${seq});
+  SELECT r.upto INTO v_upto FROM ${n.fenceReservation} r;
+  IF v_upto IS NULL OR v_fence >= v_upto THEN
+    INSERT INTO ${n.fenceReservation} AS r (id, upto) VALUES (true, v_fence + ${FENCE_RESERVATION_STEP})
+      ON CONFLICT (id) DO UPDATE SET upto = greatest(r.upto, excluded.upto);
+    ${FLUSH_AT_COMMIT}
+  END IF;
+  RETURN v_fence;
+END
+$fn$;
 
 -- One row per key. token is NULL once released; expires_at is on the database clock.
 CREATE TABLE IF NOT EXISTS ${n.leases} (
@@ -142,7 +218,7 @@ CREATE INDEX IF NOT EXISTS ${orderIndex} ON ${n.queue} (key, joined_at, token);
 -- otherwise answers busy, with the time left on the lease, and (p_queue not NULL) joins or
 -- refreshes token's place in the queue for p_queue ms.
 -- Returns fence (NULL when busy), retry_in (ms), and the waiter the key was handed to, if any.
-CREATE OR REPLACE FUNCTION ${n.acquire}(p_key text, p_token text, p_ttl integer, p_queue integer,
+CREATE OR REPLACE FUNCTION ${n.acquire}(p_key text, p_token text, p_ttl integer, p_queue integer, p_relaxed boolean,
     OUT fence bigint, OUT retry_in integer, OUT granted_token text, OUT granted_fence bigint)
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -155,6 +231,7 @@ DECLARE
   v_fence bigint;
   v_attempt integer := 0;
 BEGIN
+  ${DURABILITY}
   LOOP
     v_attempt := v_attempt + 1;
     EXIT WHEN v_attempt > 3;
@@ -174,7 +251,6 @@ BEGIN
       END IF;
       -- token holds the key already (handed over): renew.
       DELETE FROM ${n.queue} q WHERE q.key = p_key AND q.token = p_token;
-      ${DURABLE}
       UPDATE ${n.leases} l SET expires_at = clock_timestamp() + p_ttl ${ms}
         WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp()
         RETURNING l.fence INTO v_fence;
@@ -199,8 +275,7 @@ BEGIN
       v_token := v_head_token;
     END IF;
 
-    ${DURABLE}
-    UPDATE ${n.leases} l SET token = v_token, fence = nextval(${seq}), expires_at = clock_timestamp() + v_head_ttl ${ms}
+    UPDATE ${n.leases} l SET token = v_token, fence = ${n.fence}(), expires_at = clock_timestamp() + v_head_ttl ${ms}
       WHERE l.key = p_key AND (l.token IS NULL OR l.expires_at <= clock_timestamp())
       RETURNING l.fence INTO v_fence;
     IF NOT FOUND THEN
@@ -208,9 +283,9 @@ BEGIN
         CONTINUE;
       END IF;
       -- Rows are deleted only long after their lease ended (housekeeping), far longer than any
-      -- statement may run, so this nextval cannot be older than a fence granted on a deleted row.
+      -- statement may run, so this fence cannot be older than one granted on a deleted row.
       INSERT INTO ${n.leases} AS l (key, token, fence, expires_at)
-        VALUES (p_key, v_token, nextval(${seq}), clock_timestamp() + v_head_ttl ${ms})
+        VALUES (p_key, v_token, ${n.fence}(), clock_timestamp() + v_head_ttl ${ms})
         ON CONFLICT (key) DO NOTHING
         RETURNING l.fence INTO v_fence;
       IF NOT FOUND THEN
@@ -243,13 +318,13 @@ $fn$;
 
 -- Renews the leases (p_keys[i], p_tokens[i]) to p_ttls[i] ms from now where that token still holds
 -- that key. Returns one boolean per item, in order.
-CREATE OR REPLACE FUNCTION ${n.extend}(p_keys text[], p_tokens text[], p_ttls integer[])
+CREATE OR REPLACE FUNCTION ${n.extend}(p_keys text[], p_tokens text[], p_ttls integer[], p_relaxed boolean)
 RETURNS boolean[]
 LANGUAGE plpgsql AS $fn$
 DECLARE
   v_done bigint[];
 BEGIN
-  ${DURABLE}
+  ${DURABILITY}
   WITH x AS (
     SELECT * FROM unnest(p_keys, p_tokens, p_ttls) WITH ORDINALITY AS x(key, token, ttl, i)
   ), done AS (
@@ -266,9 +341,8 @@ $fn$;
 -- Ends p_token's lease on p_key and leaves p_key's queue. In the same transaction it hands the key to
 -- the oldest live waiter (new fence, the waiter's own ttl) and notifies it, unless it is one of
 -- p_local (waiters of the calling process, which wakes them itself from this function's result), or
--- marks the key free and notifies. With p_async, a release that hands the key to nobody commits without waiting for the
--- WAL flush (a crash may then undo it: the lease runs out by its TTL; no fence is involved).
-CREATE OR REPLACE FUNCTION ${n.release}(p_key text, p_token text, p_async boolean, p_local text[],
+-- marks the key free and notifies.
+CREATE OR REPLACE FUNCTION ${n.release}(p_key text, p_token text, p_relaxed boolean, p_local text[],
     OUT released boolean, OUT ended_fence bigint, OUT granted_token text, OUT granted_fence bigint)
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -276,19 +350,17 @@ DECLARE
   v_head_ttl integer;
   v_fence bigint;
 BEGIN
+  ${DURABILITY}
   -- Row locks are always taken queue rows first, lease row last (in every function).
   DELETE FROM ${n.queue} q WHERE q.key = p_key AND q.token = p_token;
   -- The oldest live waiter, locked so that it cannot leave the queue under the hand-off.
   SELECT q.token, q.ttl INTO v_head_token, v_head_ttl FROM ${n.queue} q
     WHERE q.key = p_key AND q.token <> p_token AND q.expires_at > clock_timestamp()
     ORDER BY q.joined_at, q.token LIMIT 1 FOR UPDATE;
-  IF v_head_token IS NOT NULL THEN
-    ${DURABLE}
-  END IF;
   -- One update ends the lease and, with a waiter, starts the waiter's (new fence, its own ttl).
   UPDATE ${n.leases} l SET
       token = v_head_token,
-      fence = CASE WHEN v_head_token IS NULL THEN l.fence ELSE nextval(${seq}) END,
+      fence = CASE WHEN v_head_token IS NULL THEN l.fence ELSE ${n.fence}() END,
       expires_at = clock_timestamp() + coalesce(v_head_ttl, 0) ${ms}
     WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp()
     RETURNING l.fence INTO v_fence;
@@ -306,9 +378,6 @@ BEGIN
   ELSE
     ended_fence := v_fence;
     PERFORM pg_notify(${channel}, 'r ' || v_fence || ' ' || p_key);
-    IF p_async THEN
-      PERFORM set_config('synchronous_commit', 'off', true);
-    END IF;
   END IF;
 END
 $fn$;

@@ -19,7 +19,7 @@ export class PostgresLockStatements {
   constructor(
     private readonly names: PostgresLockNames,
     private readonly statementTimeout: number,
-    private readonly asyncRelease: boolean,
+    private readonly relaxed: boolean,
   ) {}
 
   /** Bounds `text` by `statement_timeout` (transaction-local). */
@@ -32,7 +32,7 @@ export class PostgresLockStatements {
     const { escapeLiteral } = loadPg();
     const queue = queueLease === undefined ? 'NULL' : sqlInteger(Math.max(1, Math.ceil(queueLease)));
     return this.bounded(
-      `SELECT fence, retry_in, granted_token, granted_fence FROM ${this.names.acquire}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${sqlInteger(ttl)}, ${queue})`,
+      `SELECT fence, retry_in, granted_token, granted_fence FROM ${this.names.acquire}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${sqlInteger(ttl)}, ${queue}, ${this.relaxed})`,
     );
   }
 
@@ -43,7 +43,7 @@ export class PostgresLockStatements {
     const tokens = items.map((item) => escapeLiteral(item.token)).join(',');
     const ttls = items.map((item) => sqlInteger(item.ttl)).join(',');
     return this.bounded(
-      `SELECT ${this.names.extend}(ARRAY[${keys}]::text[], ARRAY[${tokens}]::text[], ARRAY[${ttls}]::integer[]) AS extended`,
+      `SELECT ${this.names.extend}(ARRAY[${keys}]::text[], ARRAY[${tokens}]::text[], ARRAY[${ttls}]::integer[], ${this.relaxed}) AS extended`,
     );
   }
 
@@ -55,7 +55,7 @@ export class PostgresLockStatements {
     const { escapeLiteral } = loadPg();
     const local = [...localWaiters].map((waiter) => escapeLiteral(waiter)).join(',');
     return this.bounded(
-      `SELECT released, ended_fence, granted_token, granted_fence FROM ${this.names.release}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${this.asyncRelease}, ${local ? `ARRAY[${local}]` : 'NULL'})`,
+      `SELECT released, ended_fence, granted_token, granted_fence FROM ${this.names.release}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${this.relaxed}, ${local ? `ARRAY[${local}]` : 'NULL'})`,
     );
   }
 

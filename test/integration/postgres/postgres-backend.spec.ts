@@ -89,7 +89,7 @@ describe('postgresBackend: schema', () => {
     [{ table: 'a'.repeat(41) }, /table: expected an identifier of 1 to 40/],
     [{ statementTimeout: 0 }, /statementTimeout: expected an integer/],
     [{ recheckInterval: 1.5 }, /recheckInterval/],
-    [{ asyncRelease: 'yes' }, /asyncRelease: expected a boolean/],
+    [{ durability: 'fast' }, /durability: expected 'full' or 'relaxed'/],
     [{ nope: 1 }, /unknown option "nope"/],
     [{ connection: undefined }, /exactly one of `pool`/],
   ])('refuses bad options %p before opening anything', (options, message) => {
@@ -258,15 +258,16 @@ describe('postgresBackend: housekeeping', () => {
   });
 });
 
-describe('postgresBackend: asyncRelease', () => {
-  it('locks, hands off and releases the same way', async () => {
-    const locks = service(backend({ asyncRelease: true }));
+describe("postgresBackend: durability 'relaxed'", () => {
+  it('locks, hands off, extends and releases the same way', async () => {
+    const locks = service(backend({ durability: 'relaxed' }));
     const held = (await locks.tryAcquire('async'))!;
     const pending = locks.acquire('async', { wait: 5_000 });
     await sleep(50);
     await locks.release(held);
     const next = await pending;
     expect(next.fence).toBeGreaterThan(held.fence);
+    expect(await locks.extend(next, 20_000)).toBe(true);
     await locks.release(next);
     expect(await locks.tryAcquire('async')).not.toBeNull();
   });

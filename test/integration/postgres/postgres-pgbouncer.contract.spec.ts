@@ -21,6 +21,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await bouncer?.stop();
+  await dropSchema(direct.toString(), schema);
 });
 
 // The pool goes through PgBouncer in transaction mode (2 server connections shared by every
