@@ -43,7 +43,8 @@ interface Target {
  *   function: one statement, one round trip, sent with the simple query protocol together with
  *   `SET LOCAL statement_timeout` (no session state, no prepared statements: PgBouncer in
  *   transaction mode carries it).
- * - Fences come from a sequence and are returned only after a durable commit.
+ * - Fences come from a sequence, drawn under the lease row lock, and stay increasing across crashes
+ *   in both durability modes (see the fence function in the schema).
  * - Waiters queue in an UNLOGGED table; a release hands the key to the oldest live waiter in the same
  *   statement and NOTIFYs. One dedicated LISTEN connection per backend delivers the events; a grant
  *   made by this process's own release reaches a waiter of this process at once.
