@@ -54,6 +54,7 @@ async function main(): Promise<void> {
       }
       for (const [name] of order) {
         const mine = runs.filter((r) => r.name === name);
+        console.error(`  ${name}: ${mine.map((r) => r.opsPerSecond.toFixed(0)).join(' / ')} ops/s`);
         throughput.push({ name, concurrency, opsPerSecond: mine.reduce((sum, r) => sum + r.opsPerSecond, 0) / mine.length });
       }
       throughput.push(await runThroughput(ADVISORY_PACKAGE, advisory, { concurrency }));
