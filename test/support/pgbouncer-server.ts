@@ -42,6 +42,13 @@ function waitForPort(port: number, within: number): Promise<void> {
   });
 }
 
+const running = new Set<PgBouncerServer>();
+
+/** Last resort when a test run dies without its afterAll: end what is still running. */
+process.once('exit', () => {
+  for (const server of running) server.kill();
+});
+
 /**
  * A PgBouncer of a test's own, on a free loopback port, with its own config in a temporary
  * directory, trust authentication, in transaction pooling mode by default. `stop()` ends it and
@@ -53,6 +60,12 @@ export class PgBouncerServer {
     private readonly dir: string,
     private readonly child: ChildProcess,
   ) {}
+
+  /** Ends the process at once, without waiting (for the exit hook). */
+  kill(): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    rmSync(this.dir, { recursive: true, force: true });
+  }
 
   url(database: string): string {
     return `postgres://postgres@127.0.0.1:${this.port}/${database}`;
@@ -91,6 +104,7 @@ export class PgBouncerServer {
     const args = [...(asRoot ? ['-u', 'postgres'] : []), join(dir, 'pgbouncer.ini')];
     const child = spawn(pgbouncerBinary(), args, { stdio: 'ignore' });
     const server = new PgBouncerServer(port, dir, child);
+    running.add(server);
     try {
       await Promise.race([
         waitForPort(port, 10_000),
@@ -104,6 +118,7 @@ export class PgBouncerServer {
   }
 
   async stop(): Promise<void> {
+    running.delete(this);
     if (this.child.exitCode === null && this.child.signalCode === null) {
       const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
       this.child.kill('SIGTERM');
