@@ -261,9 +261,9 @@ BEGIN
       CONTINUE;
     END IF;
 
-    -- Free or expired: the oldest live waiter comes first.
+    -- Free or expired: the oldest live waiter comes first (never the holder whose lease just ended).
     SELECT q.token, q.ttl INTO v_head_token, v_head_ttl FROM ${n.queue} q
-      WHERE q.key = p_key AND q.expires_at > clock_timestamp()
+      WHERE q.key = p_key AND q.expires_at > clock_timestamp() AND q.token IS DISTINCT FROM v_token
       ORDER BY q.joined_at, q.token LIMIT 1 FOR UPDATE;
     IF NOT FOUND THEN
       v_head_token := NULL;
