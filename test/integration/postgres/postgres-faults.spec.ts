@@ -44,9 +44,12 @@ describe('postgresBackend faults on the shared server', () => {
     const waiter = service(waiterBackend);
     let terminated = 0;
     let aborted = false;
+    let markHeld!: () => void;
+    const isHeld = new Promise<void>((resolve) => (markHeld = resolve));
     const held = holder.withLock(
       'pool',
       async (lock) => {
+        markHeld();
         // The watchdog extends every 200 ms while the pool connections keep getting killed.
         for (let i = 0; i < 6; i++) {
           await sleep(150);
@@ -58,7 +61,7 @@ describe('postgresBackend faults on the shared server', () => {
       },
       { ttl: 600 },
     );
-    await sleep(50);
+    await isHeld;
     const waiting = waiter.acquire('pool', { wait: 10_000, ttl: 5_000 });
     const heldFence = await held;
     const next = await waiting;
