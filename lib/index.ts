@@ -25,3 +25,7 @@ export type { RedisBackendOptions, RedisQuorumNode } from './backends/redis/redi
 export type { ReplicaAcknowledgement } from './backends/redis/redis-lock.backend';
 export { RedisLockBackend } from './backends/redis/redis-lock.backend';
 export { RedisQuorumLockBackend } from './backends/redis/redis-quorum.backend';
+export { postgresBackend, PostgresLockBackend } from './backends/postgres/postgres-lock.backend';
+export type { PostgresBackendOptions, PostgresDurability } from './backends/postgres/postgres-lock.options';
+export { postgresLockSchemaSql, DEFAULT_POSTGRES_SCHEMA, DEFAULT_POSTGRES_TABLE } from './backends/postgres/postgres-lock.schema';
+export type { PostgresLockTableOptions } from './backends/postgres/postgres-lock.schema';

@@ -1,0 +1,66 @@
+import type { ExtendItem } from '../lock-backend';
+import { LockBackendError } from '../../lock.errors';
+import { loadPg } from './pg.loader';
+import type { PostgresLockNames } from './postgres-lock.schema';
+
+/** An integer for SQL text; anything else is refused rather than spliced in. */
+function sqlInteger(value: number): string {
+  if (!Number.isSafeInteger(value)) throw new LockBackendError('postgres', `expected an integer, got ${String(value)}`);
+  return String(value);
+}
+
+/**
+ * The text of every statement the backend sends. Each is one simple query: `SET LOCAL
+ * statement_timeout` and one call of a lock function, in one implicit transaction and one round
+ * trip. Values are escaped literals (no bind parameters, so no prepared statement of any kind):
+ * PgBouncer in transaction mode carries them, and nothing outlives the transaction.
+ */
+export class PostgresLockStatements {
+  constructor(
+    private readonly names: PostgresLockNames,
+    private readonly statementTimeout: number,
+    private readonly relaxed: boolean,
+  ) {}
+
+  /** Bounds `text` by `statement_timeout` (transaction-local). */
+  bounded(text: string, timeout = this.statementTimeout): string {
+    return `SET LOCAL statement_timeout = ${sqlInteger(timeout)}; ${text}`;
+  }
+
+  /** Columns: fence (NULL = busy), retry_in, granted_token, granted_fence. */
+  acquire(key: string, token: string, ttl: number, queueLease?: number): string {
+    const { escapeLiteral } = loadPg();
+    const queue = queueLease === undefined ? 'NULL' : sqlInteger(Math.max(1, Math.ceil(queueLease)));
+    return this.bounded(
+      `SELECT fence, retry_in, granted_token, granted_fence FROM ${this.names.acquire}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${sqlInteger(ttl)}, ${queue}, ${this.relaxed})`,
+    );
+  }
+
+  /** Column: extended (boolean[], one per item). */
+  extend(items: readonly ExtendItem[]): string {
+    const { escapeLiteral } = loadPg();
+    const keys = items.map((item) => escapeLiteral(item.key)).join(',');
+    const tokens = items.map((item) => escapeLiteral(item.token)).join(',');
+    const ttls = items.map((item) => sqlInteger(item.ttl)).join(',');
+    return this.bounded(
+      `SELECT ${this.names.extend}(ARRAY[${keys}]::text[], ARRAY[${tokens}]::text[], ARRAY[${ttls}]::integer[], ${this.relaxed}) AS extended`,
+    );
+  }
+
+  /**
+   * Columns: released, ended_fence, granted_token, granted_fence. `localWaiters`: tokens waiting on
+   * `key` in the calling process; a hand-off to one of them sends no notification.
+   */
+  release(key: string, token: string, localWaiters: Iterable<string> = []): string {
+    const { escapeLiteral } = loadPg();
+    const local = [...localWaiters].map((waiter) => escapeLiteral(waiter)).join(',');
+    return this.bounded(
+      `SELECT released, ended_fence, granted_token, granted_fence FROM ${this.names.release}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${this.relaxed}, ${local ? `ARRAY[${local}]` : 'NULL'})`,
+    );
+  }
+
+  /** Columns: leases, waiters (rows deleted). */
+  housekeep(grace: number, limit: number): string {
+    return this.bounded(`SELECT leases, waiters FROM ${this.names.housekeep}(${sqlInteger(grace)}, ${sqlInteger(limit)})`);
+  }
+}

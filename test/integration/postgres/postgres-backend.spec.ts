@@ -1,0 +1,274 @@
+import { randomBytes } from 'node:crypto';
+import { Client, Pool } from 'pg';
+import {
+  DistributedLockService,
+  InvalidLockOptionsError,
+  LockBackendError,
+  postgresBackend,
+  postgresLockSchemaSql,
+  type LockGuard,
+  type PostgresLockBackend,
+} from '../../../lib';
+import { RecordingBackend } from '../../support/recording-backend';
+import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
+import { freeLoopbackPort } from '../../support/postgres-server';
+import { sleep } from '../../support/time';
+
+const url = sharedDatabaseUrl();
+const schema = uniqueSchemaName('dl_backend');
+const backends: PostgresLockBackend[] = [];
+const appName = `dl-backend-${randomBytes(3).toString('hex')}`;
+
+function backend(options: Partial<Parameters<typeof postgresBackend>[0] & object> = {}): PostgresLockBackend {
+  const made = postgresBackend({ connection: url, schema, applicationName: appName, ...options });
+  backends.push(made);
+  return made;
+}
+
+function service(on: PostgresLockBackend | RecordingBackend, ttl = 10_000): DistributedLockService {
+  return new DistributedLockService({ backend: on, keyPrefix: 'pg:', ttl, wait: 5_000 });
+}
+
+async function count(sql: string): Promise<number> {
+  const [row] = await runSql<{ n: string }>(url, sql);
+  return Number(row.n);
+}
+
+afterEach(async () => {
+  await Promise.all(backends.splice(0).map((b) => b.close()));
+});
+
+afterAll(() => dropSchema(url, schema));
+
+describe('postgresBackend: schema', () => {
+  it('creates its schema once when many instances start at the same moment', async () => {
+    const fresh = uniqueSchemaName('dl_migrate');
+    try {
+      const many = Array.from({ length: 8 }, () => backend({ schema: fresh }));
+      await Promise.all(many.map((b) => b.ready()));
+      const guard = await service(many[3]).tryAcquire('after-migration');
+      expect(guard).not.toBeNull();
+      expect(await count(`SELECT count(*) AS n FROM "${fresh}".distributed_locks`)).toBe(1);
+    } finally {
+      await Promise.all(backends.splice(0).map((b) => b.close()));
+      await dropSchema(url, fresh);
+    }
+  });
+
+  it('with migrate: false and no table, fails with an error that shows the SQL to run, then works once it ran', async () => {
+    const fresh = uniqueSchemaName('dl_nomigrate');
+    try {
+      const b = backend({ schema: fresh, table: 'app_locks', migrate: false });
+      const error = await b.ready().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(LockBackendError);
+      const sql = postgresLockSchemaSql({ schema: fresh, table: 'app_locks' });
+      expect((error as Error).message).toContain('migrate is false');
+      expect((error as Error).message).toContain(sql);
+      expect(sql).toContain(`CREATE TABLE IF NOT EXISTS "${fresh}"."app_locks"`);
+      await expect(service(b).tryAcquire('k')).rejects.toBeInstanceOf(LockBackendError);
+
+      await runSql(url, sql);
+      const guard = await service(b).tryAcquire('k');
+      expect(guard).not.toBeNull();
+    } finally {
+      await Promise.all(backends.splice(0).map((b) => b.close()));
+      await dropSchema(url, fresh);
+    }
+  });
+
+  it('quotes identifiers, keeping their case', async () => {
+    const b = backend({ table: 'Mixed_Case_Locks' });
+    const guard = await service(b).tryAcquire('k');
+    expect(guard).not.toBeNull();
+    expect(await count(`SELECT count(*) AS n FROM "${schema}"."Mixed_Case_Locks"`)).toBe(1);
+  });
+
+  it.each([
+    [{ schema: 'bad-name' }, /schema: expected an identifier/],
+    [{ table: 'x; DROP TABLE y' }, /table: expected an identifier/],
+    [{ table: 'a'.repeat(41) }, /table: expected an identifier of 1 to 40/],
+    [{ statementTimeout: 0 }, /statementTimeout: expected an integer/],
+    [{ recheckInterval: 1.5 }, /recheckInterval/],
+    [{ durability: 'fast' }, /durability: expected 'full' or 'relaxed'/],
+    [{ nope: 1 }, /unknown option "nope"/],
+    [{ connection: undefined }, /exactly one of `pool`/],
+  ])('refuses bad options %p before opening anything', (options, message) => {
+    const before = backends.length;
+    expect(() => postgresBackend({ connection: url, ...options } as never)).toThrow(InvalidLockOptionsError);
+    expect(() => postgresBackend({ connection: url, ...options } as never)).toThrow(message);
+    expect(backends.length).toBe(before);
+  });
+});
+
+describe('postgresBackend: connections and errors', () => {
+  it('reports a database that is down at start as LockBackendError naming host and database, never the password', async () => {
+    const port = await freeLoopbackPort();
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const b = backend({ connection: `postgres://locker:s3cret-Pa55@127.0.0.1:${port}/inventory` });
+      const error = await b.ready().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(LockBackendError);
+      const message = (error as Error).message;
+      expect(message).toContain(`127.0.0.1:${port}`);
+      expect(message).toContain('"inventory"');
+      expect(message).not.toContain('s3cret-Pa55');
+      // Down is a failure, never "busy".
+      const locks = service(b);
+      await expect(locks.tryAcquire('down')).rejects.toBeInstanceOf(LockBackendError);
+      await expect(locks.acquire('down', { wait: 200 })).rejects.toBeInstanceOf(LockBackendError);
+      await expect(b.ping()).rejects.toBeInstanceOf(LockBackendError);
+      await sleep(50);
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  it('bounds every lock statement by statementTimeout and reports it as a failure, not as busy', async () => {
+    const b = backend({ statementTimeout: 300 });
+    const locks = service(b);
+    const guard = (await locks.tryAcquire('blocked'))!;
+    await locks.release(guard);
+    // Another session holds the row lock of that key in an open transaction.
+    const blocker = new Client({ connectionString: url, application_name: appName });
+    await blocker.connect();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query(`SELECT * FROM "${schema}".distributed_locks WHERE key = 'pg:blocked' FOR UPDATE`);
+      const error = await locks.tryAcquire('blocked').catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(LockBackendError);
+      expect((error as Error).message).toContain('statementTimeout (300 ms)');
+    } finally {
+      await blocker.query('ROLLBACK');
+      await blocker.end();
+    }
+    expect(await locks.tryAcquire('blocked')).not.toBeNull();
+  });
+
+  it('never ends a pool it was given, and ends its own at close', async () => {
+    const pool = new Pool({ connectionString: url, max: 2, application_name: appName });
+    pool.on('error', () => undefined);
+    try {
+      const given = backend({ connection: undefined, pool });
+      expect(await service(given).tryAcquire('given')).not.toBeNull();
+      await given.close();
+      expect((await pool.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+      await expect(given.tryAcquire('pg:given', randomBytes(16).toString('hex'), 1000)).rejects.toThrow('closed');
+    } finally {
+      await pool.end();
+    }
+    const owned = backend();
+    await owned.ready();
+    const open = async (): Promise<number> =>
+      count(`SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE '${appName}%' AND pid <> pg_backend_pid()`);
+    expect(await open()).toBeGreaterThan(0);
+    await Promise.all(backends.splice(0).map((b) => b.close()));
+    expect(await open()).toBe(0);
+  });
+
+  it('keeps keys with quotes and backslashes apart', async () => {
+    const locks = service(backend());
+    const keys = [`it's`, `it''s`, 'back\\slash', 'back\\\\slash', `"quoted"`, '$fn$ DROP'];
+    const guards = await Promise.all(keys.map((k) => locks.tryAcquire(k)));
+    guards.forEach((g, i) => expect(g?.key).toBe(keys[i]));
+    for (const k of keys) expect(await locks.tryAcquire(k)).toBeNull();
+    await Promise.all(guards.map((g) => locks.release(g!)));
+  });
+});
+
+describe('postgresBackend: hand-off across instances', () => {
+  it('hands the key to a waiter of another instance on release, woken by NOTIFY', async () => {
+    const a = backend();
+    const recorded = new RecordingBackend(backend());
+    const holder = service(a);
+    const waiter = service(recorded);
+    const held = (await holder.tryAcquire('handoff'))!;
+    const pending = waiter.acquire('handoff', { wait: 10_000 });
+    const queued = await recorded.whenQueued('pg:handoff');
+    const attempts = recorded.count('tryAcquire', queued.token);
+    await holder.release(held);
+    const guard = await pending;
+    expect(guard.token).toBe(queued.token);
+    expect(guard.fence).toBeGreaterThan(held.fence);
+    // The grant came by notification: no further attempt was needed.
+    expect(recorded.count('tryAcquire', queued.token)).toBe(attempts);
+    expect(await holder.tryAcquire('handoff')).toBeNull();
+    await waiter.release(guard);
+  });
+
+  it('serves waiters of three instances in the order they queued', async () => {
+    const instances = [backend(), backend(), backend()].map((b) => new RecordingBackend(b));
+    const services = instances.map((b) => service(b));
+    const first = (await services[0].tryAcquire('fair'))!;
+    const order: number[] = [];
+    const waiters: Promise<void>[] = [];
+    for (let i = 0; i < 6; i++) {
+      const at = i % 3;
+      waiters.push(
+        services[at].acquire('fair', { wait: 20_000 }).then(async (guard) => {
+          order.push(i);
+          await sleep(5);
+          await services[at].release(guard);
+        }),
+      );
+      await instances[at].whenQueued('pg:fair', Math.floor(i / 3) + 1);
+    }
+    await services[0].release(first);
+    await Promise.all(waiters);
+    expect(order).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+
+  it('hands an expired lease to the oldest waiter', async () => {
+    const a = service(backend());
+    const b = service(backend());
+    const stale = (await a.tryAcquire('expiring', { ttl: 200 }))!;
+    const pending = b.acquire('expiring', { wait: 10_000 });
+    const guard = await pending;
+    expect(guard.fence).toBeGreaterThan(stale.fence);
+    expect(await a.extend(stale)).toBe(false);
+  });
+});
+
+describe('postgresBackend: housekeeping', () => {
+  it('deletes rows whose lease ended long ago, and fences keep increasing after', async () => {
+    const b = backend();
+    const locks = service(b);
+    const fences: bigint[] = [];
+    for (const key of ['old-1', 'old-2']) {
+      const g = (await locks.tryAcquire(key)) as LockGuard;
+      fences.push(g.fence);
+      await locks.release(g);
+    }
+    const live = (await locks.tryAcquire('live'))!;
+    await runSql(url, `UPDATE "${schema}".distributed_locks SET expires_at = now() - interval '1 hour' WHERE key IN ('pg:old-1', 'pg:old-2')`);
+    const deleted = await b.housekeep();
+    expect(deleted.leases).toBe(2);
+    expect(await count(`SELECT count(*) AS n FROM "${schema}".distributed_locks WHERE key LIKE 'pg:old-%'`)).toBe(0);
+    // A released row is kept until its grace has passed.
+    const recent = (await locks.tryAcquire('recent'))!;
+    await locks.release(recent);
+    expect((await b.housekeep()).leases).toBe(0);
+    expect(await locks.tryAcquire('live')).toBeNull();
+
+    const again = (await locks.tryAcquire('old-1'))!;
+    expect(again.fence).toBeGreaterThan(fences[1]);
+    expect(again.fence).toBeGreaterThan(live.fence);
+  });
+});
+
+describe("postgresBackend: durability 'relaxed'", () => {
+  it('locks, hands off, extends and releases the same way', async () => {
+    const locks = service(backend({ durability: 'relaxed' }));
+    const held = (await locks.tryAcquire('async'))!;
+    const pending = locks.acquire('async', { wait: 5_000 });
+    await sleep(50);
+    await locks.release(held);
+    const next = await pending;
+    expect(next.fence).toBeGreaterThan(held.fence);
+    expect(await locks.extend(next, 20_000)).toBe(true);
+    await locks.release(next);
+    expect(await locks.tryAcquire('async')).not.toBeNull();
+  });
+});
