@@ -1,13 +1,20 @@
-import { memoryBackend, type LockBackend } from '../lib';
+import { memoryBackend, postgresBackend, redisBackend, type LockBackend } from '../lib';
 
-export const BACKEND_NAMES = ['memory'] as const;
-export type BackendName = (typeof BACKEND_NAMES)[number];
+export const BACKEND_NAMES = ['memory', 'redis', 'postgres'] as const;
 
-/** Builds the backend the demo runs on, from its name (connection settings come from the environment). */
+/**
+ * Builds the backend the demo runs on, from its name. Connection settings come from the
+ * environment: REDIS_URL (default redis://127.0.0.1:6379) and DATABASE_URL (default
+ * postgres://postgres@127.0.0.1:5432/test).
+ */
 export function backendFromName(name: string): LockBackend {
   switch (name) {
     case 'memory':
       return memoryBackend();
+    case 'redis':
+      return redisBackend({ url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' });
+    case 'postgres':
+      return postgresBackend({ connection: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test' });
     default:
       throw new Error(`Unknown --backend "${name}"; choose one of: ${BACKEND_NAMES.join(', ')}`);
   }
