@@ -54,6 +54,10 @@ export interface CheckReport {
   livenessViolations: Array<{ killedAt: number; worker: string; nextAcquiredAt: number | undefined }>;
   /** Paused holders: whether their signal fired, and writes they got accepted with a stale fence. */
   pausedHolders: Array<{ worker: string; fence: bigint; signalFired: boolean; staleAcceptedWrites: number }>;
+  /** The longest time between two acquisitions of a key, ms: how long a fault kept the lock unavailable. */
+  longestAcquisitionGap: number;
+  /** Events that show the fault reached the workers: lost signals, backend errors, timeouts. */
+  disturbances: { lost: number; errors: number; timeouts: number };
   /** Total violations: overlaps (when checked), lost, out-of-order, liveness, stale writes, silent signals. */
   violations: number;
 }
@@ -151,6 +155,11 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
     pausedHolders.push({ worker: pause.worker, fence: hold.fence, signalFired, staleAcceptedWrites });
   }
 
+  let longestAcquisitionGap = 0;
+  const starts = holds.map((h) => h.start).sort((a, b) => a - b);
+  for (let i = 1; i < starts.length; i++) longestAcquisitionGap = Math.max(longestAcquisitionGap, starts[i] - starts[i - 1]);
+  const count = (type: HistoryEvent['type']): number => events.filter((e) => e.type === type).length;
+
   const violations =
     overlaps.length +
     lostWrites.length +
@@ -168,6 +177,8 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
     outOfOrderWrites,
     livenessViolations,
     pausedHolders,
+    longestAcquisitionGap,
+    disturbances: { lost: count('lost'), errors: count('error'), timeouts: count('timeout') },
     violations,
   };
 }

@@ -6,7 +6,10 @@ export type ProxyMode =
   | { kind: 'pass' }
   /** Forward both ways, each chunk held back `ms` milliseconds (order kept). */
   | { kind: 'latency'; ms: number }
-  /** Keep connections open but swallow every byte both ways: a silent network. */
+  /**
+   * Packets are dropped: nothing gets through either way and the connections stay open. As with
+   * TCP's retransmissions, what was sent meanwhile arrives, in order, once the mode changes back.
+   */
   | { kind: 'drop' }
   /** Cut every connection (RST) and refuse new ones until the mode changes: a partition. */
   | { kind: 'partition' };
@@ -23,6 +26,8 @@ interface Pair {
 export class TcpFaultProxy {
   private mode: ProxyMode = { kind: 'pass' };
   private readonly pairs = new Set<Pair>();
+  /** Re-times the chunks held back in each direction when the mode changes. */
+  private readonly flushes = new Set<() => void>();
   private readonly server: net.Server;
   port = 0;
 
@@ -53,6 +58,7 @@ export class TcpFaultProxy {
     if (mode.kind === 'partition') {
       for (const pair of [...this.pairs]) this.cut(pair);
     }
+    for (const flush of this.flushes) flush();
   }
 
   async close(): Promise<void> {
@@ -81,25 +87,36 @@ export class TcpFaultProxy {
   private pipe(from: net.Socket, to: net.Socket): void {
     const queue: Array<{ at: number; chunk: Buffer }> = [];
     let timer: NodeJS.Timeout | undefined;
+    const delay = (): number => {
+      const mode = this.mode;
+      return mode.kind === 'latency' ? mode.ms : mode.kind === 'pass' ? 0 : Infinity;
+    };
     const drain = (): void => {
+      if (timer) clearTimeout(timer);
       timer = undefined;
       const now = Date.now();
       while (queue.length > 0 && queue[0].at <= now) {
         const { chunk } = queue.shift()!;
         if (!to.destroyed) to.write(chunk);
       }
-      if (queue.length > 0) timer = setTimeout(drain, queue[0].at - now);
+      if (queue.length > 0 && queue[0].at !== Infinity) timer = setTimeout(drain, queue[0].at - now);
     };
+    const flush = (): void => {
+      // Chunks held back leave with the new mode's delay counted from now, in order.
+      const latest = Date.now() + delay();
+      for (const item of queue) item.at = Math.min(item.at, latest);
+      drain();
+    };
+    this.flushes.add(flush);
     from.on('data', (chunk: Buffer) => {
-      const mode = this.mode;
-      if (mode.kind === 'drop' || mode.kind === 'partition') return;
-      const at = Date.now() + (mode.kind === 'latency' ? mode.ms : 0);
-      queue.push({ at: Math.max(at, queue.at(-1)?.at ?? 0), chunk });
+      if (this.mode.kind === 'partition') return;
+      queue.push({ at: Math.max(Date.now() + delay(), queue.at(-1)?.at ?? 0), chunk });
       if (!timer) drain();
     });
     from.on('close', () => {
       if (timer) clearTimeout(timer);
       queue.length = 0;
+      this.flushes.delete(flush);
     });
   }
 

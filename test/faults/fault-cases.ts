@@ -1,0 +1,329 @@
+import { randomBytes } from 'node:crypto';
+import { Client } from 'pg';
+import { dropSchema, sharedDatabaseUrl } from '../support/postgres-database';
+import { PrivatePostgres } from '../support/postgres-server';
+import { RedisServerProcess } from '../support/redis-servers';
+import { TcpFaultProxy } from '../support/tcp-fault-proxy';
+import type { FaultCase, FaultRun } from './fault-runner';
+import type { CheckOptions, HistoryEvent } from './history';
+import type { BackendSpec, ResourceSpec } from './worker-config';
+
+/** Knobs a soak run varies from its seed; quick mode uses the defaults. */
+export interface CaseShape {
+  workers: number;
+  ttl: number;
+  workMs: number;
+  durationMs: number;
+  /** When in the run the fault starts, ms after the workers are ready. */
+  faultAfterMs: number;
+}
+
+export const QUICK_SHAPE: CaseShape = { workers: 4, ttl: 1_000, workMs: 5, durationMs: 4_000, faultAfterMs: 800 };
+
+/** A fault case with the servers it needs: `prepare` starts them, the returned `cleanup` stops them. */
+export interface FaultCaseDefinition {
+  name: string;
+  backend: 'redis' | 'redis-quorum' | 'postgres';
+  fault: string;
+  /** Whether the fence check is off at the resource (the demonstration of what a TTL lock alone allows). */
+  unfenced?: boolean;
+  prepare(shape: CaseShape): Promise<{ faultCase: FaultCase; cleanup: () => Promise<void> }>;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const exclusive = (shape: CaseShape): CheckOptions => ({ exclusive: true, livenessWithin: shape.ttl + 1_000 });
+
+/** The resource every Redis case writes to: the shared Redis, reached directly (never through a fault). */
+function redisResource(fenceCheck: boolean): ResourceSpec {
+  return { kind: 'redis', url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', prefix: `faults:resource:${randomBytes(4).toString('hex')}:`, fenceCheck };
+}
+
+function postgresResource(schema: string, fenceCheck: boolean): ResourceSpec {
+  return { kind: 'postgres', connection: sharedDatabaseUrl(), schema, fenceCheck };
+}
+
+/** One Redis server of the case's own, optionally behind a fault proxy. */
+async function privateRedis(withProxy = false): Promise<{ server: RedisServerProcess; proxy?: TcpFaultProxy; url: string; cleanup: () => Promise<void> }> {
+  const server = await RedisServerProcess.start();
+  const proxy = withProxy ? await TcpFaultProxy.start(server.port) : undefined;
+  return {
+    server,
+    proxy,
+    url: proxy ? `redis://127.0.0.1:${proxy.port}` : server.url,
+    cleanup: async () => {
+      await proxy?.close();
+      await server.stop();
+    },
+  };
+}
+
+/** Waits for the workers to be busy, then for a holder in the act (acquired, or inside its work). */
+async function holderOf(run: FaultRun, shape: CaseShape, type: 'acquired' | 'read' = 'acquired'): Promise<HistoryEvent> {
+  await sleep(shape.faultAfterMs);
+  return run.next((e) => e.type === type);
+}
+
+/**
+ * Server and network faults hit a holder inside its work (they wait for a `read`), and the work
+ * outlasts the TTL, so the lease lives only as long as the watchdog can renew it through the fault.
+ */
+function longWork(shape: CaseShape): Pick<FaultCase, 'workMs'> {
+  return { workMs: Math.max(shape.workMs, Math.round(shape.ttl * 1.3)) };
+}
+
+/** A fault that lasts `ms` on the given worker-independent resource, recorded in the history. */
+async function window(run: FaultRun, name: string, ms: number, start: () => Promise<void> | void, end: () => Promise<void> | void): Promise<void> {
+  run.mark('*', name, 'start');
+  await start();
+  await sleep(ms);
+  await end();
+  run.mark('*', name, 'end');
+}
+
+function processFaults(backend: 'redis' | 'postgres'): FaultCaseDefinition[] {
+  const setup = async (fenceCheck: boolean) => {
+    if (backend === 'redis') {
+      const redis = await privateRedis();
+      return { spec: { kind: 'redis', url: redis.url } as BackendSpec, resource: redisResource(fenceCheck), cleanup: redis.cleanup };
+    }
+    const schema = `dl_faults_${randomBytes(4).toString('hex')}`;
+    return {
+      spec: { kind: 'postgres', connection: sharedDatabaseUrl(), schema, applicationName: `dl-faults-${schema}` } as BackendSpec,
+      resource: postgresResource(schema, fenceCheck),
+      cleanup: () => dropSchema(sharedDatabaseUrl(), schema),
+    };
+  };
+  const define = (fault: string, build: (shape: CaseShape) => Partial<FaultCase> & Pick<FaultCase, 'check'>, unfenced = false): FaultCaseDefinition => ({
+    name: `${backend}: ${fault}${unfenced ? ' (fence check off)' : ''}`,
+    backend,
+    fault,
+    unfenced,
+    async prepare(shape) {
+      const env = await setup(!unfenced);
+      return {
+        faultCase: { name: `${backend}-${fault.replace(/\W+/g, '-')}`, backend: env.spec, resource: env.resource, ...shape, ...build(shape) },
+        cleanup: env.cleanup,
+      };
+    },
+  });
+  const pauseHolder = (shape: CaseShape): Partial<FaultCase> & Pick<FaultCase, 'check'> => ({
+    // Long enough work that the holder is stopped inside it, between its read and its write.
+    workMs: 50,
+    check: { exclusive: false },
+    fault: async (run: FaultRun) => {
+      // Stopped inside its work, after reading: it resumes to write with its old fence.
+      const read = await holderOf(run, shape, 'read');
+      run.signal(read.worker, 'SIGSTOP');
+      await sleep(shape.ttl * 2);
+      run.signal(read.worker, 'SIGCONT');
+    },
+  });
+  return [
+    define('no fault', (shape) => ({ check: exclusive(shape) })),
+    define('holder SIGKILL', (shape) => ({
+      check: exclusive(shape),
+      fault: async (run) => {
+        const holder = await holderOf(run, shape);
+        run.signal(holder.worker, 'SIGKILL');
+      },
+    })),
+    define('holder SIGSTOP past the TTL', pauseHolder),
+    define('holder SIGSTOP past the TTL', pauseHolder, true),
+  ];
+}
+
+function redisServerFaults(): FaultCaseDefinition[] {
+  const define = (
+    fault: string,
+    inject: (redis: Awaited<ReturnType<typeof privateRedis>>, run: FaultRun, shape: CaseShape) => Promise<void>,
+    withProxy = false,
+  ): FaultCaseDefinition => ({
+    name: `redis: ${fault}`,
+    backend: 'redis',
+    fault,
+    async prepare(shape) {
+      const redis = await privateRedis(withProxy);
+      return {
+        faultCase: {
+          name: `redis-${fault.replace(/\W+/g, '-')}`,
+          backend: { kind: 'redis', url: redis.url },
+          resource: redisResource(true),
+          ...shape,
+          ...longWork(shape),
+          check: exclusive(shape),
+          fault: (run) => inject(redis, run, shape),
+        },
+        cleanup: redis.cleanup,
+      };
+    },
+  });
+  const admin = async (server: RedisServerProcess, ...args: string[]): Promise<void> => {
+    const client = server.admin();
+    try {
+      await client.call(args[0], ...args.slice(1));
+    } finally {
+      client.disconnect();
+    }
+  };
+  return [
+    // Without persistence a restarted server has forgotten every lease: exclusion holds because it
+    // stays down longer than the TTL (a delayed restart), and fences hold because they carry the clock.
+    define('redis-server kill -9, restart after the TTL', async (redis, run, shape) => {
+      await holderOf(run, shape, 'read');
+      await window(run, 'kill -9', shape.ttl * 1.5, () => redis.server.kill(), () => redis.server.restart());
+    }),
+    define('CLIENT PAUSE longer than the TTL', async (redis, run, shape) => {
+      await holderOf(run, shape, 'read');
+      await window(run, 'CLIENT PAUSE', shape.ttl * 1.5, () => admin(redis.server, 'CLIENT', 'PAUSE', String(Math.round(shape.ttl * 1.5)), 'ALL'), () => undefined);
+    }),
+    define('CLIENT KILL of every client', async (redis, run, shape) => {
+      await holderOf(run, shape, 'read');
+      run.mark('*', 'CLIENT KILL', 'start');
+      await admin(redis.server, 'CLIENT', 'KILL', 'TYPE', 'normal');
+      await admin(redis.server, 'CLIENT', 'KILL', 'TYPE', 'pubsub');
+      run.mark('*', 'CLIENT KILL', 'end');
+    }),
+    define('proxy latency 150 ms', async (redis, run, shape) => {
+      await holderOf(run, shape, 'read');
+      await window(run, 'latency', shape.ttl * 2, () => redis.proxy!.set({ kind: 'latency', ms: 150 }), () => redis.proxy!.set({ kind: 'pass' }));
+    }, true),
+    define('proxy drop longer than the TTL', async (redis, run, shape) => {
+      await holderOf(run, shape, 'read');
+      await window(run, 'drop', shape.ttl * 1.5, () => redis.proxy!.set({ kind: 'drop' }), () => redis.proxy!.set({ kind: 'pass' }));
+    }, true),
+    define('proxy partition longer than the TTL', async (redis, run, shape) => {
+      await holderOf(run, shape, 'read');
+      await window(run, 'partition', shape.ttl * 1.5, () => redis.proxy!.set({ kind: 'partition' }), () => redis.proxy!.set({ kind: 'pass' }));
+    }, true),
+  ];
+}
+
+function quorumFaults(): FaultCaseDefinition[] {
+  const define = (fault: string, inject?: (servers: RedisServerProcess[], run: FaultRun, shape: CaseShape) => Promise<void>): FaultCaseDefinition => ({
+    name: `redis quorum of 3: ${fault}`,
+    backend: 'redis-quorum',
+    fault,
+    async prepare(shape) {
+      const servers = await Promise.all([0, 1, 2].map(() => RedisServerProcess.start()));
+      return {
+        faultCase: {
+          name: `quorum-${fault.replace(/\W+/g, '-')}`,
+          backend: { kind: 'redis-quorum', urls: servers.map((s) => s.url) },
+          resource: redisResource(true),
+          ...shape,
+          check: exclusive(shape),
+          fault: inject && ((run) => inject(servers, run, shape)),
+        },
+        cleanup: async () => {
+          await Promise.all(servers.map((s) => s.stop()));
+        },
+      };
+    },
+  });
+  return [
+    define('no fault'),
+    define('one node kill -9', async (servers, run, shape) => {
+      await holderOf(run, shape);
+      run.mark('*', 'node kill -9', 'start');
+      await servers[0].kill();
+    }),
+  ];
+}
+
+function postgresServerFaults(): FaultCaseDefinition[] {
+  const shared = (
+    fault: string,
+    inject: (env: { schema: string; appName: string; proxy?: TcpFaultProxy }, run: FaultRun, shape: CaseShape) => Promise<void>,
+    withProxy = false,
+  ): FaultCaseDefinition => ({
+    name: `postgres: ${fault}`,
+    backend: 'postgres',
+    fault,
+    async prepare(shape) {
+      const schema = `dl_faults_${randomBytes(4).toString('hex')}`;
+      const appName = `dl-faults-${schema}`;
+      const proxy = withProxy ? await TcpFaultProxy.start(Number(new URL(sharedDatabaseUrl()).port || 5432)) : undefined;
+      const url = new URL(sharedDatabaseUrl());
+      if (proxy) {
+        url.hostname = '127.0.0.1';
+        url.port = String(proxy.port);
+      }
+      return {
+        faultCase: {
+          name: `postgres-${fault.replace(/\W+/g, '-')}`,
+          backend: { kind: 'postgres', connection: url.toString(), schema, applicationName: appName },
+          resource: postgresResource(schema, true),
+          ...shape,
+          ...longWork(shape),
+          check: exclusive(shape),
+          fault: (run) => inject({ schema, appName, proxy }, run, shape),
+        },
+        cleanup: async () => {
+          await proxy?.close();
+          await dropSchema(sharedDatabaseUrl(), schema);
+        },
+      };
+    },
+  });
+  const terminate = async (appName: string): Promise<void> => {
+    const client = new Client({ connectionString: sharedDatabaseUrl() });
+    await client.connect();
+    try {
+      await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE $1', [`${appName}%`]);
+    } finally {
+      await client.end();
+    }
+  };
+  return [
+    shared('pg_terminate_backend of every lock connection', async (env, run, shape) => {
+      await holderOf(run, shape, 'read');
+      run.mark('*', 'pg_terminate_backend', 'start');
+      await terminate(env.appName);
+      run.mark('*', 'pg_terminate_backend', 'end');
+    }),
+    shared('proxy latency 150 ms', async (env, run, shape) => {
+      await holderOf(run, shape, 'read');
+      await window(run, 'latency', shape.ttl * 2, () => env.proxy!.set({ kind: 'latency', ms: 150 }), () => env.proxy!.set({ kind: 'pass' }));
+    }, true),
+    shared('proxy drop longer than the TTL', async (env, run, shape) => {
+      await holderOf(run, shape, 'read');
+      await window(run, 'drop', shape.ttl * 1.5, () => env.proxy!.set({ kind: 'drop' }), () => env.proxy!.set({ kind: 'pass' }));
+    }, true),
+    shared('proxy partition longer than the TTL', async (env, run, shape) => {
+      await holderOf(run, shape, 'read');
+      await window(run, 'partition', shape.ttl * 1.5, () => env.proxy!.set({ kind: 'partition' }), () => env.proxy!.set({ kind: 'pass' }));
+    }, true),
+    {
+      name: 'postgres: PostgreSQL restart',
+      backend: 'postgres',
+      fault: 'PostgreSQL restart',
+      async prepare(shape) {
+        const server = await PrivatePostgres.start();
+        const schema = `dl_faults_${randomBytes(4).toString('hex')}`;
+        return {
+          faultCase: {
+            name: 'postgres-restart',
+            backend: { kind: 'postgres', connection: server.url(), schema },
+            resource: postgresResource(schema, true),
+            ...shape,
+            ...longWork(shape),
+            check: exclusive(shape),
+            fault: async (run) => {
+              await holderOf(run, shape, 'read');
+              await window(run, 'restart', 0, () => server.restart('fast'), () => undefined);
+            },
+          },
+          cleanup: async () => {
+            await server.stop();
+            await dropSchema(sharedDatabaseUrl(), schema);
+          },
+        };
+      },
+    },
+  ];
+}
+
+/** Every case, on every backend where it applies. */
+export function faultCaseDefinitions(): FaultCaseDefinition[] {
+  return [...processFaults('redis'), ...redisServerFaults(), ...quorumFaults(), ...processFaults('postgres'), ...postgresServerFaults()];
+}

@@ -1,0 +1,7 @@
+import { faultCaseDefinitions } from './fault-cases';
+import { describeFaultCases } from './fault-suite';
+
+describeFaultCases(
+  'Redis lock histories under faults',
+  faultCaseDefinitions().filter((d) => d.backend !== 'postgres'),
+);
