@@ -10,7 +10,7 @@ import type {
 import { DistributedLock } from './distributed-lock';
 import { driftMargin, MAX_TIMER_DELAY, SHUTDOWN_RELEASE_TIMEOUT } from './lock.constants';
 import { InvalidLockOptionsError, LockBackendError, LockError, LockLostError, LockTimeoutError } from './lock.errors';
-import { monotonicNow, scheduleAt, toEpochMs } from './lock-clock';
+import { monotonicNow, scheduleAt, settleWithin, toEpochMs } from './lock-clock';
 import { findHeld, runHolding } from './lock-context';
 import { newLockToken } from './lock-token';
 import {
@@ -452,16 +452,4 @@ class Inbox {
 
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-/** Waits for all promises to settle, or for `ms`, whichever comes first. */
-async function settleWithin(promises: Promise<unknown>[], ms: number): Promise<void> {
-  let cancel: (() => void) | undefined;
-  await Promise.race([
-    Promise.allSettled(promises),
-    new Promise<void>((resolve) => {
-      cancel = scheduleAt(monotonicNow() + ms, resolve);
-    }),
-  ]);
-  cancel?.();
 }

@@ -35,3 +35,15 @@ export function scheduleAt(at: number, callback: () => void): () => void {
     timer = undefined;
   };
 }
+
+/** Waits until every promise has settled, or `ms` have passed, whichever comes first; leaves no timer behind. */
+export async function settleWithin(promises: Iterable<Promise<unknown>>, ms: number): Promise<void> {
+  let cancel: (() => void) | undefined;
+  await Promise.race([
+    Promise.allSettled(promises),
+    new Promise<void>((resolve) => {
+      cancel = scheduleAt(monotonicNow() + ms, resolve);
+    }),
+  ]);
+  cancel?.();
+}

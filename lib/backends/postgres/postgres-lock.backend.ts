@@ -2,7 +2,7 @@ import { Logger } from '@nestjs/common';
 import type { ClientConfig, Pool, PoolConfig, QueryConfig, QueryResult } from 'pg';
 import { driftMargin } from '../../lock.constants';
 import { LockBackendError } from '../../lock.errors';
-import { monotonicNow, scheduleAt } from '../../lock-clock';
+import { monotonicNow, scheduleAt, settleWithin } from '../../lock-clock';
 import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } from '../lock-backend';
 import { loadPg } from './pg.loader';
 import { resolvePostgresOptions, type PostgresBackendOptions, type ResolvedPostgresOptions } from './postgres-lock.options';
@@ -274,7 +274,7 @@ export class PostgresLockBackend implements LockBackend {
     this.held.clear();
     this.waiting.clear();
     await this.listener.close();
-    await Promise.race([Promise.allSettled([...this.cleanups]), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
+    await settleWithin(this.cleanups, 2_000);
     if (this.ownsPool) await this.pool.end().catch(() => undefined);
   }
 
