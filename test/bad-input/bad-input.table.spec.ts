@@ -16,7 +16,7 @@ import {
   type LockGuard,
 } from '../../lib';
 import { dropSchema, sharedDatabaseUrl } from '../support/postgres-database';
-import { freePort } from '../support/redis-servers';
+import { freePort } from '../support/free-port';
 
 /**
  * The bad-input table: every row is one wrong thing a user can do, the typed error it must get and

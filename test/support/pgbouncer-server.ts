@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { freeLoopbackPort } from './postgres-server';
+import { freePort } from './free-port';
 
 export interface PgBouncerOptions {
   /** The PostgreSQL server behind it. */
@@ -73,7 +73,7 @@ export class PgBouncerServer {
 
   static async start(options: PgBouncerOptions): Promise<PgBouncerServer> {
     const dir = mkdtempSync(join(tmpdir(), 'dl-pgbouncer-'));
-    const port = await freeLoopbackPort();
+    const port = await freePort();
     const asRoot = process.getuid?.() === 0;
     writeFileSync(join(dir, 'userlist.txt'), '"postgres" ""\n');
     writeFileSync(

@@ -1,23 +1,11 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { freePort } from './free-port';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
-
-/** A TCP port on 127.0.0.1 that nothing listens on right now. */
-export function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 /** The directory of PostgreSQL's server programs (initdb, pg_ctl, postgres). */
 function postgresBinDir(): string {
@@ -69,7 +57,7 @@ export class PrivatePostgres {
     const user = postgresUser();
     const dir = mkdtempSync(join(tmpdir(), 'dl-pg-'));
     if (user) chownSync(dir, user.uid, user.gid);
-    const port = await freeLoopbackPort();
+    const port = await freePort();
     const server = new PrivatePostgres(dir, port, bin, user !== undefined);
     started.add(server);
     try {

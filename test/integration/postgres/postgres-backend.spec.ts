@@ -11,7 +11,7 @@ import {
 } from '../../../lib';
 import { RecordingBackend } from '../../support/recording-backend';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
-import { freeLoopbackPort } from '../../support/postgres-server';
+import { freePort } from '../../support/free-port';
 import { sleep } from '../../support/time';
 
 const url = sharedDatabaseUrl();
@@ -102,7 +102,7 @@ describe('postgresBackend: schema', () => {
 
 describe('postgresBackend: connections and errors', () => {
   it('reports a database that is down at start as LockBackendError naming host and database, never the password', async () => {
-    const port = await freeLoopbackPort();
+    const port = await freePort();
     const unhandled: unknown[] = [];
     const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
     process.on('unhandledRejection', onUnhandled);

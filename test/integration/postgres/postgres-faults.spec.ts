@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { DistributedLockService, LockLostError, postgresBackend, type PostgresLockBackend } from '../../../lib';
 import { RecordingBackend } from '../../support/recording-backend';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
-import { freeLoopbackPort, PrivatePostgres } from '../../support/postgres-server';
+import { freePort } from '../../support/free-port';
+import { PrivatePostgres } from '../../support/postgres-server';
 import { eventually, sleep } from '../../support/time';
 
 const backends: PostgresLockBackend[] = [];
@@ -104,7 +105,7 @@ describe('postgresBackend faults on the shared server', () => {
 
   it('falls back to re-checking every recheckInterval while the listener cannot connect', async () => {
     const app = `dl-fault-nolisten-${randomBytes(3).toString('hex')}`;
-    const deadPort = await freeLoopbackPort();
+    const deadPort = await freePort();
     const holderBackend = backend(`${app}-a`);
     const waiterBackend = backend(`${app}-b`, { listen: `postgres://postgres@127.0.0.1:${deadPort}/test`, recheckInterval: 100 });
     const holder = service(holderBackend);
