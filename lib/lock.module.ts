@@ -1,4 +1,4 @@
-import { Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Logger, Module, type DynamicModule, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { LOCK_BACKEND, type LockBackend } from './backends/lock-backend';
 import { memoryBackend } from './backends/memory/memory-lock.backend';
@@ -43,9 +43,24 @@ import {
   ],
   exports: [DistributedLock, LOCK_BACKEND],
 })
-export class LockModule extends ConfigurableLockModule implements OnApplicationShutdown {
-  constructor(private readonly locks: DistributedLock) {
+export class LockModule extends ConfigurableLockModule implements OnApplicationBootstrap, OnApplicationShutdown {
+  constructor(
+    private readonly locks: DistributedLock,
+    @Inject(LOCK_BACKEND) private readonly backend: LockBackend,
+  ) {
     super();
+  }
+
+  /**
+   * Checks the backend once at start, without holding the start up: a backend that does not
+   * answer is logged as a warning (lock calls then fail with LockBackendError until it answers).
+   */
+  onApplicationBootstrap(): void {
+    this.backend.ping().catch((error: unknown) => {
+      new Logger('DistributedLock').warn(
+        `Lock backend ${this.backend.name} does not answer yet: ${error instanceof Error ? error.message : String(error)}`,
+      );
+    });
   }
 
   static forRoot(options: typeof LOCK_MODULE_OPTIONS_TYPE = {}): DynamicModule {

@@ -1,4 +1,4 @@
-import { Injectable, Module, type INestApplicationContext } from '@nestjs/common';
+import { Injectable, Logger, Module, type INestApplicationContext } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import {
   DistributedLock,
@@ -123,6 +123,22 @@ describe('LockModule', () => {
     expect(released).toEqual(expect.arrayContaining([guard.token]));
     expect(released).toHaveLength(2);
     expect(closeSpy).toHaveBeenCalledTimes(1);
+  });
+
+  it('warns at start when the backend does not answer, without failing the start', async () => {
+    const backend = new RecordingBackend(memoryBackend());
+    backend.fail.add('ping');
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    try {
+      const moduleRef = await Test.createTestingModule({ imports: [LockModule.forRoot({ backend })] }).compile();
+      const app = moduleRef.createNestApplication({ logger: false });
+      await app.init();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/^Lock backend memory does not answer yet: injected failure: ping/));
+      await app.close();
+    } finally {
+      warn.mockRestore();
+    }
   });
 
   describe('bad options', () => {
