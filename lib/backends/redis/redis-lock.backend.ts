@@ -29,8 +29,10 @@ export interface RedisLockBackendSettings {
   announceReleases?: boolean;
 }
 
-type AcquireReply = [1, number] | [0, number] | [0, number, string, number];
-type ReleaseReply = [0] | [1] | [1, string, number];
+/** Fence (> 0): granted; -retryIn (<= 0): busy; [waiter, fence, retryIn]: busy, handed to waiter. */
+type AcquireReply = number | [string, number, number];
+/** 0: held nothing; 1: released; [waiter, fence]: released and handed to waiter. */
+type ReleaseReply = 0 | 1 | [string, number];
 
 /**
  * Locks on one Redis deployment: a single server, a Sentinel-managed master or a Cluster.
@@ -45,7 +47,10 @@ export class RedisLockBackend implements LockBackend {
   readonly recheckInterval: number;
   private readonly host: LockScriptHost;
   private readonly publish: 'PUBLISH' | 'SPUBLISH';
-  private readonly announce: '0' | '1';
+  /** How the acquire script publishes: "p" PUBLISH, "s" SPUBLISH. */
+  private readonly acquireMode: 'p' | 's';
+  /** How the release script publishes: as acquireMode; upper case also announces every release. */
+  private readonly releaseMode: 'p' | 's' | 'P' | 'S';
   private subscriber: RedisLockSubscriber | undefined;
   /** The highest fence this backend has seen: every new fence it asks for is higher. */
   private floor = 0;
@@ -60,7 +65,8 @@ export class RedisLockBackend implements LockBackend {
     this.host = connection.client as unknown as LockScriptHost;
     this.recheckInterval = settings.recheckInterval;
     this.publish = connection.cluster && settings.shardedPubSub ? 'SPUBLISH' : 'PUBLISH';
-    this.announce = settings.announceReleases ? '1' : '0';
+    this.acquireMode = this.publish === 'SPUBLISH' ? 's' : 'p';
+    this.releaseMode = settings.announceReleases ? (this.acquireMode === 's' ? 'S' : 'P') : this.acquireMode;
   }
 
   /** Where the backend connects, for messages (host and port, no credentials). */
@@ -70,8 +76,8 @@ export class RedisLockBackend implements LockBackend {
 
   async tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
     const keys = redisLockKeys(key);
-    const channel = this.channelOf(keys);
-    const args = [keys.lease, keys.queue, keys.waiters, keys.fence, token, ttl, queue?.lease ?? 0, this.floorArg(), channel, this.publish] as const;
+    const args: Array<string | number> = [keys.lease, keys.queue, keys.waiters, keys.fence, token, ttl, this.floorText, this.acquireMode];
+    if (queue && queue.lease > 0) args.push(queue.lease);
     let reply: AcquireReply;
     try {
       reply = this.settings.replicaAck
@@ -82,15 +88,16 @@ export class RedisLockBackend implements LockBackend {
       this.releaseInBackground(key, token);
       throw error;
     }
-    if (reply[0] === 1) {
-      this.observe(reply[1]);
-      return { fence: BigInt(reply[1]) };
+    if (typeof reply === 'number') {
+      if (reply > 0) {
+        this.observe(reply);
+        return { fence: BigInt(reply) };
+      }
+      return { fence: null, retryIn: -reply };
     }
-    if (reply.length === 4) {
-      this.observe(reply[3]);
-      this.subscriber?.deliverLocal(channel, { type: 'granted', key, token: reply[2], fence: BigInt(reply[3]) });
-    }
-    return { fence: null, retryIn: reply[1] };
+    this.observe(reply[1]);
+    this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: reply[0], fence: BigInt(reply[1]) });
+    return { fence: null, retryIn: reply[2] };
   }
 
   extend(key: string, token: string, ttl: number): Promise<boolean> {
@@ -129,14 +136,12 @@ export class RedisLockBackend implements LockBackend {
 
   async release(key: string, token: string): Promise<boolean> {
     const keys = redisLockKeys(key);
-    const channel = this.channelOf(keys);
-    const args = [keys.lease, keys.queue, keys.waiters, keys.fence, token, this.floorArg(), channel, this.publish, this.announce];
+    const args = [keys.lease, keys.queue, keys.waiters, keys.fence, token, this.floorText, this.releaseMode];
     const reply = (await this.connection.run('release', () => this.connection.call(LOCK_COMMANDS.release, args))) as ReleaseReply;
-    if (reply.length === 3) {
-      this.observe(reply[2]);
-      this.subscriber?.deliverLocal(channel, { type: 'granted', key, token: reply[1], fence: BigInt(reply[2]) });
-    }
-    return reply[0] === 1;
+    if (typeof reply === 'number') return reply === 1;
+    this.observe(reply[1]);
+    this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: reply[0], fence: BigInt(reply[1]) });
+    return true;
   }
 
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
@@ -169,10 +174,6 @@ export class RedisLockBackend implements LockBackend {
     return this.connection.keyPrefix + keys.channel;
   }
 
-  private floorArg(): string {
-    return this.floorText;
-  }
-
   private observe(fence: number): void {
     if (fence > this.floor) {
       this.floor = fence;
@@ -189,7 +190,7 @@ export class RedisLockBackend implements LockBackend {
   private async acquireAcknowledged(
     key: string,
     token: string,
-    args: readonly [string, string, string, string, string, number, number, string, string, string],
+    args: ReadonlyArray<string | number>,
   ): Promise<AcquireReply> {
     const ack = this.settings.replicaAck!;
     const rows = await this.connection.run(
@@ -206,7 +207,7 @@ export class RedisLockBackend implements LockBackend {
     const [acquireError, reply] = rows[0] ?? [new Error('no reply')];
     if (acquireError) throw acquireError;
     const acquired = reply as AcquireReply;
-    if (acquired[0] !== 1) return acquired;
+    if (typeof acquired !== 'number' || acquired <= 0) return acquired;
     const [waitError, answer] = rows[1] ?? [new Error('no reply')];
     const confirmed = waitError ? undefined : Number(Array.isArray(answer) ? answer[1] : answer);
     if (confirmed !== undefined && confirmed >= ack.replicas) return acquired;

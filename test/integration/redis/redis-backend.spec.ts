@@ -285,6 +285,42 @@ describe('redisBackend on the shared Redis', () => {
       expect((await b.tryAcquire('lock:expired', waiter, 10_000)).fence).not.toBeNull();
     });
 
+    it('frees the lock at release when every waiter that had queued behind it left', async () => {
+      const b = backend();
+      const keys = redisLockKeys('lock:left');
+      const holder = token();
+      const gone = token();
+      const first = await b.tryAcquire('lock:left', holder, 10_000);
+      expect((await b.tryAcquire('lock:left', gone, 10_000, { lease: 10_000 })).fence).toBeNull();
+      // The waiter gives up: its place goes, and the release finds nobody to hand the lock to.
+      expect(await b.release('lock:left', gone)).toBe(false);
+      expect(await b.release('lock:left', holder)).toBe(true);
+      expect(await raw.exists(keys.lease, keys.queue, keys.waiters)).toBe(0);
+      const next = await b.tryAcquire('lock:left', token(), 10_000);
+      expect(next.fence!).toBeGreaterThan(first.fence!);
+    });
+
+    it('hands the lock down a queue of three, each hand-off inside the release', async () => {
+      const b = backend();
+      const keys = redisLockKeys('lock:chain');
+      const holder = token();
+      const waiters = [token(), token(), token()];
+      let fence = (await b.tryAcquire('lock:chain', holder, 10_000)).fence!;
+      for (const waiter of waiters) expect((await b.tryAcquire('lock:chain', waiter, 10_000, { lease: 10_000 })).fence).toBeNull();
+      let current = holder;
+      for (const waiter of waiters) {
+        expect(await b.release('lock:chain', current)).toBe(true);
+        // The release itself made the waiter the holder: its next attempt only renews.
+        expect((await raw.get(keys.lease))!.startsWith(waiter)).toBe(true);
+        const renewed = await b.tryAcquire('lock:chain', waiter, 10_000);
+        expect(renewed.fence!).toBeGreaterThan(fence);
+        fence = renewed.fence!;
+        current = waiter;
+      }
+      expect(await b.release('lock:chain', current)).toBe(true);
+      expect(await raw.exists(keys.lease, keys.queue, keys.waiters)).toBe(0);
+    });
+
     it('delivers each hand-off once to a waiter in the releasing process', async () => {
       const b = backend();
       const holder = token();

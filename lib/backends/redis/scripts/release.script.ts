@@ -7,15 +7,14 @@ import { LOCK_FUNCTIONS, READ_CLOCK } from './lock-script.parts';
  * KEYS[1] lease, KEYS[2] queue, KEYS[3] waiters, KEYS[4] fence (see lock-script.parts.ts)
  * ARGV[1] token (32 hex characters)
  * ARGV[2] the client's fence floor ("0" when none)
- * ARGV[3] the lock's channel
- * ARGV[4] PUBLISH or SPUBLISH
- * ARGV[5] "1": announce every release on the channel; "0": only when waiters had queued
+ * ARGV[3] how to publish: "p" PUBLISH, "s" SPUBLISH, only when waiters had queued; "P", "S": the
+ *         same, and announce every release
  *
- * Returns {0}: the token held nothing (its queue place, if any, is gone).
- *         {1}: released; the lock is free.
- *         {1, waiter, fence}: released and handed to waiter with fence (the grant was published).
+ * Returns 0: the token held nothing (its queue place, if any, is gone).
+ *         1: released; the lock is free.
+ *         {waiter, fence}: released and handed to waiter with fence (the grant was published).
  *
- * With nobody queued the lease is simply deleted: its fence is either ahead of the clock (and then
+ * A lease without the `q` mark is simply deleted: its fence is either ahead of the clock (and then
  * the fence key, written at the grant, keeps it) or the clock reading of the granting script, which
  * the clock has passed by the time another script reads it.
  */
@@ -24,26 +23,28 @@ local token = ARGV[1]
 local current = redis.call('GET', KEYS[1])
 if not current or string.sub(current, 1, 32) ~= token then
   if redis.call('HDEL', KEYS[3], token) == 1 then redis.call('LREM', KEYS[2], 1, token) end
-  return {0}
+  return 0
 end
 
-if redis.call('EXISTS', KEYS[3]) == 0 then
+if string.byte(current, -1) ~= 113 then
   -- Nobody queued.
   redis.call('DEL', KEYS[1])
-  if ARGV[5] == '1' then redis.call(ARGV[4], ARGV[3], 'r') end
-  return {1}
+  if ARGV[3] == 'P' then redis.call('PUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'r')
+  elseif ARGV[3] == 'S' then redis.call('SPUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'r') end
+  return 1
 end
 
 ${READ_CLOCK}
+local publish = (ARGV[3] == 's' or ARGV[3] == 'S') and 'SPUBLISH' or 'PUBLISH'
 ${LOCK_FUNCTIONS}
 
-local last = tonumber(string.sub(current, 33))
+local last = fenceOf(current)
 local waiter, ttl = nextWaiter()
 if waiter then
-  return {1, waiter, handTo(waiter, ttl, last, tonumber(ARGV[2]), ARGV[3], ARGV[4])}
+  return {waiter, handTo(waiter, ttl, last, tonumber(ARGV[2]))}
 end
 redis.call('DEL', KEYS[1])
 keepFence(last)
-redis.call(ARGV[4], ARGV[3], 'r')
-return {1}
+redis.call(publish, channel, 'r')
+return 1
 `;
