@@ -1,7 +1,16 @@
+import type { Duplex } from 'node:stream';
 import type { Cluster, ClusterNode, Redis } from 'ioredis';
 import { LockBackendError } from '../../lock.errors';
 
 export type RedisClient = Redis | Cluster;
+
+/**
+ * Most commands that one tick sends together in one write. Bounded, so that Redis starts on the
+ * first commands of a burst while this process still prepares the rest (one write per whole tick
+ * leaves the two taking turns: measured about 20% fewer operations per second at 64 in flight than
+ * writes of 16; one write per command costs a system call on each side for each command).
+ */
+const MAX_COMMANDS_PER_WRITE = 16;
 
 
 /** True for an ioredis `Cluster`. */
@@ -65,6 +74,16 @@ export class RedisConnection {
   private readonly onReady = (): void => {
     this.lastError = undefined;
   };
+  /** Set on a single-server client: its socket is corked for the rest of a tick once a command went out. */
+  private readonly coalescing: boolean;
+  /** The socket corked until the end of this tick, and how many commands wait in it. */
+  private corked: Duplex | undefined;
+  private corkedCommands = 0;
+  private readonly uncork = (): void => {
+    const stream = this.corked;
+    this.corked = undefined;
+    stream?.uncork();
+  };
 
   constructor(
     readonly client: RedisClient,
@@ -73,6 +92,7 @@ export class RedisConnection {
   ) {
     this.endpoint = describeClient(client);
     this.keyPrefix = (client.options as { keyPrefix?: string }).keyPrefix ?? '';
+    this.coalescing = !isCluster(client);
     client.on('error', this.onError);
     client.on('ready', this.onReady);
   }
@@ -88,7 +108,11 @@ export class RedisConnection {
   run<T>(what: string, command: () => Promise<T>, timeout = this.commandTimeout): Promise<T> {
     if (this.closed) return Promise.reject(new LockBackendError('redis', `${what}: the backend was closed`));
     const status = this.client.status;
-    if (status === 'ready') return this.bounded(what, command, timeout);
+    if (status === 'ready') {
+      const pending = this.bounded(what, command, timeout);
+      this.coalesce();
+      return pending;
+    }
     if (status === 'end') {
       return Promise.reject(new LockBackendError('redis', `${what}: the connection to ${this.endpoint} was closed`));
     }
@@ -115,6 +139,32 @@ export class RedisConnection {
       await this.bounded('QUIT', () => this.client.quit(), Math.min(this.commandTimeout, 1_000)).catch(() => undefined);
     }
     this.client.disconnect();
+  }
+
+  /**
+   * Called after a command was written. A lone command goes out at once; the socket is then corked
+   * until the end of the tick, so that the commands many callers issue together (all the callers
+   * woken by one batch of replies, say) leave in writes of up to MAX_COMMANDS_PER_WRITE instead of
+   * one system call each, on this side and on the server's. Single-server clients only: a Cluster
+   * spreads its commands over many sockets.
+   */
+  private coalesce(): void {
+    const corked = this.corked;
+    if (corked !== undefined) {
+      if (++this.corkedCommands >= MAX_COMMANDS_PER_WRITE) {
+        this.corkedCommands = 0;
+        corked.uncork();
+        corked.cork();
+      }
+      return;
+    }
+    if (!this.coalescing) return;
+    const stream = (this.client as Redis).stream as Duplex | undefined;
+    if (stream === undefined || typeof stream.cork !== 'function' || !stream.writable) return;
+    stream.cork();
+    this.corked = stream;
+    this.corkedCommands = 0;
+    process.nextTick(this.uncork);
   }
 
   private unreachable(what: string): LockBackendError {

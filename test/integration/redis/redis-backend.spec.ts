@@ -179,6 +179,27 @@ describe('redisBackend on the shared Redis', () => {
       }
     });
 
+    it('answers every command of a burst sent in one tick, the user’s own commands on the same client among them', async () => {
+      const client = new Redis(sharedRedisOptions(prefix));
+      try {
+        const b = redisBackend({ client });
+        await b.ping();
+        const tokens = Array.from({ length: 200 }, () => token());
+        // All in one tick: the backend's commands and the user's interleaved on one socket.
+        const grants = tokens.map((t, i) => b.tryAcquire(`lock:burst-${i % 50}`, t, 10_000));
+        const own = tokens.map((t, i) => client.set(`burst-own-${i}`, t));
+        const fences = (await Promise.all(grants)).map((r) => r.fence);
+        expect(await Promise.all(own)).toEqual(tokens.map(() => 'OK'));
+        expect(fences.filter((f) => f !== null)).toHaveLength(50);
+        expect(await client.get('burst-own-199')).toBe(tokens[199]);
+        // A lone command after the burst goes out too.
+        expect(await b.release('lock:burst-0', tokens[0])).toBe(true);
+        await b.close();
+      } finally {
+        client.disconnect();
+      }
+    });
+
     it('registers its scripts under names that carry the package version', async () => {
       const client = new Redis(sharedRedisOptions(prefix));
       try {
