@@ -258,8 +258,13 @@ describe('redisBackend on the shared Redis', () => {
       await fresh.release('lock:ahead', t2);
       expect(BigInt((await raw.get(keys.fence))!)).toBe(second.fence);
       // This process has seen that fence: its other locks are fenced above it too.
-      const other = await a.tryAcquire('lock:ahead-other', token(), 5_000);
+      const t3 = token();
+      const other = await a.tryAcquire('lock:ahead-other', t3, 5_000);
       expect(other.fence!).toBeGreaterThan(first.fence!);
+      // And a client that never saw it still gets a higher one there: the fence key keeps it.
+      await a.release('lock:ahead-other', t3);
+      const unaware = backend();
+      expect((await unaware.tryAcquire('lock:ahead-other', token(), 5_000)).fence!).toBeGreaterThan(other.fence!);
     });
 
     it('cost no memory once a lock is released: no key of it stays behind', async () => {

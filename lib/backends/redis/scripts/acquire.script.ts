@@ -19,20 +19,31 @@ import { LOCK_FUNCTIONS, READ_CLOCK } from './lock-script.parts';
  */
 export const ACQUIRE_SCRIPT = `
 local token = ARGV[1]
+if redis.call('EXISTS', KEYS[1], KEYS[3], KEYS[4]) == 0 then
+  -- Free, nobody queued, no fence ahead of the clock: the fence is the clock (or the floor above it).
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+  local fence = now
+  local floor = tonumber(ARGV[3])
+  if floor >= now then
+    fence = floor + 1
+    redis.call('SET', KEYS[4], string.format('%.0f', fence), 'PX', math.floor((fence - now) / 1000) + 2)
+  end
+  redis.call('SET', KEYS[1], token .. string.format('%.0f', fence), 'PX', ARGV[2])
+  return fence
+end
+
 local state = redis.call('MGET', KEYS[1], KEYS[4])
 local current = state[1]
-
 if not current then
   if redis.call('EXISTS', KEYS[3]) == 0 then
-    -- Free, nobody queued.
+    -- Free, nobody queued; the fence key holds a fence that may be ahead of the clock.
     ${READ_CLOCK}
     local fence = now
     local floor = tonumber(ARGV[3])
     if floor >= fence then fence = floor + 1 end
-    if state[2] then
-      local kept = tonumber(state[2])
-      if kept >= fence then fence = kept + 1 end
-    end
+    local kept = tonumber(state[2])
+    if kept and kept >= fence then fence = kept + 1 end
     redis.call('SET', KEYS[1], token .. string.format('%.0f', fence), 'PX', ARGV[2])
     if fence > now then
       redis.call('SET', KEYS[4], string.format('%.0f', fence), 'PX', math.floor((fence - now) / 1000) + 2)
