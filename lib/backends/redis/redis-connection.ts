@@ -1,6 +1,9 @@
 import type { Duplex } from 'node:stream';
-import type { Cluster, ClusterNode, Redis } from 'ioredis';
+import type { Cluster, ClusterNode, Command, Redis } from 'ioredis';
 import { LockBackendError } from '../../lock.errors';
+import type { LockScript } from './redis-lock.scripts';
+
+type CommandClass = new (name: string, args: Array<string | number>, options: { replyEncoding: 'utf8'; keyPrefix?: string }) => Command;
 
 export type RedisClient = Redis | Cluster;
 
@@ -12,6 +15,21 @@ export type RedisClient = Redis | Cluster;
  */
 const MAX_COMMANDS_PER_WRITE = 16;
 
+
+/**
+ * ioredis' `Command` class, when `client` is a single-server client of the ioredis copy this package
+ * loads (so the class and the client come from the same copy); otherwise undefined.
+ */
+function commandClassOf(client: RedisClient): CommandClass | undefined {
+  if (isCluster(client)) return undefined;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const ioredis = require('ioredis') as typeof import('ioredis');
+    return client instanceof ioredis.Redis && typeof ioredis.Command === 'function' ? (ioredis.Command as unknown as CommandClass) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** True for an ioredis `Cluster`. */
 export function isCluster(client: RedisClient): client is Cluster {
@@ -76,6 +94,9 @@ export class RedisConnection {
   };
   /** Set on a single-server client: its socket is corked for the rest of a tick once a command went out. */
   private readonly coalescing: boolean;
+  /** ioredis' Command class of a single-server client, to send script calls without the defined command's wrapping. */
+  private readonly Command: CommandClass | undefined;
+  private readonly commandOptions: { replyEncoding: 'utf8'; keyPrefix?: string };
   /** The socket corked until the end of this tick, and how many commands wait in it. */
   private corked: Duplex | undefined;
   private corkedCommands = 0;
@@ -93,6 +114,8 @@ export class RedisConnection {
     this.endpoint = describeClient(client);
     this.keyPrefix = (client.options as { keyPrefix?: string }).keyPrefix ?? '';
     this.coalescing = !isCluster(client);
+    this.Command = commandClassOf(client);
+    this.commandOptions = this.keyPrefix ? { replyEncoding: 'utf8', keyPrefix: this.keyPrefix } : { replyEncoding: 'utf8' };
     client.on('error', this.onError);
     client.on('ready', this.onReady);
   }
@@ -118,6 +141,40 @@ export class RedisConnection {
     }
     if (this.lastError) return Promise.reject(this.unreachable(what));
     return this.bounded(what, () => this.whenReady(what).then(command), timeout);
+  }
+
+  /**
+   * Runs a lock script with `args` = [sha, number of keys, ...keys, ...argv] and resolves to
+   * `read(reply)`: sent as EVALSHA, and as EVAL when the server answers NOSCRIPT; bounded by the
+   * command timeout like `run`. `read` runs as soon as the reply is in (no promise in between).
+   */
+  evalScript<T>(what: string, script: LockScript, args: Array<string | number>, read: (reply: unknown) => T): Promise<T> {
+    const Command = this.Command;
+    if (Command === undefined || this.closed || this.client.status !== 'ready') {
+      return this.run(what, () => this.call(script.name, args.slice(2))).then(read);
+    }
+    let current = new Command('evalsha', args, this.commandOptions);
+    const timeout = this.commandTimeout;
+    const timer = setTimeout(() => current.reject(this.noAnswer(what, timeout)), timeout);
+    timer.unref();
+    (this.client as Redis).sendCommand(current);
+    this.coalesce();
+    const answered = (reply: unknown): T => {
+      clearTimeout(timer);
+      return read(reply);
+    };
+    const failed = (error: unknown): never => {
+      clearTimeout(timer);
+      throw this.failure(what, error);
+    };
+    return current.promise.then(answered, (error: unknown) => {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) return failed(error);
+      const evalArgs = args.slice();
+      evalArgs[0] = script.lua;
+      current = new Command('eval', evalArgs, this.commandOptions);
+      (this.client as Redis).sendCommand(current);
+      return current.promise.then(answered, failed);
+    });
   }
 
   /** Calls the command `name` (a script defined on the client) with `args`. */
@@ -204,15 +261,21 @@ export class RedisConnection {
     return this.readiness;
   }
 
+  private noAnswer(what: string, timeout: number): LockBackendError {
+    return this.lastError
+      ? this.unreachable(what)
+      : new LockBackendError('redis', `${what}: no answer from ${this.endpoint} within ${timeout} ms`);
+  }
+
+  private failure(what: string, error: unknown): LockBackendError {
+    return error instanceof LockBackendError
+      ? error
+      : new LockBackendError('redis', `${what} on ${this.endpoint} failed: ${messageOf(error)}`, { cause: error });
+  }
+
   private bounded<T>(what: string, command: () => Promise<T>, timeout: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(
-          this.lastError
-            ? this.unreachable(what)
-            : new LockBackendError('redis', `${what}: no answer from ${this.endpoint} within ${timeout} ms`),
-        );
-      }, timeout);
+      const timer = setTimeout(() => reject(this.noAnswer(what, timeout)), timeout);
       timer.unref();
       let pending: Promise<T>;
       try {
@@ -227,11 +290,7 @@ export class RedisConnection {
         },
         (error: unknown) => {
           clearTimeout(timer);
-          reject(
-            error instanceof LockBackendError
-              ? error
-              : new LockBackendError('redis', `${what} on ${this.endpoint} failed: ${messageOf(error)}`, { cause: error }),
-          );
+          reject(this.failure(what, error));
         },
       );
     });

@@ -4,7 +4,12 @@ import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } 
 import { RedisConnection } from './redis-connection';
 import { redisLockKeys, type RedisLockKeys } from './redis-key-layout';
 import { RedisLockSubscriber } from './redis-lock.subscriber';
-import { defineLockScripts, LOCK_COMMANDS, type LockScriptHost } from './redis-lock.scripts';
+import { defineLockScripts, LOCK_COMMANDS, LOCK_SCRIPTS, type LockScriptHost } from './redis-lock.scripts';
+
+const ACQUIRE = LOCK_SCRIPTS.acquire;
+const EXTEND = LOCK_SCRIPTS.extend;
+const RELEASE = LOCK_SCRIPTS.release;
+const isOne = (reply: unknown): boolean => reply === 1;
 
 /** Acknowledgement of an acquisition by replicas (`WAIT`) or by their AOF (`WAITAOF`). */
 export interface ReplicaAcknowledgement {
@@ -74,37 +79,24 @@ export class RedisLockBackend implements LockBackend {
     return this.connection.endpoint;
   }
 
-  async tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
+  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
     const keys = redisLockKeys(key);
-    const args: Array<string | number> = [keys.lease, keys.queue, keys.waiters, keys.fence, token, ttl, this.floorText, this.acquireMode];
+    const args: Array<string | number> = [ACQUIRE.sha, 4, keys.lease, keys.queue, keys.waiters, keys.fence, token, ttl, this.floorText, this.acquireMode];
     if (queue && queue.lease > 0) args.push(queue.lease);
-    let reply: AcquireReply;
-    try {
-      reply = this.settings.replicaAck
-        ? await this.acquireAcknowledged(key, token, args)
-        : ((await this.connection.run('acquire', () => this.connection.call(LOCK_COMMANDS.acquire, args))) as AcquireReply);
-    } catch (error) {
+    const read = (reply: unknown): AcquireResult => this.readAcquire(key, keys, reply as AcquireReply);
+    const answer = this.settings.replicaAck
+      ? this.acquireAcknowledged(key, token, args.slice(2)).then(read)
+      : this.connection.evalScript('acquire', ACQUIRE, args, read);
+    return answer.catch((error: unknown) => {
       // The attempt may have been granted after all: give back whatever it may hold.
       this.releaseInBackground(key, token);
       throw error;
-    }
-    if (typeof reply === 'number') {
-      if (reply > 0) {
-        this.observe(reply);
-        return { fence: BigInt(reply) };
-      }
-      return { fence: null, retryIn: -reply };
-    }
-    this.observe(reply[1]);
-    this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: reply[0], fence: BigInt(reply[1]) });
-    return { fence: null, retryIn: reply[2] };
+    });
   }
 
   extend(key: string, token: string, ttl: number): Promise<boolean> {
     const keys = redisLockKeys(key);
-    return this.connection
-      .run('extend', () => this.connection.call(LOCK_COMMANDS.extend, [keys.lease, token, ttl]))
-      .then((reply) => reply === 1);
+    return this.connection.evalScript('extend', EXTEND, [EXTEND.sha, 1, keys.lease, token, ttl], isOne);
   }
 
   /**
@@ -134,14 +126,10 @@ export class RedisLockBackend implements LockBackend {
     );
   }
 
-  async release(key: string, token: string): Promise<boolean> {
+  release(key: string, token: string): Promise<boolean> {
     const keys = redisLockKeys(key);
-    const args = [keys.lease, keys.queue, keys.waiters, keys.fence, token, this.floorText, this.releaseMode];
-    const reply = (await this.connection.run('release', () => this.connection.call(LOCK_COMMANDS.release, args))) as ReleaseReply;
-    if (typeof reply === 'number') return reply === 1;
-    this.observe(reply[1]);
-    this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: reply[0], fence: BigInt(reply[1]) });
-    return true;
+    const args = [RELEASE.sha, 4, keys.lease, keys.queue, keys.waiters, keys.fence, token, this.floorText, this.releaseMode];
+    return this.connection.evalScript('release', RELEASE, args, (reply) => this.readRelease(key, keys, reply as ReleaseReply));
   }
 
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
@@ -168,6 +156,27 @@ export class RedisLockBackend implements LockBackend {
   /** Makes every later fence of this backend higher than `fence` (the quorum's fence, seen on another node). */
   raiseFloor(fence: bigint): void {
     this.observe(Number(fence));
+  }
+
+  private readAcquire(key: string, keys: RedisLockKeys, reply: AcquireReply): AcquireResult {
+    if (typeof reply === 'number') {
+      if (reply > 0) {
+        this.observe(reply);
+        return { fence: BigInt(reply) };
+      }
+      return { fence: null, retryIn: -reply };
+    }
+    this.observe(reply[1]);
+    this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: reply[0], fence: BigInt(reply[1]) });
+    return { fence: null, retryIn: reply[2] };
+  }
+
+  /** Reads a release reply; a hand-off is delivered at once to a waiter of this process. */
+  private readRelease(key: string, keys: RedisLockKeys, reply: ReleaseReply): boolean {
+    if (typeof reply === 'number') return reply === 1;
+    this.observe(reply[1]);
+    this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: reply[0], fence: BigInt(reply[1]) });
+    return true;
   }
 
   private channelOf(keys: RedisLockKeys): string {

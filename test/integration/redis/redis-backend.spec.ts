@@ -200,6 +200,22 @@ describe('redisBackend on the shared Redis', () => {
       }
     });
 
+    it('reports a script the server refused as LockBackendError naming the endpoint, never as busy or not held', async () => {
+      const b = backend();
+      // Keys of the locks hold other types, so a command of each script fails on the server.
+      await raw.set(redisLockKeys('lock:wrongtype').waiters, 'not a hash');
+      await raw.hset(redisLockKeys('lock:wrongtype-lease').lease, 'x', '1');
+      for (const call of [
+        () => b.tryAcquire('lock:wrongtype', token(), 5_000),
+        () => b.release('lock:wrongtype', token()),
+        () => b.extend('lock:wrongtype-lease', token(), 5_000),
+      ]) {
+        const error = (await call().catch((e: unknown) => e)) as Error;
+        expect(error).toBeInstanceOf(LockBackendError);
+        expect(error.message).toMatch(/127\.0\.0\.1:6379 failed: .*WRONGTYPE/);
+      }
+    });
+
     it('registers its scripts under names that carry the package version', async () => {
       const client = new Redis(sharedRedisOptions(prefix));
       try {
