@@ -283,6 +283,27 @@ describe('redisBackend on the shared Redis', () => {
       expect((await unaware.tryAcquire('lock:ahead-other', token(), 5_000)).fence!).toBeGreaterThan(other.fence!);
     });
 
+    it('stay above a fence ahead of the server clock through queue hand-offs too', async () => {
+      const a = backend();
+      const keys = redisLockKeys('lock:ahead-queue');
+      const ahead = (await serverMicros(raw)) + 60_000_000n;
+      await raw.set(keys.fence, ahead.toString(), 'PX', 60_000);
+      const holder = token();
+      const waiter = token();
+      const first = await a.tryAcquire('lock:ahead-queue', holder, 5_000);
+      expect(first.fence).toBe(ahead + 1n);
+      expect((await a.tryAcquire('lock:ahead-queue', waiter, 5_000, { lease: 5_000 })).fence).toBeNull();
+      // Handed over by the release, from a client that never saw the fence.
+      const unaware = backend();
+      expect(await unaware.release('lock:ahead-queue', holder)).toBe(true);
+      const handed = await a.tryAcquire('lock:ahead-queue', waiter, 5_000);
+      expect(handed.fence!).toBeGreaterThan(first.fence!);
+      // The last holder leaves with nobody queued: its fence stays the floor of the next grant.
+      expect(await unaware.release('lock:ahead-queue', waiter)).toBe(true);
+      const later = await backend().tryAcquire('lock:ahead-queue', token(), 5_000);
+      expect(later.fence!).toBeGreaterThan(handed.fence!);
+    });
+
     it('cost no memory once a lock is released: no key of it stays behind', async () => {
       const b = backend();
       const locks = new DistributedLockService({ backend: b, keyPrefix: 'lock:', ttl: 5_000, wait: 5_000 });
@@ -361,6 +382,23 @@ describe('redisBackend on the shared Redis', () => {
       }
       expect(await b.release('lock:chain', current)).toBe(true);
       expect(await raw.exists(keys.lease, keys.queue, keys.waiters)).toBe(0);
+    });
+
+    it('lets the oldest waiter take an expired lease itself, and its release hands on to the next', async () => {
+      const b = backend();
+      const keys = redisLockKeys('lock:expired-head');
+      const [oldest, next] = [token(), token()];
+      await b.tryAcquire('lock:expired-head', token(), 100);
+      expect((await b.tryAcquire('lock:expired-head', oldest, 10_000, { lease: 10_000 })).fence).toBeNull();
+      expect((await b.tryAcquire('lock:expired-head', next, 10_000, { lease: 10_000 })).fence).toBeNull();
+      await sleep(200);
+      // The oldest gets the lock on its own attempt; the next one stays queued behind it.
+      const head = await b.tryAcquire('lock:expired-head', oldest, 10_000, { lease: 10_000 });
+      expect(head.fence).not.toBeNull();
+      expect(await raw.lrange(keys.queue, 0, -1)).toEqual([next]);
+      expect(await b.release('lock:expired-head', oldest)).toBe(true);
+      expect((await raw.get(keys.lease))!.startsWith(next)).toBe(true);
+      expect((await b.tryAcquire('lock:expired-head', next, 10_000)).fence!).toBeGreaterThan(head.fence!);
     });
 
     it('delivers each hand-off once to a waiter in the releasing process', async () => {

@@ -1,4 +1,4 @@
-import { LOCK_FUNCTIONS, READ_CLOCK } from './lock-script.parts';
+import { grantTo, READ_CLOCK, TAKE_NEXT_WAITER } from './lock-script.parts';
 
 /**
  * acquire: one attempt to take a lock for a token, optionally joining the lock's FIFO queue.
@@ -35,63 +35,57 @@ end
 
 local state = redis.call('MGET', KEYS[1], KEYS[4])
 local current = state[1]
-if not current then
-  if redis.call('EXISTS', KEYS[3]) == 0 then
-    -- Free, nobody queued; the fence key holds a fence that may be ahead of the clock.
-    ${READ_CLOCK}
-    local fence = now
-    local floor = tonumber(ARGV[3])
-    if floor >= fence then fence = floor + 1 end
-    local kept = tonumber(state[2])
-    if kept and kept >= fence then fence = kept + 1 end
-    redis.call('SET', KEYS[1], token .. string.format('%.0f', fence), 'PX', ARGV[2])
-    if fence > now then
-      redis.call('SET', KEYS[4], string.format('%.0f', fence), 'PX', math.floor((fence - now) / 1000) + 2)
-    end
-    return fence
+if current then
+  if string.sub(current, 1, 32) == token then
+    -- Already ours (handed over by the queue): renew.
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    if redis.call('HDEL', KEYS[3], token) == 1 then redis.call('LREM', KEYS[2], 1, token) end
+    if string.byte(current, -1) == 113 then return tonumber(string.sub(current, 33, -2)) end
+    return tonumber(string.sub(current, 33))
   end
-elseif string.sub(current, 1, 32) == token then
-  -- Already ours (handed over by the queue): renew.
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  if redis.call('HDEL', KEYS[3], token) == 1 then redis.call('LREM', KEYS[2], 1, token) end
-  if string.byte(current, -1) == 113 then return tonumber(string.sub(current, 33, -2)) end
-  return tonumber(string.sub(current, 33))
-elseif not ARGV[5] then
-  return -math.max(redis.call('PTTL', KEYS[1]), 0)
+  if not ARGV[5] then
+    return -math.max(redis.call('PTTL', KEYS[1]), 0)
+  end
 end
 
 ${READ_CLOCK}
-local publish = ARGV[4] == 's' and 'SPUBLISH' or 'PUBLISH'
-${LOCK_FUNCTIONS}
 local ttl = tonumber(ARGV[2])
 local floor = tonumber(ARGV[3])
+local kept = tonumber(state[2] or '0')
 local lease = tonumber(ARGV[5] or '0')
+local waiter, waiterTtl, fence
 
--- Joins the queue (or refreshes the place) when asked to; marks the lease, if any, as having waiters.
-local function join(lockValue)
-  if lease <= 0 then return end
-  if redis.call('HSET', KEYS[3], token, fmt(nowMs + lease) .. ':' .. ttl) == 1 then
+if not current then
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    -- Free, nobody queued; the fence key holds a fence that may be ahead of the clock.
+    ${grantTo('token', 'ARGV[2]', { marked: false })}
+    return fence
+  end
+  -- The lease ended with waiters queued: the oldest live one gets the lock.
+  ${TAKE_NEXT_WAITER}
+  if not waiter or waiter == token then
+    -- Nobody else is waiting ahead of this token: it takes the lock (and leaves the queue).
+    if not waiter and redis.call('HDEL', KEYS[3], token) == 1 then redis.call('LREM', KEYS[2], 1, token) end
+    ${grantTo('token', 'ARGV[2]', { marked: 'waiter' })}
+    return fence
+  end
+  ${grantTo('waiter', 'waiterTtl', { marked: true })}
+  redis.call(ARGV[4] == 's' and 'SPUBLISH' or 'PUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'g' .. waiter .. string.format('%.0f', fence))
+end
+
+-- Busy: join the queue (or refresh the place) when asked to, marking the lease as having waiters.
+if lease > 0 then
+  if redis.call('HSET', KEYS[3], token, string.format('%.0f', nowMs + lease) .. ':' .. ttl) == 1 then
     redis.call('RPUSH', KEYS[2], token)
   end
   if redis.call('PTTL', KEYS[2]) < lease then redis.call('PEXPIRE', KEYS[2], lease) end
   if redis.call('PTTL', KEYS[3]) < lease then redis.call('PEXPIRE', KEYS[3], lease) end
-  if lockValue and string.byte(lockValue, -1) ~= 113 then
-    redis.call('SET', KEYS[1], lockValue .. 'q', 'KEEPTTL')
+  if current and string.byte(current, -1) ~= 113 then
+    redis.call('SET', KEYS[1], current .. 'q', 'KEEPTTL')
   end
 end
-
-if current then
-  join(current)
-  return -math.max(redis.call('PTTL', KEYS[1]), 0)
-end
-
-local waiter, waiterTtl = nextWaiter()
-if waiter and waiter ~= token then
-  -- handTo marks the new lease, so join has nothing to mark.
-  local fence = handTo(waiter, waiterTtl, nil, floor)
-  join(nil)
+if waiter then
   return {waiter, fence, waiterTtl}
 end
-leave(token)
-return grant(token, ttl, nil, floor, waiter ~= nil)
+return -math.max(redis.call('PTTL', KEYS[1]), 0)
 `;

@@ -1,4 +1,4 @@
-import { LOCK_FUNCTIONS, READ_CLOCK } from './lock-script.parts';
+import { grantTo, READ_CLOCK, TAKE_NEXT_WAITER } from './lock-script.parts';
 
 /**
  * release: ends a token's lease and hands the lock to the oldest live queued waiter; or, when the
@@ -20,7 +20,8 @@ import { LOCK_FUNCTIONS, READ_CLOCK } from './lock-script.parts';
  */
 export const RELEASE_SCRIPT = `
 local token = ARGV[1]
-local current = redis.call('GET', KEYS[1])
+local state = redis.call('MGET', KEYS[1], KEYS[4])
+local current = state[1]
 if not current or string.sub(current, 1, 32) ~= token then
   if redis.call('HDEL', KEYS[3], token) == 1 then redis.call('LREM', KEYS[2], 1, token) end
   return 0
@@ -35,16 +36,22 @@ if string.byte(current, -1) ~= 113 then
 end
 
 ${READ_CLOCK}
+local floor = tonumber(ARGV[2])
+local kept = tonumber(state[2] or '0')
+local last = tonumber(string.sub(current, 33, -2))
 local publish = (ARGV[3] == 's' or ARGV[3] == 'S') and 'SPUBLISH' or 'PUBLISH'
-${LOCK_FUNCTIONS}
-
-local last = fenceOf(current)
-local waiter, ttl = nextWaiter()
+local channel = string.sub(KEYS[1], 1, -2) .. 'c'
+local waiter, waiterTtl, fence
+${TAKE_NEXT_WAITER}
 if waiter then
-  return {waiter, handTo(waiter, ttl, last, tonumber(ARGV[2]))}
+  ${grantTo('waiter', 'waiterTtl', { last: 'last', marked: true })}
+  redis.call(publish, channel, 'g' .. waiter .. string.format('%.0f', fence))
+  return {waiter, fence}
 end
 redis.call('DEL', KEYS[1])
-keepFence(last)
+if last >= now and kept < last then
+  redis.call('SET', KEYS[4], string.format('%.0f', last), 'PX', math.floor((last - now) / 1000) + 2)
+end
 redis.call(publish, channel, 'r')
 return 1
 `;
