@@ -59,7 +59,9 @@ export class RedisLockBackend implements LockBackend {
   private subscriber: RedisLockSubscriber | undefined;
   /** The highest fence this backend has seen: every new fence it asks for is higher. */
   private floor = 0;
-  private floorText = '0';
+  /** What follows the token in the scripts' first argument: the publish mode and the floor. */
+  private acquireSuffix: string;
+  private releaseSuffix: string;
   private closed = false;
 
   constructor(
@@ -72,6 +74,8 @@ export class RedisLockBackend implements LockBackend {
     this.publish = connection.cluster && settings.shardedPubSub ? 'SPUBLISH' : 'PUBLISH';
     this.acquireMode = this.publish === 'SPUBLISH' ? 's' : 'p';
     this.releaseMode = settings.announceReleases ? (this.acquireMode === 's' ? 'S' : 'P') : this.acquireMode;
+    this.acquireSuffix = `${this.acquireMode}0`;
+    this.releaseSuffix = `${this.releaseMode}0`;
   }
 
   /** Where the backend connects, for messages (host and port, no credentials). */
@@ -81,7 +85,7 @@ export class RedisLockBackend implements LockBackend {
 
   tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
     const keys = redisLockKeys(key);
-    const args: Array<string | number> = [ACQUIRE.sha, 4, keys.lease, keys.queue, keys.waiters, keys.fence, token, ttl, this.floorText, this.acquireMode];
+    const args: Array<string | number> = [ACQUIRE.sha, 4, keys.lease, keys.queue, keys.waiters, keys.fence, token + this.acquireSuffix, ttl];
     if (queue && queue.lease > 0) args.push(queue.lease);
     const read = (reply: unknown): AcquireResult => this.readAcquire(key, keys, reply as AcquireReply);
     const answer = this.settings.replicaAck
@@ -128,7 +132,7 @@ export class RedisLockBackend implements LockBackend {
 
   release(key: string, token: string): Promise<boolean> {
     const keys = redisLockKeys(key);
-    const args = [RELEASE.sha, 4, keys.lease, keys.queue, keys.waiters, keys.fence, token, this.floorText, this.releaseMode];
+    const args = [RELEASE.sha, 4, keys.lease, keys.queue, keys.waiters, keys.fence, token + this.releaseSuffix];
     return this.connection.evalScript('release', RELEASE, args, (reply) => this.readRelease(key, keys, reply as ReleaseReply));
   }
 
@@ -186,7 +190,9 @@ export class RedisLockBackend implements LockBackend {
   private observe(fence: number): void {
     if (fence > this.floor) {
       this.floor = fence;
-      this.floorText = fence.toFixed(0);
+      const floor = fence.toFixed(0);
+      this.acquireSuffix = this.acquireMode + floor;
+      this.releaseSuffix = this.releaseMode + floor;
     }
   }
 

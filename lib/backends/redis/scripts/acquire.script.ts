@@ -4,27 +4,28 @@ import { grantTo, READ_CLOCK, TAKE_NEXT_WAITER } from './lock-script.parts';
  * acquire: one attempt to take a lock for a token, optionally joining the lock's FIFO queue.
  *
  * KEYS[1] lease, KEYS[2] queue, KEYS[3] waiters, KEYS[4] fence (see lock-script.parts.ts)
- * ARGV[1] token (32 hex characters)
+ * ARGV[1] `<token><mode><floor>`: the token (32 hex characters); "p" when grants are published
+ *         with PUBLISH, "s" with SPUBLISH; the client's fence floor (the highest fence it has
+ *         seen, "0" when none). One argument rather than three: every argument costs the client
+ *         and the server a little on every call.
  * ARGV[2] ttl in ms
- * ARGV[3] the client's fence floor (the highest fence it has seen; "0" when none)
- * ARGV[4] "p": grants are published with PUBLISH; "s": with SPUBLISH
- * ARGV[5] queue place lease in ms (> 0); absent: do not queue
+ * ARGV[3] queue place lease in ms (> 0); absent: do not queue
  *
  * Returns fence (> 0): granted, or renewed for ttl when the token already held the lock (handed over
  *                     by the queue).
- *         -retryIn (<= 0): busy; retryIn = ms left on the current lease. With ARGV[5] the token
+ *         -retryIn (<= 0): busy; retryIn = ms left on the current lease. With ARGV[3] the token
  *                     joined the queue (or refreshed its place).
  *         {waiter, fence, retryIn}: busy because the lease had expired with waiters queued: this
  *                     call handed the lock to the oldest live waiter and published the grant.
  */
 export const ACQUIRE_SCRIPT = `
-local token = ARGV[1]
+local token = string.sub(ARGV[1], 1, 32)
 if redis.call('EXISTS', KEYS[1], KEYS[3], KEYS[4]) == 0 then
   -- Free, nobody queued, no fence ahead of the clock: the fence is the clock (or the floor above it).
   local clock = redis.call('TIME')
   local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
   local fence = now
-  local floor = tonumber(ARGV[3])
+  local floor = tonumber(string.sub(ARGV[1], 34))
   if floor >= now then
     fence = floor + 1
     redis.call('SET', KEYS[4], string.format('%.0f', fence), 'PX', math.floor((fence - now) / 1000) + 2)
@@ -43,16 +44,16 @@ if current then
     if string.byte(current, -1) == 113 then return tonumber(string.sub(current, 33, -2)) end
     return tonumber(string.sub(current, 33))
   end
-  if not ARGV[5] then
+  if not ARGV[3] then
     return -math.max(redis.call('PTTL', KEYS[1]), 0)
   end
 end
 
 ${READ_CLOCK}
 local ttl = tonumber(ARGV[2])
-local floor = tonumber(ARGV[3])
+local floor = tonumber(string.sub(ARGV[1], 34))
 local kept = tonumber(state[2] or '0')
-local lease = tonumber(ARGV[5] or '0')
+local lease = tonumber(ARGV[3] or '0')
 local waiter, waiterTtl, fence
 
 if not current then
@@ -70,7 +71,7 @@ if not current then
     return fence
   end
   ${grantTo('waiter', 'waiterTtl', { marked: true })}
-  redis.call(ARGV[4] == 's' and 'SPUBLISH' or 'PUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'g' .. waiter .. string.format('%.0f', fence))
+  redis.call(string.byte(ARGV[1], 33) == 115 and 'SPUBLISH' or 'PUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'g' .. waiter .. string.format('%.0f', fence))
 end
 
 -- Busy: join the queue (or refresh the place) when asked to, marking the lease as having waiters.

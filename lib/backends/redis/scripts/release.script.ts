@@ -5,10 +5,9 @@ import { grantTo, READ_CLOCK, TAKE_NEXT_WAITER } from './lock-script.parts';
  * token holds nothing, drops its place in the queue.
  *
  * KEYS[1] lease, KEYS[2] queue, KEYS[3] waiters, KEYS[4] fence (see lock-script.parts.ts)
- * ARGV[1] token (32 hex characters)
- * ARGV[2] the client's fence floor ("0" when none)
- * ARGV[3] how to publish: "p" PUBLISH, "s" SPUBLISH, only when waiters had queued; "P", "S": the
- *         same, and announce every release
+ * ARGV[1] `<token><mode><floor>`: the token (32 hex characters); how to publish: "p" PUBLISH,
+ *         "s" SPUBLISH, only when waiters had queued, "P", "S" the same and announce every
+ *         release; the client's fence floor ("0" when none)
  *
  * Returns 0: the token held nothing (its queue place, if any, is gone).
  *         1: released; the lock is free.
@@ -19,7 +18,8 @@ import { grantTo, READ_CLOCK, TAKE_NEXT_WAITER } from './lock-script.parts';
  * the clock has passed by the time another script reads it.
  */
 export const RELEASE_SCRIPT = `
-local token = ARGV[1]
+local token = string.sub(ARGV[1], 1, 32)
+local mode = string.sub(ARGV[1], 33, 33)
 local state = redis.call('MGET', KEYS[1], KEYS[4])
 local current = state[1]
 if not current or string.sub(current, 1, 32) ~= token then
@@ -30,16 +30,16 @@ end
 if string.byte(current, -1) ~= 113 then
   -- Nobody queued.
   redis.call('DEL', KEYS[1])
-  if ARGV[3] == 'P' then redis.call('PUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'r')
-  elseif ARGV[3] == 'S' then redis.call('SPUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'r') end
+  if mode == 'P' then redis.call('PUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'r')
+  elseif mode == 'S' then redis.call('SPUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'r') end
   return 1
 end
 
 ${READ_CLOCK}
-local floor = tonumber(ARGV[2])
+local floor = tonumber(string.sub(ARGV[1], 34))
 local kept = tonumber(state[2] or '0')
 local last = tonumber(string.sub(current, 33, -2))
-local publish = (ARGV[3] == 's' or ARGV[3] == 'S') and 'SPUBLISH' or 'PUBLISH'
+local publish = (mode == 's' or mode == 'S') and 'SPUBLISH' or 'PUBLISH'
 local channel = string.sub(KEYS[1], 1, -2) .. 'c'
 local waiter, waiterTtl, fence
 ${TAKE_NEXT_WAITER}
