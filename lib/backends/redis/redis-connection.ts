@@ -97,6 +97,8 @@ export class RedisConnection {
   /** ioredis' Command class of a single-server client, to send script calls without the defined command's wrapping. */
   private readonly Command: CommandClass | undefined;
   private readonly commandOptions: { replyEncoding: 'utf8'; keyPrefix?: string };
+  /** Commands sent through this connection and not answered yet. */
+  private inFlight = 0;
   /** The socket corked until the end of this tick, and how many commands wait in it. */
   private corked: Duplex | undefined;
   private corkedCommands = 0;
@@ -157,14 +159,17 @@ export class RedisConnection {
     const timeout = this.commandTimeout;
     const timer = setTimeout(() => current.reject(this.noAnswer(what, timeout)), timeout);
     timer.unref();
+    this.inFlight++;
     (this.client as Redis).sendCommand(current);
     this.coalesce();
     const answered = (reply: unknown): T => {
       clearTimeout(timer);
+      this.inFlight--;
       return read(reply);
     };
     const failed = (error: unknown): never => {
       clearTimeout(timer);
+      this.inFlight--;
       throw this.failure(what, error);
     };
     return current.promise.then(answered, (error: unknown) => {
@@ -199,11 +204,12 @@ export class RedisConnection {
   }
 
   /**
-   * Called after a command was written. A lone command goes out at once; the socket is then corked
-   * until the end of the tick, so that the commands many callers issue together (all the callers
+   * Called after a command was written: it went out at once. When other commands of this
+   * connection are still awaiting their answers (many callers at work), the socket is then corked
+   * until the end of the tick, so that the commands those callers issue together (all the callers
    * woken by one batch of replies, say) leave in writes of up to MAX_COMMANDS_PER_WRITE instead of
-   * one system call each, on this side and on the server's. Single-server clients only: a Cluster
-   * spreads its commands over many sockets.
+   * one system call each, on this side and on the server's. A lone caller pays nothing for it.
+   * Single-server clients only: a Cluster spreads its commands over many sockets.
    */
   private coalesce(): void {
     const corked = this.corked;
@@ -215,7 +221,8 @@ export class RedisConnection {
       }
       return;
     }
-    if (!this.coalescing) return;
+    // A lone command (nothing else of ours awaiting an answer) leaves the socket as it is.
+    if (!this.coalescing || this.inFlight < 2) return;
     const stream = (this.client as Redis).stream as Duplex | undefined;
     if (stream === undefined || typeof stream.cork !== 'function' || !stream.writable) return;
     stream.cork();
