@@ -1,6 +1,7 @@
 import type { Duplex } from 'node:stream';
 import type { Cluster, ClusterNode, Command, Redis } from 'ioredis';
 import { LockBackendError } from '../../lock.errors';
+import { CommandDeadlines } from './redis-command-deadlines';
 import type { LockScript } from './redis-lock.scripts';
 
 type CommandClass = new (name: string, args: Array<string | number>, options: { replyEncoding: 'utf8'; keyPrefix?: string }) => Command;
@@ -99,6 +100,8 @@ export class RedisConnection {
   private readonly commandOptions: { replyEncoding: 'utf8'; keyPrefix?: string };
   /** Commands sent through this connection and not answered yet. */
   private inFlight = 0;
+  /** The command timeout of script calls: one timer for all of them. */
+  private readonly deadlines: CommandDeadlines;
   /** The socket corked until the end of this tick, and how many commands wait in it. */
   private corked: Duplex | undefined;
   private corkedCommands = 0;
@@ -117,6 +120,7 @@ export class RedisConnection {
     this.keyPrefix = (client.options as { keyPrefix?: string }).keyPrefix ?? '';
     this.coalescing = !isCluster(client);
     this.Command = commandClassOf(client);
+    this.deadlines = new CommandDeadlines(commandTimeout, (what) => this.noAnswer(what, commandTimeout));
     this.commandOptions = this.keyPrefix ? { replyEncoding: 'utf8', keyPrefix: this.keyPrefix } : { replyEncoding: 'utf8' };
     client.on('error', this.onError);
     client.on('ready', this.onReady);
@@ -155,30 +159,29 @@ export class RedisConnection {
     if (Command === undefined || this.closed || this.client.status !== 'ready') {
       return this.run(what, () => this.call(script.name, args.slice(2))).then(read);
     }
-    let current = new Command('evalsha', args, this.commandOptions);
-    const timeout = this.commandTimeout;
-    const timer = setTimeout(() => current.reject(this.noAnswer(what, timeout)), timeout);
-    timer.unref();
+    const command = new Command('evalsha', args, this.commandOptions);
+    const deadline = this.deadlines.add(what, command);
     this.inFlight++;
-    (this.client as Redis).sendCommand(current);
+    (this.client as Redis).sendCommand(command);
     this.coalesce();
     const answered = (reply: unknown): T => {
-      clearTimeout(timer);
+      this.deadlines.settle(deadline);
       this.inFlight--;
       return read(reply);
     };
     const failed = (error: unknown): never => {
-      clearTimeout(timer);
+      this.deadlines.settle(deadline);
       this.inFlight--;
       throw this.failure(what, error);
     };
-    return current.promise.then(answered, (error: unknown) => {
+    return command.promise.then(answered, (error: unknown) => {
       if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) return failed(error);
       const evalArgs = args.slice();
       evalArgs[0] = script.lua;
-      current = new Command('eval', evalArgs, this.commandOptions);
-      (this.client as Redis).sendCommand(current);
-      return current.promise.then(answered, failed);
+      const resent = new Command('eval', evalArgs, this.commandOptions);
+      deadline.command = resent;
+      (this.client as Redis).sendCommand(resent);
+      return resent.promise.then(answered, failed);
     });
   }
 
