@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import type { LockBackend, LockEvent } from './backends/lock-backend';
+import type { AcquireResult, LockBackend, LockEvent } from './backends/lock-backend';
 import type {
   AcquireOptions,
   HeldLock,
@@ -61,6 +61,8 @@ class Held extends Guard implements HeldLock {
 interface Lease {
   readonly guard: Guard;
   readonly backendKey: string;
+  /** The token the lease was granted to (the guard's, kept here so that a release needs no re-check of the guard). */
+  readonly token: string;
   readonly ttl: number;
   /** Set while the watchdog extends the lease (withLock). */
   stopWatch?: StopWatch;
@@ -152,10 +154,25 @@ export class DistributedLockService extends DistributedLock {
   }
 
   async release(guard: LockGuard): Promise<void> {
-    const { key, token } = validateGuardShape(guard);
-    const lease = this.leaseOf(guard);
+    // A guard this service issued was checked when it was made: its lease says what to release.
+    let lease = this.leases.get(guard);
+    let backendKey: string;
+    let token: string;
+    if (lease) {
+      backendKey = lease.backendKey;
+      token = lease.token;
+    } else {
+      const shape = validateGuardShape(guard);
+      lease = this.leaseOf(guard);
+      backendKey = this.keyPrefix + shape.key;
+      token = shape.token;
+    }
     if (lease) this.forget(lease);
-    await this.call(() => this.backend.release(this.keyPrefix + key, token));
+    try {
+      await this.backend.release(backendKey, token);
+    } catch (error) {
+      throw this.backendFailure(error);
+    }
   }
 
   async withLock<T>(key: string, fn: (lock: HeldLock) => T | Promise<T>, options?: WithLockOptions): Promise<T> {
@@ -246,7 +263,7 @@ export class DistributedLockService extends DistributedLock {
     const guard = signal
       ? new Held(key, grant.token, grant.fence, acquiredAt, expiresAt, signal)
       : new Guard(key, grant.token, grant.fence, acquiredAt, expiresAt);
-    const lease: Lease = { guard, backendKey: this.keyPrefix + key, ttl };
+    const lease: Lease = { guard, backendKey: this.keyPrefix + key, token: grant.token, ttl };
     this.leases.set(guard, lease);
     this.active.add(lease);
     return lease;
@@ -286,9 +303,13 @@ export class DistributedLockService extends DistributedLock {
     try {
       return await operation();
     } catch (error) {
-      if (error instanceof LockError) throw error;
-      throw new LockBackendError(this.backend.name, errorText(error), { cause: error });
+      throw this.backendFailure(error);
     }
+  }
+
+  /** A backend's failure as the service reports it: a LockError as it is, anything else as LockBackendError. */
+  private backendFailure(error: unknown): LockError {
+    return error instanceof LockError ? error : new LockBackendError(this.backend.name, errorText(error), { cause: error });
   }
 
   private async extendBatch(items: { key: string; token: string; ttl: number }[]): Promise<Array<boolean | Error>> {
@@ -324,22 +345,24 @@ export class DistributedLockService extends DistributedLock {
     const backendKey = this.keyPrefix + key;
     const token = newLockToken();
     const cancellation: Cancellation = { cancelled: false };
+    // Without a signal nothing can cancel the wait: its outcome is the acquisition's.
+    if (signal === undefined) return this.waitFor(key, backendKey, token, ttl, wait, cancellation);
     return new Promise<Grant>((resolve, reject) => {
       const onAbort = (): void => {
         cancellation.cancelled = true;
         cancellation.wake?.();
-        reject(signal!.reason);
+        reject(signal.reason);
         this.abandon(backendKey, token);
       };
-      signal?.addEventListener('abort', onAbort, { once: true });
+      signal.addEventListener('abort', onAbort, { once: true });
       this.waitFor(key, backendKey, token, ttl, wait, cancellation).then(
         (grant) => {
-          signal?.removeEventListener('abort', onAbort);
+          signal.removeEventListener('abort', onAbort);
           if (cancellation.cancelled) this.abandon(backendKey, token);
           else resolve(grant);
         },
         (error: unknown) => {
-          signal?.removeEventListener('abort', onAbort);
+          signal.removeEventListener('abort', onAbort);
           if (!cancellation.cancelled) reject(error);
         },
       );
@@ -355,18 +378,33 @@ export class DistributedLockService extends DistributedLock {
     cancellation: Cancellation,
   ): Promise<Grant> {
     const started = monotonicNow();
-    const deadline = started + wait;
-    let sentAt = started;
-    const first = await this.call(() => this.backend.tryAcquire(backendKey, token, ttl));
-    if (first.fence !== null) return { token, fence: first.fence, startedAt: sentAt };
+    let first: AcquireResult;
+    try {
+      first = await this.backend.tryAcquire(backendKey, token, ttl);
+    } catch (error) {
+      throw this.backendFailure(error);
+    }
+    if (first.fence !== null) return { token, fence: first.fence, startedAt: started };
     if (wait === 0) throw new LockTimeoutError(key, monotonicNow() - started);
     if (cancellation.cancelled) throw CANCELLED;
+    return this.waitInQueue(key, backendKey, token, ttl, started + wait, cancellation, started, first.retryIn);
+  }
 
-    // Slow path: listen first, then join the queue, so no release after this point goes unseen.
+  /** The slow path of `waitFor`: listen first, then join the queue, so no release after this point goes unseen. */
+  private async waitInQueue(
+    key: string,
+    backendKey: string,
+    token: string,
+    ttl: number,
+    deadline: number,
+    cancellation: Cancellation,
+    started: number,
+    firstRetryIn: number | undefined,
+  ): Promise<Grant> {
     const inbox = new Inbox(token);
     const unsubscribe = await this.call(() => this.backend.subscribe(backendKey, (event) => inbox.push(event)));
     try {
-      let retryIn = first.retryIn;
+      let retryIn = firstRetryIn;
       for (;;) {
         if (cancellation.cancelled) throw CANCELLED;
         const now = monotonicNow();
@@ -376,7 +414,7 @@ export class DistributedLockService extends DistributedLock {
         }
         const recheckAt = Math.min(deadline, now + this.recheckDelay(retryIn));
         const queueLease = Math.min(MAX_TIMER_DELAY, Math.ceil(recheckAt - now) + QUEUE_GRACE);
-        sentAt = now;
+        const sentAt = now;
         const attempt = await this.call(() =>
           this.backend.tryAcquire(backendKey, token, ttl, { lease: queueLease }),
         );

@@ -1,8 +1,36 @@
-import type { Cluster, ClusterNode, Redis } from 'ioredis';
+import type { Duplex } from 'node:stream';
+import type { Cluster, ClusterNode, Command, Redis } from 'ioredis';
 import { LockBackendError } from '../../lock.errors';
+import { CommandDeadlines } from './redis-command-deadlines';
+import type { LockScript } from './redis-lock.scripts';
+
+type CommandClass = new (name: string, args: Array<string | number>, options: { replyEncoding: 'utf8'; keyPrefix?: string }) => Command;
 
 export type RedisClient = Redis | Cluster;
 
+/**
+ * Most commands that one tick sends together in one write. Bounded, so that Redis starts on the
+ * first commands of a burst while this process still prepares the rest (one write per whole tick
+ * leaves the two taking turns: measured about 20% fewer operations per second at 64 in flight than
+ * writes of 16; one write per command costs a system call on each side for each command).
+ */
+const MAX_COMMANDS_PER_WRITE = 16;
+
+
+/**
+ * ioredis' `Command` class, when `client` is a single-server client of the ioredis copy this package
+ * loads (so the class and the client come from the same copy); otherwise undefined.
+ */
+function commandClassOf(client: RedisClient): CommandClass | undefined {
+  if (isCluster(client)) return undefined;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const ioredis = require('ioredis') as typeof import('ioredis');
+    return client instanceof ioredis.Redis && typeof ioredis.Command === 'function' ? (ioredis.Command as unknown as CommandClass) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** True for an ioredis `Cluster`. */
 export function isCluster(client: RedisClient): client is Cluster {
@@ -65,6 +93,23 @@ export class RedisConnection {
   private readonly onReady = (): void => {
     this.lastError = undefined;
   };
+  /** Set on a single-server client: its socket is corked for the rest of a tick once a command went out. */
+  private readonly coalescing: boolean;
+  /** ioredis' Command class of a single-server client, to send script calls without the defined command's wrapping. */
+  private readonly Command: CommandClass | undefined;
+  private readonly commandOptions: { replyEncoding: 'utf8'; keyPrefix?: string };
+  /** Commands sent through this connection and not answered yet. */
+  private inFlight = 0;
+  /** The command timeout of script calls: one timer for all of them. */
+  private readonly deadlines: CommandDeadlines;
+  /** The socket corked until the end of this tick, and how many commands wait in it. */
+  private corked: Duplex | undefined;
+  private corkedCommands = 0;
+  private readonly uncork = (): void => {
+    const stream = this.corked;
+    this.corked = undefined;
+    stream?.uncork();
+  };
 
   constructor(
     readonly client: RedisClient,
@@ -73,6 +118,10 @@ export class RedisConnection {
   ) {
     this.endpoint = describeClient(client);
     this.keyPrefix = (client.options as { keyPrefix?: string }).keyPrefix ?? '';
+    this.coalescing = !isCluster(client);
+    this.Command = commandClassOf(client);
+    this.deadlines = new CommandDeadlines(commandTimeout, (what) => this.noAnswer(what, commandTimeout));
+    this.commandOptions = this.keyPrefix ? { replyEncoding: 'utf8', keyPrefix: this.keyPrefix } : { replyEncoding: 'utf8' };
     client.on('error', this.onError);
     client.on('ready', this.onReady);
   }
@@ -88,12 +137,52 @@ export class RedisConnection {
   run<T>(what: string, command: () => Promise<T>, timeout = this.commandTimeout): Promise<T> {
     if (this.closed) return Promise.reject(new LockBackendError('redis', `${what}: the backend was closed`));
     const status = this.client.status;
-    if (status === 'ready') return this.bounded(what, command, timeout);
+    if (status === 'ready') {
+      const pending = this.bounded(what, command, timeout);
+      this.coalesce();
+      return pending;
+    }
     if (status === 'end') {
       return Promise.reject(new LockBackendError('redis', `${what}: the connection to ${this.endpoint} was closed`));
     }
     if (this.lastError) return Promise.reject(this.unreachable(what));
     return this.bounded(what, () => this.whenReady(what).then(command), timeout);
+  }
+
+  /**
+   * Runs a lock script with `args` = [sha, number of keys, ...keys, ...argv] and resolves to
+   * `read(reply)`: sent as EVALSHA, and as EVAL when the server answers NOSCRIPT; bounded by the
+   * command timeout like `run`. `read` runs as soon as the reply is in (no promise in between).
+   */
+  evalScript<T>(what: string, script: LockScript, args: Array<string | number>, read: (reply: unknown) => T): Promise<T> {
+    const Command = this.Command;
+    if (Command === undefined || this.closed || this.client.status !== 'ready') {
+      return this.run(what, () => this.call(script.name, args.slice(2))).then(read);
+    }
+    const command = new Command('evalsha', args, this.commandOptions);
+    const deadline = this.deadlines.add(what, command);
+    this.inFlight++;
+    (this.client as Redis).sendCommand(command);
+    this.coalesce();
+    const answered = (reply: unknown): T => {
+      this.deadlines.settle(deadline);
+      this.inFlight--;
+      return read(reply);
+    };
+    const failed = (error: unknown): never => {
+      this.deadlines.settle(deadline);
+      this.inFlight--;
+      throw this.failure(what, error);
+    };
+    return command.promise.then(answered, (error: unknown) => {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) return failed(error);
+      const evalArgs = args.slice();
+      evalArgs[0] = script.lua;
+      const resent = new Command('eval', evalArgs, this.commandOptions);
+      deadline.command = resent;
+      (this.client as Redis).sendCommand(resent);
+      return resent.promise.then(answered, failed);
+    });
   }
 
   /** Calls the command `name` (a script defined on the client) with `args`. */
@@ -115,6 +204,34 @@ export class RedisConnection {
       await this.bounded('QUIT', () => this.client.quit(), Math.min(this.commandTimeout, 1_000)).catch(() => undefined);
     }
     this.client.disconnect();
+  }
+
+  /**
+   * Called after a command was written: it went out at once. When other commands of this
+   * connection are still awaiting their answers (many callers at work), the socket is then corked
+   * until the end of the tick, so that the commands those callers issue together (all the callers
+   * woken by one batch of replies, say) leave in writes of up to MAX_COMMANDS_PER_WRITE instead of
+   * one system call each, on this side and on the server's. A lone caller pays nothing for it.
+   * Single-server clients only: a Cluster spreads its commands over many sockets.
+   */
+  private coalesce(): void {
+    const corked = this.corked;
+    if (corked !== undefined) {
+      if (++this.corkedCommands >= MAX_COMMANDS_PER_WRITE) {
+        this.corkedCommands = 0;
+        corked.uncork();
+        corked.cork();
+      }
+      return;
+    }
+    // A lone command (nothing else of ours awaiting an answer) leaves the socket as it is.
+    if (!this.coalescing || this.inFlight < 2) return;
+    const stream = (this.client as Redis).stream as Duplex | undefined;
+    if (stream === undefined || typeof stream.cork !== 'function' || !stream.writable) return;
+    stream.cork();
+    this.corked = stream;
+    this.corkedCommands = 0;
+    process.nextTick(this.uncork);
   }
 
   private unreachable(what: string): LockBackendError {
@@ -154,15 +271,21 @@ export class RedisConnection {
     return this.readiness;
   }
 
+  private noAnswer(what: string, timeout: number): LockBackendError {
+    return this.lastError
+      ? this.unreachable(what)
+      : new LockBackendError('redis', `${what}: no answer from ${this.endpoint} within ${timeout} ms`);
+  }
+
+  private failure(what: string, error: unknown): LockBackendError {
+    return error instanceof LockBackendError
+      ? error
+      : new LockBackendError('redis', `${what} on ${this.endpoint} failed: ${messageOf(error)}`, { cause: error });
+  }
+
   private bounded<T>(what: string, command: () => Promise<T>, timeout: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(
-          this.lastError
-            ? this.unreachable(what)
-            : new LockBackendError('redis', `${what}: no answer from ${this.endpoint} within ${timeout} ms`),
-        );
-      }, timeout);
+      const timer = setTimeout(() => reject(this.noAnswer(what, timeout)), timeout);
       timer.unref();
       let pending: Promise<T>;
       try {
@@ -177,11 +300,7 @@ export class RedisConnection {
         },
         (error: unknown) => {
           clearTimeout(timer);
-          reject(
-            error instanceof LockBackendError
-              ? error
-              : new LockBackendError('redis', `${what} on ${this.endpoint} failed: ${messageOf(error)}`, { cause: error }),
-          );
+          reject(this.failure(what, error));
         },
       );
     });

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 
 /** The Redis names one lock uses. They all carry the same hash tag, so they live in one Cluster slot. */
 export interface RedisLockKeys {
-  /** String: `<token><fence>` while held, expiring with the lease (PX). */
+  /** String: `<token><fence>` (with a trailing `q` once a waiter queued behind it) while held, expiring with the lease (PX). */
   readonly lease: string;
   /** List: tokens of the queued waiters, oldest first. */
   readonly queue: string;

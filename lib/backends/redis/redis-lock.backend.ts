@@ -4,7 +4,12 @@ import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } 
 import { RedisConnection } from './redis-connection';
 import { redisLockKeys, type RedisLockKeys } from './redis-key-layout';
 import { RedisLockSubscriber } from './redis-lock.subscriber';
-import { defineLockScripts, LOCK_COMMANDS, type LockScriptHost } from './redis-lock.scripts';
+import { defineLockScripts, LOCK_COMMANDS, LOCK_SCRIPTS, type LockScriptHost } from './redis-lock.scripts';
+
+const ACQUIRE = LOCK_SCRIPTS.acquire;
+const EXTEND = LOCK_SCRIPTS.extend;
+const RELEASE = LOCK_SCRIPTS.release;
+const isOne = (reply: unknown): boolean => reply === 1;
 
 /** Acknowledgement of an acquisition by replicas (`WAIT`) or by their AOF (`WAITAOF`). */
 export interface ReplicaAcknowledgement {
@@ -29,8 +34,10 @@ export interface RedisLockBackendSettings {
   announceReleases?: boolean;
 }
 
-type AcquireReply = [1, number] | [0, number] | [0, number, string, number];
-type ReleaseReply = [0] | [1] | [1, string, number];
+/** Fence (> 0): granted; -retryIn (<= 0): busy; [waiter, fence, retryIn]: busy, handed to waiter. */
+type AcquireReply = number | [string, number, number];
+/** 0: held nothing; 1: released; [waiter, fence]: released and handed to waiter. */
+type ReleaseReply = 0 | 1 | [string, number];
 
 /**
  * Locks on one Redis deployment: a single server, a Sentinel-managed master or a Cluster.
@@ -45,11 +52,16 @@ export class RedisLockBackend implements LockBackend {
   readonly recheckInterval: number;
   private readonly host: LockScriptHost;
   private readonly publish: 'PUBLISH' | 'SPUBLISH';
-  private readonly announce: '0' | '1';
+  /** How the acquire script publishes: "p" PUBLISH, "s" SPUBLISH. */
+  private readonly acquireMode: 'p' | 's';
+  /** How the release script publishes: as acquireMode; upper case also announces every release. */
+  private readonly releaseMode: 'p' | 's' | 'P' | 'S';
   private subscriber: RedisLockSubscriber | undefined;
   /** The highest fence this backend has seen: every new fence it asks for is higher. */
   private floor = 0;
-  private floorText = '0';
+  /** What follows the token in the scripts' first argument: the publish mode and the floor. */
+  private acquireSuffix: string;
+  private releaseSuffix: string;
   private closed = false;
 
   constructor(
@@ -60,7 +72,10 @@ export class RedisLockBackend implements LockBackend {
     this.host = connection.client as unknown as LockScriptHost;
     this.recheckInterval = settings.recheckInterval;
     this.publish = connection.cluster && settings.shardedPubSub ? 'SPUBLISH' : 'PUBLISH';
-    this.announce = settings.announceReleases ? '1' : '0';
+    this.acquireMode = this.publish === 'SPUBLISH' ? 's' : 'p';
+    this.releaseMode = settings.announceReleases ? (this.acquireMode === 's' ? 'S' : 'P') : this.acquireMode;
+    this.acquireSuffix = `${this.acquireMode}0`;
+    this.releaseSuffix = `${this.releaseMode}0`;
   }
 
   /** Where the backend connects, for messages (host and port, no credentials). */
@@ -68,36 +83,24 @@ export class RedisLockBackend implements LockBackend {
     return this.connection.endpoint;
   }
 
-  async tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
+  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
     const keys = redisLockKeys(key);
-    const channel = this.channelOf(keys);
-    const args = [keys.lease, keys.queue, keys.waiters, keys.fence, token, ttl, queue?.lease ?? 0, this.floorArg(), channel, this.publish] as const;
-    let reply: AcquireReply;
-    try {
-      reply = this.settings.replicaAck
-        ? await this.acquireAcknowledged(key, token, args)
-        : ((await this.connection.run('acquire', () => this.connection.call(LOCK_COMMANDS.acquire, args))) as AcquireReply);
-    } catch (error) {
+    const args: Array<string | number> = [ACQUIRE.sha, 4, keys.lease, keys.queue, keys.waiters, keys.fence, token + this.acquireSuffix, ttl];
+    if (queue && queue.lease > 0) args.push(queue.lease);
+    const read = (reply: unknown): AcquireResult => this.readAcquire(key, keys, reply as AcquireReply);
+    const answer = this.settings.replicaAck
+      ? this.acquireAcknowledged(key, token, args.slice(2)).then(read)
+      : this.connection.evalScript('acquire', ACQUIRE, args, read);
+    return answer.catch((error: unknown) => {
       // The attempt may have been granted after all: give back whatever it may hold.
       this.releaseInBackground(key, token);
       throw error;
-    }
-    if (reply[0] === 1) {
-      this.observe(reply[1]);
-      return { fence: BigInt(reply[1]) };
-    }
-    if (reply.length === 4) {
-      this.observe(reply[3]);
-      this.subscriber?.deliverLocal(channel, { type: 'granted', key, token: reply[2], fence: BigInt(reply[3]) });
-    }
-    return { fence: null, retryIn: reply[1] };
+    });
   }
 
   extend(key: string, token: string, ttl: number): Promise<boolean> {
     const keys = redisLockKeys(key);
-    return this.connection
-      .run('extend', () => this.connection.call(LOCK_COMMANDS.extend, [keys.lease, token, ttl]))
-      .then((reply) => reply === 1);
+    return this.connection.evalScript('extend', EXTEND, [EXTEND.sha, 1, keys.lease, token, ttl], isOne);
   }
 
   /**
@@ -127,16 +130,10 @@ export class RedisLockBackend implements LockBackend {
     );
   }
 
-  async release(key: string, token: string): Promise<boolean> {
+  release(key: string, token: string): Promise<boolean> {
     const keys = redisLockKeys(key);
-    const channel = this.channelOf(keys);
-    const args = [keys.lease, keys.queue, keys.waiters, keys.fence, token, this.floorArg(), channel, this.publish, this.announce];
-    const reply = (await this.connection.run('release', () => this.connection.call(LOCK_COMMANDS.release, args))) as ReleaseReply;
-    if (reply.length === 3) {
-      this.observe(reply[2]);
-      this.subscriber?.deliverLocal(channel, { type: 'granted', key, token: reply[1], fence: BigInt(reply[2]) });
-    }
-    return reply[0] === 1;
+    const args = [RELEASE.sha, 4, keys.lease, keys.queue, keys.waiters, keys.fence, token + this.releaseSuffix];
+    return this.connection.evalScript('release', RELEASE, args, (reply) => this.readRelease(key, keys, reply as ReleaseReply));
   }
 
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
@@ -165,18 +162,37 @@ export class RedisLockBackend implements LockBackend {
     this.observe(Number(fence));
   }
 
-  private channelOf(keys: RedisLockKeys): string {
-    return this.connection.keyPrefix + keys.channel;
+  private readAcquire(key: string, keys: RedisLockKeys, reply: AcquireReply): AcquireResult {
+    if (typeof reply === 'number') {
+      if (reply > 0) {
+        this.observe(reply);
+        return { fence: BigInt(reply) };
+      }
+      return { fence: null, retryIn: -reply };
+    }
+    this.observe(reply[1]);
+    this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: reply[0], fence: BigInt(reply[1]) });
+    return { fence: null, retryIn: reply[2] };
   }
 
-  private floorArg(): string {
-    return this.floorText;
+  /** Reads a release reply; a hand-off is delivered at once to a waiter of this process. */
+  private readRelease(key: string, keys: RedisLockKeys, reply: ReleaseReply): boolean {
+    if (typeof reply === 'number') return reply === 1;
+    this.observe(reply[1]);
+    this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: reply[0], fence: BigInt(reply[1]) });
+    return true;
+  }
+
+  private channelOf(keys: RedisLockKeys): string {
+    return this.connection.keyPrefix + keys.channel;
   }
 
   private observe(fence: number): void {
     if (fence > this.floor) {
       this.floor = fence;
-      this.floorText = fence.toFixed(0);
+      const floor = fence.toFixed(0);
+      this.acquireSuffix = this.acquireMode + floor;
+      this.releaseSuffix = this.releaseMode + floor;
     }
   }
 
@@ -189,7 +205,7 @@ export class RedisLockBackend implements LockBackend {
   private async acquireAcknowledged(
     key: string,
     token: string,
-    args: readonly [string, string, string, string, string, number, number, string, string, string],
+    args: ReadonlyArray<string | number>,
   ): Promise<AcquireReply> {
     const ack = this.settings.replicaAck!;
     const rows = await this.connection.run(
@@ -206,7 +222,7 @@ export class RedisLockBackend implements LockBackend {
     const [acquireError, reply] = rows[0] ?? [new Error('no reply')];
     if (acquireError) throw acquireError;
     const acquired = reply as AcquireReply;
-    if (acquired[0] !== 1) return acquired;
+    if (typeof acquired !== 'number' || acquired <= 0) return acquired;
     const [waitError, answer] = rows[1] ?? [new Error('no reply')];
     const confirmed = waitError ? undefined : Number(Array.isArray(answer) ? answer[1] : answer);
     if (confirmed !== undefined && confirmed >= ack.replicas) return acquired;

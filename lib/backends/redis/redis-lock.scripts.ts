@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Cluster, Redis } from 'ioredis';
@@ -41,19 +42,35 @@ type ScriptCall = (...args: Array<string | number>) => Promise<unknown>;
 /** A client (or pipeline) with the lock scripts defined on it. */
 export type LockScriptHost = Record<string, ScriptCall>;
 
+/** One lock script: its registered name, source, SHA-1 (for EVALSHA) and number of keys. */
+export interface LockScript {
+  readonly name: string;
+  readonly lua: string;
+  readonly sha: string;
+  readonly numberOfKeys: number;
+}
+
+function lockScript(name: string, lua: string, numberOfKeys: number): LockScript {
+  return { name, lua, sha: createHash('sha1').update(lua).digest('hex'), numberOfKeys };
+}
+
+/** The lock scripts, under their registered names. */
+export const LOCK_SCRIPTS = {
+  acquire: lockScript(LOCK_COMMANDS.acquire, ACQUIRE_SCRIPT, 4),
+  extend: lockScript(LOCK_COMMANDS.extend, EXTEND_SCRIPT, 1),
+  release: lockScript(LOCK_COMMANDS.release, RELEASE_SCRIPT, 4),
+} as const;
+
 /**
- * Defines the lock scripts on a client. ioredis sends them as EVALSHA and falls back to EVAL when
- * the server answers NOSCRIPT, so a `SCRIPT FLUSH` or a restarted server costs one extra send.
+ * Defines the lock scripts on a client (pipelines use them under these names). ioredis sends them
+ * as EVALSHA and falls back to EVAL when the server answers NOSCRIPT, so a `SCRIPT FLUSH` or a
+ * restarted server costs one extra send.
  */
 export function defineLockScripts(client: Redis | Cluster): void {
   const host = client as unknown as LockScriptHost;
-  if (typeof host[LOCK_COMMANDS.acquire] !== 'function') {
-    client.defineCommand(LOCK_COMMANDS.acquire, { numberOfKeys: 4, lua: ACQUIRE_SCRIPT });
-  }
-  if (typeof host[LOCK_COMMANDS.extend] !== 'function') {
-    client.defineCommand(LOCK_COMMANDS.extend, { numberOfKeys: 1, lua: EXTEND_SCRIPT });
-  }
-  if (typeof host[LOCK_COMMANDS.release] !== 'function') {
-    client.defineCommand(LOCK_COMMANDS.release, { numberOfKeys: 4, lua: RELEASE_SCRIPT });
+  for (const script of Object.values(LOCK_SCRIPTS)) {
+    if (typeof host[script.name] !== 'function') {
+      client.defineCommand(script.name, { numberOfKeys: script.numberOfKeys, lua: script.lua });
+    }
   }
 }

@@ -179,6 +179,43 @@ describe('redisBackend on the shared Redis', () => {
       }
     });
 
+    it('answers every command of a burst sent in one tick, the user’s own commands on the same client among them', async () => {
+      const client = new Redis(sharedRedisOptions(prefix));
+      try {
+        const b = redisBackend({ client });
+        await b.ping();
+        const tokens = Array.from({ length: 200 }, () => token());
+        // All in one tick: the backend's commands and the user's interleaved on one socket.
+        const grants = tokens.map((t, i) => b.tryAcquire(`lock:burst-${i % 50}`, t, 10_000));
+        const own = tokens.map((t, i) => client.set(`burst-own-${i}`, t));
+        const fences = (await Promise.all(grants)).map((r) => r.fence);
+        expect(await Promise.all(own)).toEqual(tokens.map(() => 'OK'));
+        expect(fences.filter((f) => f !== null)).toHaveLength(50);
+        expect(await client.get('burst-own-199')).toBe(tokens[199]);
+        // A lone command after the burst goes out too.
+        expect(await b.release('lock:burst-0', tokens[0])).toBe(true);
+        await b.close();
+      } finally {
+        client.disconnect();
+      }
+    });
+
+    it('reports a script the server refused as LockBackendError naming the endpoint, never as busy or not held', async () => {
+      const b = backend();
+      // Keys of the locks hold other types, so a command of each script fails on the server.
+      await raw.set(redisLockKeys('lock:wrongtype').waiters, 'not a hash');
+      await raw.hset(redisLockKeys('lock:wrongtype-lease').lease, 'x', '1');
+      for (const call of [
+        () => b.tryAcquire('lock:wrongtype', token(), 5_000),
+        () => b.release('lock:wrongtype', token()),
+        () => b.extend('lock:wrongtype-lease', token(), 5_000),
+      ]) {
+        const error = (await call().catch((e: unknown) => e)) as Error;
+        expect(error).toBeInstanceOf(LockBackendError);
+        expect(error.message).toMatch(/127\.0\.0\.1:6379 failed: .*WRONGTYPE/);
+      }
+    });
+
     it('registers its scripts under names that carry the package version', async () => {
       const client = new Redis(sharedRedisOptions(prefix));
       try {
@@ -237,8 +274,34 @@ describe('redisBackend on the shared Redis', () => {
       await fresh.release('lock:ahead', t2);
       expect(BigInt((await raw.get(keys.fence))!)).toBe(second.fence);
       // This process has seen that fence: its other locks are fenced above it too.
-      const other = await a.tryAcquire('lock:ahead-other', token(), 5_000);
+      const t3 = token();
+      const other = await a.tryAcquire('lock:ahead-other', t3, 5_000);
       expect(other.fence!).toBeGreaterThan(first.fence!);
+      // And a client that never saw it still gets a higher one there: the fence key keeps it.
+      await a.release('lock:ahead-other', t3);
+      const unaware = backend();
+      expect((await unaware.tryAcquire('lock:ahead-other', token(), 5_000)).fence!).toBeGreaterThan(other.fence!);
+    });
+
+    it('stay above a fence ahead of the server clock through queue hand-offs too', async () => {
+      const a = backend();
+      const keys = redisLockKeys('lock:ahead-queue');
+      const ahead = (await serverMicros(raw)) + 60_000_000n;
+      await raw.set(keys.fence, ahead.toString(), 'PX', 60_000);
+      const holder = token();
+      const waiter = token();
+      const first = await a.tryAcquire('lock:ahead-queue', holder, 5_000);
+      expect(first.fence).toBe(ahead + 1n);
+      expect((await a.tryAcquire('lock:ahead-queue', waiter, 5_000, { lease: 5_000 })).fence).toBeNull();
+      // Handed over by the release, from a client that never saw the fence.
+      const unaware = backend();
+      expect(await unaware.release('lock:ahead-queue', holder)).toBe(true);
+      const handed = await a.tryAcquire('lock:ahead-queue', waiter, 5_000);
+      expect(handed.fence!).toBeGreaterThan(first.fence!);
+      // The last holder leaves with nobody queued: its fence stays the floor of the next grant.
+      expect(await unaware.release('lock:ahead-queue', waiter)).toBe(true);
+      const later = await backend().tryAcquire('lock:ahead-queue', token(), 5_000);
+      expect(later.fence!).toBeGreaterThan(handed.fence!);
     });
 
     it('cost no memory once a lock is released: no key of it stays behind', async () => {
@@ -283,6 +346,59 @@ describe('redisBackend on the shared Redis', () => {
       expect(late.fence).toBeNull();
       expect(events).toEqual([`granted ${waiter}`]);
       expect((await b.tryAcquire('lock:expired', waiter, 10_000)).fence).not.toBeNull();
+    });
+
+    it('frees the lock at release when every waiter that had queued behind it left', async () => {
+      const b = backend();
+      const keys = redisLockKeys('lock:left');
+      const holder = token();
+      const gone = token();
+      const first = await b.tryAcquire('lock:left', holder, 10_000);
+      expect((await b.tryAcquire('lock:left', gone, 10_000, { lease: 10_000 })).fence).toBeNull();
+      // The waiter gives up: its place goes, and the release finds nobody to hand the lock to.
+      expect(await b.release('lock:left', gone)).toBe(false);
+      expect(await b.release('lock:left', holder)).toBe(true);
+      expect(await raw.exists(keys.lease, keys.queue, keys.waiters)).toBe(0);
+      const next = await b.tryAcquire('lock:left', token(), 10_000);
+      expect(next.fence!).toBeGreaterThan(first.fence!);
+    });
+
+    it('hands the lock down a queue of three, each hand-off inside the release', async () => {
+      const b = backend();
+      const keys = redisLockKeys('lock:chain');
+      const holder = token();
+      const waiters = [token(), token(), token()];
+      let fence = (await b.tryAcquire('lock:chain', holder, 10_000)).fence!;
+      for (const waiter of waiters) expect((await b.tryAcquire('lock:chain', waiter, 10_000, { lease: 10_000 })).fence).toBeNull();
+      let current = holder;
+      for (const waiter of waiters) {
+        expect(await b.release('lock:chain', current)).toBe(true);
+        // The release itself made the waiter the holder: its next attempt only renews.
+        expect((await raw.get(keys.lease))!.startsWith(waiter)).toBe(true);
+        const renewed = await b.tryAcquire('lock:chain', waiter, 10_000);
+        expect(renewed.fence!).toBeGreaterThan(fence);
+        fence = renewed.fence!;
+        current = waiter;
+      }
+      expect(await b.release('lock:chain', current)).toBe(true);
+      expect(await raw.exists(keys.lease, keys.queue, keys.waiters)).toBe(0);
+    });
+
+    it('lets the oldest waiter take an expired lease itself, and its release hands on to the next', async () => {
+      const b = backend();
+      const keys = redisLockKeys('lock:expired-head');
+      const [oldest, next] = [token(), token()];
+      await b.tryAcquire('lock:expired-head', token(), 100);
+      expect((await b.tryAcquire('lock:expired-head', oldest, 10_000, { lease: 10_000 })).fence).toBeNull();
+      expect((await b.tryAcquire('lock:expired-head', next, 10_000, { lease: 10_000 })).fence).toBeNull();
+      await sleep(200);
+      // The oldest gets the lock on its own attempt; the next one stays queued behind it.
+      const head = await b.tryAcquire('lock:expired-head', oldest, 10_000, { lease: 10_000 });
+      expect(head.fence).not.toBeNull();
+      expect(await raw.lrange(keys.queue, 0, -1)).toEqual([next]);
+      expect(await b.release('lock:expired-head', oldest)).toBe(true);
+      expect((await raw.get(keys.lease))!.startsWith(next)).toBe(true);
+      expect((await b.tryAcquire('lock:expired-head', next, 10_000)).fence!).toBeGreaterThan(head.fence!);
     });
 
     it('delivers each hand-off once to a waiter in the releasing process', async () => {

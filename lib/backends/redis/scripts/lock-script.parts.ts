@@ -1,10 +1,13 @@
 /**
  * Lua shared by the acquire and release scripts (each script is sent whole; Redis has no imports).
  * Both scripts use the same KEYS layout:
- *   KEYS[1] lease   string `<token><fence>`, expiring with the lease (PX)
+ *   KEYS[1] lease   string `<token><fence>`, or `<token><fence>q` once a waiter may have queued
+ *                   behind it; expiring with the lease (PX)
  *   KEYS[2] queue   list of waiting tokens, oldest first
  *   KEYS[3] waiters hash token → `<queue place expiry, server ms>:<ttl asked for>`
  *   KEYS[4] fence   the last fence, kept only while it is ahead of the server clock
+ * The lock's channel is the lease key with its last letter `l` replaced by `c` (same hash tag, and
+ * the client's key prefix included, as ioredis put it before KEYS[1]).
  *
  * Fences: a grant's fence is the server time in microseconds, raised above the lock's previous
  * fence (while the lease, or the fence key, still says what it was) and above the client's floor.
@@ -12,8 +15,15 @@
  * keeps the next one higher, even after the keys were evicted or lost. Whenever a fence is ahead of
  * the clock, the fence key keeps it until the clock has caught up.
  *
- * The common cases (a free lock with nobody queued; a release with nobody queued) are written out
- * in each script before this part, so they run the fewest commands.
+ * The `q` mark: whenever the lease exists and a waiter is queued, the lease value ends in `q` (set
+ * when a waiter joins behind a lease, and on every grant made from the queue). A lease without it
+ * has nobody queued behind it, so its release needs no look at the queue. A mark can be stale (the
+ * waiters left); that only sends the release down the queue path, which finds nobody.
+ *
+ * The parts below are pasted into the scripts where they are used rather than defined as Lua
+ * functions: a local function is a new closure on every call of a script, which costs Redis more
+ * than the code it saves. The common cases (a free lock with nobody queued; a release of an
+ * unmarked lease) come first in each script and run the fewest commands.
  */
 
 /** Reads the server clock into `now` (µs) and `nowMs`. */
@@ -23,64 +33,46 @@ local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local nowMs = math.floor(now / 1000)
 `;
 
-/** Functions of the queue and hand-off paths; they use `now` and `nowMs` from READ_CLOCK. */
-export const LOCK_FUNCTIONS = `
-local function fmt(n)
-  return string.format('%.0f', n)
-end
-
--- Keeps the fence key until the server clock passes fence (only needed while fence >= now).
-local function keepFence(fence)
-  if fence >= now then
-    local kept = tonumber(redis.call('GET', KEYS[4]) or '0')
-    if kept < fence then
-      redis.call('SET', KEYS[4], fmt(fence), 'PX', math.floor((fence - now) / 1000) + 2)
+/**
+ * Takes the oldest waiter whose queue place has not lapsed off the queue (list and hash), into
+ * `waiter` and the ttl it asked for into `waiterTtl` (locals the script declares); both stay nil
+ * when there is none. Lapsed places on the way are dropped. Needs `nowMs`.
+ */
+export const TAKE_NEXT_WAITER = `
+while true do
+  local head = redis.call('LPOP', KEYS[2])
+  if not head then break end
+  local place = redis.call('HGET', KEYS[3], head)
+  if place then
+    redis.call('HDEL', KEYS[3], head)
+    local sep = string.find(place, ':', 1, true)
+    if tonumber(string.sub(place, 1, sep - 1)) > nowMs then
+      waiter = head
+      waiterTtl = tonumber(string.sub(place, sep + 1))
+      break
     end
   end
-end
-
--- Gives the lock to token for ttl ms; returns its fence.
-local function grant(token, ttl, last, floor)
-  local fence = now
-  if last and last >= fence then fence = last + 1 end
-  if floor >= fence then fence = floor + 1 end
-  local kept = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if kept >= fence then fence = kept + 1 end
-  redis.call('SET', KEYS[1], token .. fmt(fence), 'PX', ttl)
-  if fence > now then keepFence(fence) end
-  return fence
-end
-
--- The oldest waiter whose queue place has not lapsed, and the ttl it asked for; lapsed ones are dropped.
-local function nextWaiter()
-  while true do
-    local head = redis.call('LINDEX', KEYS[2], 0)
-    if not head then return nil end
-    local place = redis.call('HGET', KEYS[3], head)
-    if place then
-      local sep = string.find(place, ':', 1, true)
-      if tonumber(string.sub(place, 1, sep - 1)) > nowMs then
-        return head, tonumber(string.sub(place, sep + 1))
-      end
-      redis.call('HDEL', KEYS[3], head)
-    end
-    redis.call('LPOP', KEYS[2])
-  end
-end
-
--- Removes token from the queue, if it is there.
-local function leave(token)
-  if redis.call('HDEL', KEYS[3], token) == 1 then
-    redis.call('LREM', KEYS[2], 1, token)
-  end
-end
-
--- Hands the lock to the waiter that nextWaiter() returned (the head of the queue) and tells it.
-local function handTo(waiter, ttl, last, floor, channel, publish)
-  redis.call('LPOP', KEYS[2])
-  redis.call('HDEL', KEYS[3], waiter)
-  local fence = grant(waiter, ttl, last, floor)
-  redis.call(publish, channel, 'g' .. waiter .. fmt(fence))
-  return fence
 end
 `;
+
+/**
+ * Grants the lock to `holder` for `grantTtl` ms and sets `fence` (a local the script declares) to its
+ * fence: the clock, raised above `last` (the previous lease's fence, when the script knows it),
+ * `floor` and `kept` (the fence key's value, or 0). `marked` says whether the lease carries the `q`
+ * mark: always, never, or when the given Lua expression is true. Keeps the fence key while the
+ * fence is ahead of the clock.
+ */
+export function grantTo(holder: string, grantTtl: string, options: { last?: string; marked: boolean | string }): string {
+  const { last, marked } = options;
+  const mark = marked === true ? ` .. 'q'` : marked === false ? '' : ` .. (${marked} and 'q' or '')`;
+  return `
+fence = now
+${last ? `if ${last} >= fence then fence = ${last} + 1 end` : ''}
+if floor >= fence then fence = floor + 1 end
+if kept >= fence then fence = kept + 1 end
+redis.call('SET', KEYS[1], ${holder} .. string.format('%.0f', fence)${mark}, 'PX', ${grantTtl})
+if fence > now and kept < fence then
+  redis.call('SET', KEYS[4], string.format('%.0f', fence), 'PX', math.floor((fence - now) / 1000) + 2)
+end
+`;
+}

@@ -1,49 +1,57 @@
-import { LOCK_FUNCTIONS, READ_CLOCK } from './lock-script.parts';
+import { grantTo, READ_CLOCK, TAKE_NEXT_WAITER } from './lock-script.parts';
 
 /**
  * release: ends a token's lease and hands the lock to the oldest live queued waiter; or, when the
  * token holds nothing, drops its place in the queue.
  *
  * KEYS[1] lease, KEYS[2] queue, KEYS[3] waiters, KEYS[4] fence (see lock-script.parts.ts)
- * ARGV[1] token (32 hex characters)
- * ARGV[2] the client's fence floor ("0" when none)
- * ARGV[3] the lock's channel
- * ARGV[4] PUBLISH or SPUBLISH
- * ARGV[5] "1": announce every release on the channel; "0": only when waiters had queued
+ * ARGV[1] `<token><mode><floor>`: the token (32 hex characters); how to publish: "p" PUBLISH,
+ *         "s" SPUBLISH, only when waiters had queued, "P", "S" the same and announce every
+ *         release; the client's fence floor ("0" when none)
  *
- * Returns {0}: the token held nothing (its queue place, if any, is gone).
- *         {1}: released; the lock is free.
- *         {1, waiter, fence}: released and handed to waiter with fence (the grant was published).
+ * Returns 0: the token held nothing (its queue place, if any, is gone).
+ *         1: released; the lock is free.
+ *         {waiter, fence}: released and handed to waiter with fence (the grant was published).
  *
- * With nobody queued the lease is simply deleted: its fence is either ahead of the clock (and then
+ * A lease without the `q` mark is simply deleted: its fence is either ahead of the clock (and then
  * the fence key, written at the grant, keeps it) or the clock reading of the granting script, which
  * the clock has passed by the time another script reads it.
  */
 export const RELEASE_SCRIPT = `
-local token = ARGV[1]
-local current = redis.call('GET', KEYS[1])
+local token = string.sub(ARGV[1], 1, 32)
+local mode = string.sub(ARGV[1], 33, 33)
+local state = redis.call('MGET', KEYS[1], KEYS[4])
+local current = state[1]
 if not current or string.sub(current, 1, 32) ~= token then
   if redis.call('HDEL', KEYS[3], token) == 1 then redis.call('LREM', KEYS[2], 1, token) end
-  return {0}
+  return 0
 end
 
-if redis.call('EXISTS', KEYS[3]) == 0 then
+if string.byte(current, -1) ~= 113 then
   -- Nobody queued.
   redis.call('DEL', KEYS[1])
-  if ARGV[5] == '1' then redis.call(ARGV[4], ARGV[3], 'r') end
-  return {1}
+  if mode == 'P' then redis.call('PUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'r')
+  elseif mode == 'S' then redis.call('SPUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'r') end
+  return 1
 end
 
 ${READ_CLOCK}
-${LOCK_FUNCTIONS}
-
-local last = tonumber(string.sub(current, 33))
-local waiter, ttl = nextWaiter()
+local floor = tonumber(string.sub(ARGV[1], 34))
+local kept = tonumber(state[2] or '0')
+local last = tonumber(string.sub(current, 33, -2))
+local publish = (mode == 's' or mode == 'S') and 'SPUBLISH' or 'PUBLISH'
+local channel = string.sub(KEYS[1], 1, -2) .. 'c'
+local waiter, waiterTtl, fence
+${TAKE_NEXT_WAITER}
 if waiter then
-  return {1, waiter, handTo(waiter, ttl, last, tonumber(ARGV[2]), ARGV[3], ARGV[4])}
+  ${grantTo('waiter', 'waiterTtl', { last: 'last', marked: true })}
+  redis.call(publish, channel, 'g' .. waiter .. string.format('%.0f', fence))
+  return {waiter, fence}
 end
 redis.call('DEL', KEYS[1])
-keepFence(last)
-redis.call(ARGV[4], ARGV[3], 'r')
-return {1}
+if last >= now and kept < last then
+  redis.call('SET', KEYS[4], string.format('%.0f', last), 'PX', math.floor((last - now) / 1000) + 2)
+end
+redis.call(publish, channel, 'r')
+return 1
 `;
