@@ -45,6 +45,18 @@ export class CommandDeadlines {
     this.dropSettled();
   }
 
+  /**
+   * The connection is closing: the timer stops now unless a command still awaits its answer (it
+   * keeps its deadline; the timer then stops by itself once the last one has settled).
+   */
+  close(): void {
+    this.dropSettled();
+    if (this.head === undefined && this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+  }
+
   private dropSettled(): void {
     let head = this.head;
     while (head !== undefined && head.command === undefined) head = head.next;

@@ -194,6 +194,7 @@ export class RedisConnection {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.deadlines.close();
     if (!this.owned) {
       this.client.off('error', this.onError);
       this.client.off('ready', this.onReady);
@@ -204,6 +205,7 @@ export class RedisConnection {
       await this.bounded('QUIT', () => this.client.quit(), Math.min(this.commandTimeout, 1_000)).catch(() => undefined);
     }
     this.client.disconnect();
+    this.deadlines.close();
   }
 
   /**
