@@ -55,4 +55,21 @@ describe('CommandDeadlines', () => {
     await eventually(() => later.error, { within: 2_000 });
     expect(answered.every((c) => c.error === undefined)).toBe(true);
   });
+
+  it('stops its timer at close when every command is answered, and keeps it while one still waits', async () => {
+    const timer = (d: CommandDeadlines) => (d as unknown as { timer: unknown }).timer;
+    const idle = new CommandDeadlines(10_000, (what) => new Error(what));
+    idle.settle(idle.add('answered', command()));
+    expect(timer(idle)).toBeDefined();
+    idle.close();
+    expect(timer(idle)).toBeUndefined();
+
+    const busy = new CommandDeadlines(30, (what) => new Error(`${what}: no answer`));
+    const waiting = command();
+    busy.add('waiting', waiting);
+    busy.close();
+    await eventually(() => waiting.error, { within: 2_000 });
+    expect(waiting.error!.message).toBe('waiting: no answer');
+    await eventually(() => timer(busy) === undefined, { within: 2_000 });
+  });
 });
