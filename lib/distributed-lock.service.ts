@@ -78,6 +78,8 @@ interface Grant {
   fence: bigint;
   /** Monotonic lower bound of the moment the backend started the lease. */
   startedAt: number;
+  /** Set when the backend vouches for less than the ttl until the first extension (ms from startedAt). */
+  validFor?: number;
 }
 
 /** Set when a pending acquisition was abandoned (signal aborted): its loop stops at the next step. */
@@ -202,6 +204,7 @@ export class DistributedLockService extends DistributedLock {
         onLost: (detail) => controller.abort(new LockLostError(key, detail)),
       },
       grant.startedAt,
+      grant.validFor,
     );
 
     let succeeded = false;
@@ -259,7 +262,7 @@ export class DistributedLockService extends DistributedLock {
   /** Turns a grant into the guard handed to the caller: a `HeldLock` when a signal comes with it. */
   private issue(key: string, ttl: number, grant: Grant, signal?: AbortSignal): Lease {
     const acquiredAt = toEpochMs(monotonicNow());
-    const expiresAt = toEpochMs(grant.startedAt + ttl - driftMargin(ttl));
+    const expiresAt = toEpochMs(grant.startedAt + Math.min(ttl, grant.validFor ?? ttl) - driftMargin(ttl));
     const guard = signal
       ? new Held(key, grant.token, grant.fence, acquiredAt, expiresAt, signal)
       : new Guard(key, grant.token, grant.fence, acquiredAt, expiresAt);
@@ -426,8 +429,8 @@ export class DistributedLockService extends DistributedLock {
         if (wake.type === 'granted') {
           // The lease began after our last busy answer was sent. When that bound is too old to
           // leave a useful estimate, one more attempt renews the lease and gives a fresh bound.
-          if (monotonicNow() - lastBusyAt <= ttl / 3) {
-            return { token, fence: wake.fence, startedAt: lastBusyAt };
+          if (monotonicNow() - lastBusyAt <= Math.min(ttl, wake.validFor ?? ttl) / 3) {
+            return { token, fence: wake.fence, startedAt: lastBusyAt, validFor: wake.validFor };
           }
           retryIn = 0;
         }
@@ -444,11 +447,12 @@ export class DistributedLockService extends DistributedLock {
   }
 }
 
-type Wake = { type: 'granted'; fence: bigint } | { type: 'retry' };
+type Wake = { type: 'granted'; fence: bigint; validFor?: number } | { type: 'retry' };
 
 /** Collects the events of one waiter and wakes it on a grant, a release, its timer or cancellation. */
 class Inbox {
   private granted: bigint | undefined;
+  private grantedValidFor: number | undefined;
   private released = false;
   private waker: (() => void) | undefined;
 
@@ -458,6 +462,7 @@ class Inbox {
     if (event.type === 'granted') {
       if (event.token !== this.token) return;
       this.granted = event.fence;
+      this.grantedValidFor = event.validFor;
     } else {
       this.released = true;
     }
@@ -482,7 +487,7 @@ class Inbox {
     if (this.granted !== undefined) {
       const fence = this.granted;
       this.granted = undefined;
-      return { type: 'granted', fence };
+      return { type: 'granted', fence, validFor: this.grantedValidFor };
     }
     return { type: 'retry' };
   }

@@ -68,14 +68,17 @@ export class Watchdog {
 
   /**
    * Starts watching a lease whose current term began no earlier than `confirmedAt` (monotonic).
-   * Returns the synchronous stop function.
+   * `validFor`: the backend vouches for less than the ttl until the first extension (see
+   * `LockEvent`); the first deadline is then counted from it, and the first extension goes at the
+   * latest halfway there. Returns the synchronous stop function.
    */
-  watch(lease: WatchedLease, confirmedAt: number): StopWatch {
+  watch(lease: WatchedLease, confirmedAt: number, validFor = lease.ttl): StopWatch {
+    const term = Math.min(lease.ttl, validFor);
     const entry: Entry = {
       lease,
       confirmedAt,
-      deadline: confirmedAt + lease.ttl - driftMargin(lease.ttl),
-      extendAt: confirmedAt + lease.ttl / 3,
+      deadline: confirmedAt + term - driftMargin(lease.ttl),
+      extendAt: confirmedAt + Math.min(lease.ttl / 3, term / 2),
       extending: false,
       done: false,
       version: 0,

@@ -107,8 +107,13 @@ export interface ExtendItem {
 export type LockEvent =
   /** The key was released or expired with nobody queued: waiters should try again. */
   | { type: 'released'; key: string }
-  /** The key was handed to the queued waiter `token` with fence `fence`. */
-  | { type: 'granted'; key: string; token: string; fence: bigint };
+  /**
+   * The key was handed to the queued waiter `token` with fence `fence`. `validFor` (ms), when set:
+   * the backend can vouch for the lease only that long from the hand-off, less than the ttl asked
+   * for, until the holder's first extension (a hand-off not yet on disk; see the PostgreSQL backend).
+   * The holder's local deadline is then counted from it.
+   */
+  | { type: 'granted'; key: string; token: string; fence: bigint; validFor?: number };
 
 /** Injection token of the backend that `LockModule` uses. */
 export const LOCK_BACKEND = Symbol('LOCK_BACKEND');

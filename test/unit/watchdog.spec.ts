@@ -100,6 +100,36 @@ describe('Watchdog', () => {
     expect(p.confirmed).toEqual([]);
   });
 
+  it('counts the first deadline from validFor when the backend vouches for less than the ttl, and extends before it', async () => {
+    const { batches, extend } = controlledBatches();
+    const watchdog = new Watchdog(extend);
+    const p = probe('k', 3_000);
+    watchdog.watch(p.lease, performance.now(), 1_200);
+    // The first extension goes halfway to the shorter deadline, not at ttl/3.
+    await jest.advanceTimersByTimeAsync(599);
+    expect(batches).toHaveLength(0);
+    await jest.advanceTimersByTimeAsync(1);
+    expect(batches).toHaveLength(1);
+    const deadline = 1_200 - driftMargin(3_000);
+    await jest.advanceTimersByTimeAsync(deadline - 600 - 1);
+    expect(p.lost).toEqual([]);
+    await jest.advanceTimersByTimeAsync(1);
+    expect(p.lost).toEqual([expect.stringContaining('no extension was confirmed')]);
+  });
+
+  it('gives the whole ttl back once an extension is confirmed after a shorter first term', async () => {
+    const { batches, extend } = controlledBatches();
+    const watchdog = new Watchdog(extend);
+    const p = probe('k', 3_000);
+    watchdog.watch(p.lease, performance.now(), 2_400);
+    await jest.advanceTimersByTimeAsync(1_000);
+    expect(batches).toHaveLength(1);
+    const sentAt = performance.now();
+    batches[0].answer([true]);
+    await jest.advanceTimersByTimeAsync(0);
+    expect(p.confirmed).toEqual([sentAt + 3_000 - driftMargin(3_000)]);
+  });
+
   it('retries after a failed extension and recovers when the backend answers again', async () => {
     const { batches, extend } = controlledBatches();
     const watchdog = new Watchdog(extend);

@@ -187,7 +187,7 @@ export class PostgresLockBackend implements LockBackend {
       throw error;
     }
     // The acquire function notifies every hand-off it makes.
-    if (row.granted_token !== null && row.granted_fence !== null) this.handedOver(key, row.granted_token, row.granted_fence, sentAt, true);
+    if (row.granted_token !== null && row.granted_fence !== null) this.handedOver(key, row.granted_token, row.granted_fence, sentAt, true, null);
     if (row.fence !== null) {
       this.forgetWaiter(key, token);
       this.held.set(key, { token, until: sentAt + ttl - driftMargin(ttl) });
@@ -229,10 +229,12 @@ export class PostgresLockBackend implements LockBackend {
       ended_fence: string | null;
       granted_token: string | null;
       granted_fence: string | null;
+      granted_valid_for: number | null;
     };
     if (row.granted_token !== null && row.granted_fence !== null) {
       // The release function notifies a hand-off only to a waiter of another process.
-      this.handedOver(key, row.granted_token, row.granted_fence, sentAt, !local.includes(row.granted_token));
+      const notified = !local.includes(row.granted_token);
+      this.handedOver(key, row.granted_token, row.granted_fence, sentAt, notified, row.granted_valid_for);
     } else if (row.released) {
       this.deliver(key, { type: 'released', key }, `r ${row.ended_fence}`);
     }
@@ -404,13 +406,18 @@ export class PostgresLockBackend implements LockBackend {
     if (tokens?.delete(token) && tokens.size === 0) this.waiting.delete(key);
   }
 
-  /** A statement of this process handed `key` to `token`: wake it here if it waits here. */
-  private handedOver(key: string, token: string, fence: string, sentAt: number, notified: boolean): void {
+  /**
+   * A statement of this process handed `key` to `token`: wake it here if it waits here. `validFor`:
+   * set when the hand-off was committed without waiting for its flush (see the release function).
+   */
+  private handedOver(key: string, token: string, fence: string, sentAt: number, notified: boolean, validFor: number | null): void {
     const ttl = this.waiting.get(key)?.get(token);
     this.forgetWaiter(key, token);
     if (ttl === undefined) this.held.delete(key);
-    else this.held.set(key, { token, until: sentAt + ttl - driftMargin(ttl) });
-    this.deliver(key, { type: 'granted', key, token, fence: BigInt(fence) }, notified ? `g ${fence}` : undefined);
+    else this.held.set(key, { token, until: sentAt + Math.min(ttl, validFor ?? ttl) - driftMargin(ttl) });
+    const event: LockEvent = { type: 'granted', key, token, fence: BigInt(fence) };
+    if (validFor !== null) event.validFor = validFor;
+    this.deliver(key, event, notified ? `g ${fence}` : undefined);
   }
 
   /** Delivers an event caused by this process's own statement at once; its notification is then skipped. */
@@ -424,7 +431,10 @@ export class PostgresLockBackend implements LockBackend {
     for (const listener of [...set]) listener(event);
   }
 
-  /** Payloads: `g <fence> <token> <key>` (handed to token) or `r <fence> <key>` (released, nobody waiting). */
+  /**
+   * Payloads: `g <fence> <token>[/<valid for, ms>] <key>` (handed to token) or `r <fence> <key>`
+   * (released, nobody waiting).
+   */
   private onNotification(payload: string): void {
     const type = payload[0];
     const fenceEnd = payload.indexOf(' ', 2);
@@ -436,8 +446,13 @@ export class PostgresLockBackend implements LockBackend {
       const tokenEnd = payload.indexOf(' ', fenceEnd + 1);
       if (tokenEnd < 0) return;
       key = payload.slice(tokenEnd + 1);
-      const token = payload.slice(fenceEnd + 1, tokenEnd);
+      let token = payload.slice(fenceEnd + 1, tokenEnd);
+      const slash = token.indexOf('/');
+      const validFor = slash < 0 ? undefined : Number(token.slice(slash + 1));
+      if (slash >= 0) token = token.slice(0, slash);
+      if (!/^[0-9]+$/.test(fence) || (validFor !== undefined && !Number.isSafeInteger(validFor))) return;
       event = { type: 'granted', key, token, fence: BigInt(fence) };
+      if (validFor !== undefined) event.validFor = validFor;
       this.forgetWaiter(key, token);
     } else if (type === 'r') {
       key = payload.slice(fenceEnd + 1);

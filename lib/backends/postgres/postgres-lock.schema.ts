@@ -12,7 +12,7 @@ export const DEFAULT_POSTGRES_TABLE = 'distributed_locks';
  * Version of the SQL objects. Function names carry it, so two versions of the library running side
  * by side during a deploy never call each other's functions; a change to any function body bumps it.
  */
-const SCHEMA_VERSION = 'v1';
+const SCHEMA_VERSION = 'v2';
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MAX_SCHEMA_BYTES = 63;
@@ -126,6 +126,12 @@ const DURABILITY = `IF p_relaxed THEN
     ${FLUSH_AT_COMMIT}
   END IF;`;
 
+/**
+ * The value of `durable_until` written by a lock function whose lease now ends at `expires`: the
+ * same when the commit flushes (durability 'full'); NULL (no bound) when it may not (p_relaxed).
+ */
+const FLUSHED_UNTIL = (expires: string): string => `CASE WHEN p_relaxed THEN NULL ELSE ${expires} END`;
+
 /** Fences between two durable reservations. */
 const FENCE_RESERVATION_STEP = 100_000;
 
@@ -194,12 +200,17 @@ END
 $fn$;
 
 -- One row per key. token is NULL once released; expires_at is on the database clock.
+-- durable_until (durability 'full'): a crash cannot bring back a state of the row whose lease ends
+-- before it. It equals expires_at after a flushed commit; a hand-off that commits without waiting for
+-- the flush carries the earlier bound forward (see the release function). NULL: no bound known.
 CREATE TABLE IF NOT EXISTS ${n.leases} (
-  key        text COLLATE "C" PRIMARY KEY,
-  token      text,
-  fence      bigint NOT NULL,
-  expires_at timestamptz NOT NULL
+  key           text COLLATE "C" PRIMARY KEY,
+  token         text,
+  fence         bigint NOT NULL,
+  expires_at    timestamptz NOT NULL,
+  durable_until timestamptz
 ) WITH (fillfactor = 50);
+ALTER TABLE ${n.leases} ADD COLUMN IF NOT EXISTS durable_until timestamptz;
 
 -- Waiters in FIFO order. UNLOGGED: joining the queue writes no WAL and commits without a flush;
 -- a crash empties it and the waiters' re-checks rebuild it.
@@ -251,7 +262,7 @@ BEGIN
       END IF;
       -- token holds the key already (handed over): renew.
       DELETE FROM ${n.queue} q WHERE q.key = p_key AND q.token = p_token;
-      UPDATE ${n.leases} l SET expires_at = clock_timestamp() + p_ttl ${ms}
+      UPDATE ${n.leases} l SET expires_at = clock_timestamp() + p_ttl ${ms}, durable_until = ${FLUSHED_UNTIL('clock_timestamp() + p_ttl ' + ms)}
         WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp()
         RETURNING l.fence INTO v_fence;
       IF FOUND THEN
@@ -275,7 +286,8 @@ BEGIN
       v_token := v_head_token;
     END IF;
 
-    UPDATE ${n.leases} l SET token = v_token, fence = ${n.fence}(), expires_at = clock_timestamp() + v_head_ttl ${ms}
+    UPDATE ${n.leases} l SET token = v_token, fence = ${n.fence}(), expires_at = clock_timestamp() + v_head_ttl ${ms},
+        durable_until = ${FLUSHED_UNTIL('clock_timestamp() + v_head_ttl ' + ms)}
       WHERE l.key = p_key AND (l.token IS NULL OR l.expires_at <= clock_timestamp())
       RETURNING l.fence INTO v_fence;
     IF NOT FOUND THEN
@@ -284,8 +296,8 @@ BEGIN
       END IF;
       -- Rows are deleted only long after their lease ended (housekeeping), far longer than any
       -- statement may run, so this fence cannot be older than one granted on a deleted row.
-      INSERT INTO ${n.leases} AS l (key, token, fence, expires_at)
-        VALUES (p_key, v_token, ${n.fence}(), clock_timestamp() + v_head_ttl ${ms})
+      INSERT INTO ${n.leases} AS l (key, token, fence, expires_at, durable_until)
+        VALUES (p_key, v_token, ${n.fence}(), clock_timestamp() + v_head_ttl ${ms}, ${FLUSHED_UNTIL('clock_timestamp() + v_head_ttl ' + ms)})
         ON CONFLICT (key) DO NOTHING
         RETURNING l.fence INTO v_fence;
       IF NOT FOUND THEN
@@ -328,7 +340,7 @@ BEGIN
   WITH x AS (
     SELECT * FROM unnest(p_keys, p_tokens, p_ttls) WITH ORDINALITY AS x(key, token, ttl, i)
   ), done AS (
-    UPDATE ${n.leases} l SET expires_at = clock_timestamp() + x.ttl ${ms}
+    UPDATE ${n.leases} l SET expires_at = clock_timestamp() + x.ttl ${ms}, durable_until = ${FLUSHED_UNTIL('clock_timestamp() + x.ttl ' + ms)}
       FROM x
       WHERE l.key = x.key AND l.token = x.token AND l.expires_at > clock_timestamp()
       RETURNING x.i
@@ -342,13 +354,22 @@ $fn$;
 -- the oldest live waiter (new fence, the waiter's own ttl) and notifies it, unless it is one of
 -- p_local (waiters of the calling process, which wakes them itself from this function's result), or
 -- marks the key free and notifies.
+-- With durability 'full', a hand-off commits without waiting for its WAL flush when the row's state
+-- is covered for long enough: a crash can then lose the hand-off, but only by bringing back a state
+-- whose lease lasts until durable_until, so nobody else can take the key before it. The new holder
+-- is told so (granted_valid_for, ms): its lease is certain only that long until its first flushed
+-- extension. Otherwise (or when the fence function must flush anyway) the commit flushes.
 CREATE OR REPLACE FUNCTION ${n.release}(p_key text, p_token text, p_relaxed boolean, p_local text[],
-    OUT released boolean, OUT ended_fence bigint, OUT granted_token text, OUT granted_fence bigint)
+    OUT released boolean, OUT ended_fence bigint, OUT granted_token text, OUT granted_fence bigint,
+    OUT granted_valid_for integer)
 LANGUAGE plpgsql AS $fn$
 DECLARE
   v_head_token text;
   v_head_ttl integer;
   v_fence bigint;
+  v_expires timestamptz;
+  v_durable timestamptz;
+  v_bound timestamptz;
 BEGIN
   ${DURABILITY}
   -- Row locks are always taken queue rows first, lease row last (in every function).
@@ -357,11 +378,23 @@ BEGIN
   SELECT q.token, q.ttl INTO v_head_token, v_head_ttl FROM ${n.queue} q
     WHERE q.key = p_key AND q.token <> p_token AND q.expires_at > clock_timestamp()
     ORDER BY q.joined_at, q.token LIMIT 1 FOR UPDATE;
-  -- One update ends the lease and, with a waiter, starts the waiter's (new fence, its own ttl).
+  IF v_head_token IS NOT NULL AND NOT p_relaxed THEN
+    SELECT l.expires_at, l.durable_until INTO v_expires, v_durable FROM ${n.leases} l
+      WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp() FOR UPDATE;
+    -- Covered for at least two thirds of the new holder's ttl: its watchdog extends (flushed) at a third.
+    IF v_durable IS NOT NULL AND least(v_durable, v_expires) >= clock_timestamp() + (v_head_ttl * 2 / 3) ${ms} THEN
+      v_bound := least(v_durable, v_expires);
+      PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+  END IF;
+  -- One update ends the lease and, with a waiter, starts the waiter's (new fence, its own ttl). The
+  -- fence function may raise synchronous_commit again: the commit then flushes, and v_bound stays a
+  -- safe (early) bound.
   UPDATE ${n.leases} l SET
       token = v_head_token,
       fence = CASE WHEN v_head_token IS NULL THEN l.fence ELSE ${n.fence}() END,
-      expires_at = clock_timestamp() + coalesce(v_head_ttl, 0) ${ms}
+      expires_at = clock_timestamp() + coalesce(v_head_ttl, 0) ${ms},
+      durable_until = coalesce(v_bound, ${FLUSHED_UNTIL('clock_timestamp() + coalesce(v_head_ttl, 0) ' + ms)})
     WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp()
     RETURNING l.fence INTO v_fence;
   released := FOUND;
@@ -372,8 +405,11 @@ BEGIN
     DELETE FROM ${n.queue} q WHERE q.key = p_key AND q.token = v_head_token;
     granted_token := v_head_token;
     granted_fence := v_fence;
+    IF v_bound IS NOT NULL THEN
+      granted_valid_for := greatest(0, floor(extract(epoch FROM v_bound - clock_timestamp()) * 1000))::integer;
+    END IF;
     IF p_local IS NULL OR NOT v_head_token = ANY (p_local) THEN
-      PERFORM pg_notify(${channel}, 'g ' || v_fence || ' ' || v_head_token || ' ' || p_key);
+      PERFORM pg_notify(${channel}, 'g ' || v_fence || ' ' || v_head_token || coalesce('/' || granted_valid_for, '') || ' ' || p_key);
     END IF;
   ELSE
     ended_fence := v_fence;

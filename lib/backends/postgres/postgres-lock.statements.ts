@@ -48,14 +48,14 @@ export class PostgresLockStatements {
   }
 
   /**
-   * Columns: released, ended_fence, granted_token, granted_fence. `localWaiters`: tokens waiting on
+   * Columns: released, ended_fence, granted_token, granted_fence, granted_valid_for. `localWaiters`: tokens waiting on
    * `key` in the calling process; a hand-off to one of them sends no notification.
    */
   release(key: string, token: string, localWaiters: Iterable<string> = []): string {
     const { escapeLiteral } = loadPg();
     const local = [...localWaiters].map((waiter) => escapeLiteral(waiter)).join(',');
     return this.bounded(
-      `SELECT released, ended_fence, granted_token, granted_fence FROM ${this.names.release}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${this.relaxed}, ${local ? `ARRAY[${local}]` : 'NULL'})`,
+      `SELECT released, ended_fence, granted_token, granted_fence, granted_valid_for FROM ${this.names.release}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${this.relaxed}, ${local ? `ARRAY[${local}]` : 'NULL'})`,
     );
   }
 

@@ -272,3 +272,74 @@ describe("postgresBackend: durability 'relaxed'", () => {
     expect(await locks.tryAcquire('async')).not.toBeNull();
   });
 });
+
+describe("postgresBackend: hand-offs that do not wait for the flush (durability 'full')", () => {
+  const row = async (key: string) => {
+    const [r] = await runSql<{ token: string | null; expires_at: Date; durable_until: Date | null }>(
+      url,
+      `SELECT token, expires_at, durable_until FROM "${schema}".distributed_locks WHERE key = 'pg:${key}'`,
+    );
+    return r;
+  };
+
+  // Both columns come from clock_timestamp() calls of one statement: microseconds apart.
+  const expectSameMoment = (a: Date, b: Date) => expect(Math.abs(a.getTime() - b.getTime())).toBeLessThanOrEqual(1);
+
+  it('happen only while the state a crash could bring back covers the new holder, whose deadline says so', async () => {
+    const [a, b, c] = [backend(), backend(), backend()].map((made) => new RecordingBackend(made));
+    const [first, second, third] = [a, b, c].map((made) => service(made, 3_000));
+    const held = (await first.tryAcquire('unflushed'))!;
+    const flushed = await row('unflushed');
+    // A lease taken by a flushed commit is durable until it ends.
+    expectSameMoment(flushed.durable_until!, flushed.expires_at);
+
+    // The waiters come later than the holder by more than the drift margin, so deadlines counted
+    // from their own attempts would outlast the first lease.
+    await sleep(400);
+    const pendingB = second.acquire('unflushed', { wait: 10_000 });
+    await b.whenQueued('pg:unflushed');
+    await first.release(held);
+    const guardB = await pendingB;
+    const afterB = await row('unflushed');
+    expect(afterB.token).toBe(guardB.token);
+    // The hand-off carried the bound of the state before it: a crash that loses it brings that
+    // state back, whose lease lasts until then; the new holder's deadline ends no later.
+    expectSameMoment(afterB.durable_until!, flushed.expires_at);
+    expect(afterB.expires_at.getTime()).toBeGreaterThan(afterB.durable_until!.getTime());
+    expect(guardB.expiresAt).toBeLessThanOrEqual(held.expiresAt + 50);
+
+    // A second hand-off in a row keeps the same bound.
+    const pendingC = third.acquire('unflushed', { wait: 10_000 });
+    await c.whenQueued('pg:unflushed');
+    await second.release(guardB);
+    const guardC = await pendingC;
+    expectSameMoment((await row('unflushed')).durable_until!, flushed.expires_at);
+    expect(guardC.expiresAt).toBeLessThanOrEqual(held.expiresAt + 50);
+
+    // A flushed extension makes the lease durable again, and the deadline whole.
+    const extendedAt = Date.now();
+    expect(await third.extend(guardC)).toBe(true);
+    const extended = await row('unflushed');
+    expectSameMoment(extended.durable_until!, extended.expires_at);
+    expect(guardC.expiresAt).toBeGreaterThanOrEqual(extendedAt + 3_000 - 33);
+
+    // A waiter whose ttl the bound does not cover gets a flushed hand-off and its whole ttl.
+    const long = service(a, 60_000);
+    const pendingD = long.acquire('unflushed', { wait: 10_000 });
+    await a.whenQueued('pg:unflushed');
+    await third.release(guardC);
+    const guardD = await pendingD;
+    const afterD = await row('unflushed');
+    expect(afterD.token).toBe(guardD.token);
+    expectSameMoment(afterD.durable_until!, afterD.expires_at);
+    expect(guardD.expiresAt).toBeGreaterThan(Date.now() + 50_000);
+    await long.release(guardD);
+  });
+
+  it("never happen with durability 'relaxed', which keeps no bound", async () => {
+    const locks = service(backend({ durability: 'relaxed' }), 3_000);
+    const held = (await locks.tryAcquire('relaxed-bound'))!;
+    expect((await row('relaxed-bound')).durable_until).toBeNull();
+    await locks.release(held);
+  });
+});

@@ -211,4 +211,60 @@ describe('postgresBackend faults on a private server', () => {
     expect(BigInt(reservation.upto)).toBeGreaterThan(fresh.fence);
     await after.release(fresh);
   });
+
+  it("keeps a hand-off that a crash undid from overlapping anyone: the state that comes back outlasts the new holder's deadline", async () => {
+    const url = server.url();
+    const make = (): PostgresLockBackend => {
+      const made = postgresBackend({ connection: url, schema: 'handoff_crash', statementTimeout: 2_000, recheckInterval: 100 });
+      backends.push(made);
+      return made;
+    };
+    // The WAL writer sleeps long, so a commit that does not wait for its flush stays in memory
+    // until the crash: the hand-off is then lost, as it may be on any crash.
+    await runSql(url, "ALTER SYSTEM SET wal_writer_delay = '10s'");
+    await runSql(url, 'SELECT pg_reload_conf()');
+    let undone = 0;
+    try {
+      for (let round = 0; round < 3; round++) {
+        const on = make();
+        const locks = service(on, 3_000);
+        const first = (await locks.tryAcquire('crash'))!;
+        // The waiter comes later than the holder by more than the drift margin, so a deadline counted
+        // from its own attempt would outlast the holder's lease.
+        await sleep(400);
+        const pending = locks.acquire('crash', { wait: 5_000 });
+        await eventually(async () => Number((await runSql<{ n: string }>(url, 'SELECT count(*) AS n FROM handoff_crash.distributed_locks_queue'))[0].n) === 1, {
+          within: 5_000,
+        });
+        await locks.release(first);
+        const second = await pending;
+        await server.halt('immediate');
+        await server.startServer();
+
+        const [row] = await runSql<{ token: string; expires_ms: string }>(
+          url,
+          `SELECT token, (extract(epoch FROM expires_at) * 1000)::bigint AS expires_ms FROM handoff_crash.distributed_locks WHERE key = 'fault:crash'`,
+        );
+        if (row.token === first.token) {
+          undone++;
+          // The lease that came back ends after the new holder's own deadline: nobody else could take
+          // the key while the new holder still believed it held it.
+          expect(Number(row.expires_ms)).toBeGreaterThanOrEqual(second.expiresAt);
+          expect(await locks.extend(second)).toBe(false);
+        } else {
+          expect(row.token).toBe(second.token);
+        }
+        const after = service(make(), 3_000);
+        const next = await after.acquire('crash', { wait: 15_000 });
+        expect(next.fence).toBeGreaterThan(second.fence);
+        await after.release(next);
+        await Promise.all(backends.splice(0).map((b) => b.close()));
+      }
+    } finally {
+      await runSql(url, 'ALTER SYSTEM RESET wal_writer_delay').catch(() => undefined);
+      await runSql(url, 'SELECT pg_reload_conf()').catch(() => undefined);
+    }
+    // With the WAL writer asleep, a crash right after the hand-off undoes it (it was not on disk).
+    expect(undone).toBeGreaterThan(0);
+  }, 90_000);
 });
