@@ -9,7 +9,7 @@ import type {
 } from './distributed-lock';
 import { DistributedLock } from './distributed-lock';
 import { driftMargin, MAX_TIMER_DELAY, SHUTDOWN_RELEASE_TIMEOUT } from './lock.constants';
-import { InvalidLockOptionsError, LockBackendError, LockError, LockLostError, LockTimeoutError } from './lock.errors';
+import { errorText, InvalidLockOptionsError, LockBackendError, LockError, LockLostError, LockTimeoutError } from './lock.errors';
 import { monotonicNow, scheduleAt, settleWithin, toEpochMs } from './lock-clock';
 import { findHeld, runHolding } from './lock-context';
 import { newLockToken } from './lock-token';
@@ -491,8 +491,4 @@ class Inbox {
     }
     return { type: 'retry' };
   }
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -65,3 +65,8 @@ export class LockBackendError extends LockError {
 
 /** A key, TTL, wait, guard or option is not valid. The message says what was given and what is allowed. */
 export class InvalidLockOptionsError extends LockError {}
+
+/** The message of a thrown value, whatever was thrown. */
+export function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

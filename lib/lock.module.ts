@@ -5,6 +5,7 @@ import { memoryBackend } from './backends/memory/memory-lock.backend';
 import { DistributedLock } from './distributed-lock';
 import { DistributedLockService } from './distributed-lock.service';
 import { LockErrorFilter } from './lock-error.filter';
+import { errorText } from './lock.errors';
 import type { LockModuleOptions } from './lock-module-options';
 import { resolveModuleSettings, validateModuleOptions } from './lock-module-settings';
 import {
@@ -58,7 +59,7 @@ export class LockModule extends ConfigurableLockModule implements OnApplicationB
   onApplicationBootstrap(): void {
     this.backend.ping().catch((error: unknown) => {
       new Logger('DistributedLock').warn(
-        `Lock backend ${this.backend.name} does not answer yet: ${error instanceof Error ? error.message : String(error)}`,
+        `Lock backend ${this.backend.name} does not answer yet: ${errorText(error)}`,
       );
     });
   }

@@ -2,7 +2,7 @@ import { Inject, Optional } from '@nestjs/common';
 import { PROPERTY_DEPS_METADATA } from '@nestjs/common/constants';
 import { DistributedLock } from '../distributed-lock';
 import { LOCK_SERVICE_PROPERTY, WITH_LOCK_METADATA } from '../lock.constants';
-import { InvalidLockOptionsError, LockTimeoutError } from '../lock.errors';
+import { errorText, InvalidLockOptionsError, LockTimeoutError } from '../lock.errors';
 import { describeValue, validateKey, validateOptionsObject, validateTtl, validateWait } from '../lock.validation';
 
 /** The key of a `@WithLock` method: a string, or a function of the method's arguments (`this` is the instance). */
@@ -141,7 +141,7 @@ function resolveKey(key: LockKey, self: unknown, args: unknown[], className: str
     value = key.apply(self, args);
   } catch (error) {
     throw new InvalidLockOptionsError(
-      `Invalid @WithLock key on ${className}.${String(method)}: the key function threw: ${error instanceof Error ? error.message : String(error)}`,
+      `Invalid @WithLock key on ${className}.${String(method)}: the key function threw: ${errorText(error)}`,
       { cause: error },
     );
   }

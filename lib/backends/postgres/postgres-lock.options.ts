@@ -1,4 +1,5 @@
 import type { ClientConfig, Pool, PoolConfig } from 'pg';
+import { MAX_TIMER_DELAY } from '../../lock.constants';
 import { InvalidLockOptionsError } from '../../lock.errors';
 import { describeValue } from '../../lock.validation';
 import { PostgresLockNames, type PostgresLockTableOptions } from './postgres-lock.schema';
@@ -92,9 +93,9 @@ function isPool(value: unknown): value is Pool {
 
 function checkMs(name: string, value: unknown, fallback: number, { min, allowZero = false }: { min: number; allowZero?: boolean }): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value > 2 ** 31 - 1 || (value < min && !(allowZero && value === 0))) {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value > MAX_TIMER_DELAY || (value < min && !(allowZero && value === 0))) {
     throw new InvalidLockOptionsError(
-      `Invalid postgresBackend ${name}: expected an integer number of milliseconds from ${min} to ${2 ** 31 - 1}` +
+      `Invalid postgresBackend ${name}: expected an integer number of milliseconds from ${min} to ${MAX_TIMER_DELAY}` +
         `${allowZero ? ' (or 0 to turn it off)' : ''}, got ${describeValue(value)}`,
     );
   }

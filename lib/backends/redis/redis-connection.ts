@@ -16,7 +16,6 @@ export type RedisClient = Redis | Cluster;
  */
 const MAX_COMMANDS_PER_WRITE = 16;
 
-
 /**
  * ioredis' `Command` class, when `client` is a single-server client of the ioredis copy this package
  * loads (so the class and the client come from the same copy); otherwise undefined.
@@ -194,10 +193,10 @@ export class RedisConnection {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.deadlines.close();
     if (!this.owned) {
       this.client.off('error', this.onError);
       this.client.off('ready', this.onReady);
+      this.deadlines.close();
       return;
     }
     // The error listener stays: a late socket error of a closing client must not go unhandled.

@@ -85,7 +85,7 @@ export class RedisLockBackend implements LockBackend {
 
   tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
     const keys = redisLockKeys(key);
-    const args: Array<string | number> = [ACQUIRE.sha, 4, keys.lease, keys.queue, keys.waiters, keys.fence, token + this.acquireSuffix, ttl];
+    const args: Array<string | number> = [ACQUIRE.sha, ACQUIRE.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, token + this.acquireSuffix, ttl];
     if (queue && queue.lease > 0) args.push(queue.lease);
     const read = (reply: unknown): AcquireResult => this.readAcquire(key, keys, reply as AcquireReply);
     const answer = this.settings.replicaAck
@@ -100,7 +100,7 @@ export class RedisLockBackend implements LockBackend {
 
   extend(key: string, token: string, ttl: number): Promise<boolean> {
     const keys = redisLockKeys(key);
-    return this.connection.evalScript('extend', EXTEND, [EXTEND.sha, 1, keys.lease, token, ttl], isOne);
+    return this.connection.evalScript('extend', EXTEND, [EXTEND.sha, EXTEND.numberOfKeys, keys.lease, token, ttl], isOne);
   }
 
   /**
@@ -132,7 +132,7 @@ export class RedisLockBackend implements LockBackend {
 
   release(key: string, token: string): Promise<boolean> {
     const keys = redisLockKeys(key);
-    const args = [RELEASE.sha, 4, keys.lease, keys.queue, keys.waiters, keys.fence, token + this.releaseSuffix];
+    const args = [RELEASE.sha, RELEASE.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, token + this.releaseSuffix];
     return this.connection.evalScript('release', RELEASE, args, (reply) => this.readRelease(key, keys, reply as ReleaseReply));
   }
 
@@ -170,17 +170,21 @@ export class RedisLockBackend implements LockBackend {
       }
       return { fence: null, retryIn: -reply };
     }
-    this.observe(reply[1]);
-    this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: reply[0], fence: BigInt(reply[1]) });
+    this.handedOver(key, keys, reply[0], reply[1]);
     return { fence: null, retryIn: reply[2] };
   }
 
   /** Reads a release reply; a hand-off is delivered at once to a waiter of this process. */
   private readRelease(key: string, keys: RedisLockKeys, reply: ReleaseReply): boolean {
     if (typeof reply === 'number') return reply === 1;
-    this.observe(reply[1]);
-    this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: reply[0], fence: BigInt(reply[1]) });
+    this.handedOver(key, keys, reply[0], reply[1]);
     return true;
+  }
+
+  /** A script of this process handed the lock to `waiter`: a waiter of this process is woken at once. */
+  private handedOver(key: string, keys: RedisLockKeys, waiter: string, fence: number): void {
+    this.observe(fence);
+    this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: waiter, fence: BigInt(fence) });
   }
 
   private channelOf(keys: RedisLockKeys): string {
