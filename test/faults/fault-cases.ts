@@ -3,7 +3,7 @@ import { Client } from 'pg';
 import { dropSchema, sharedDatabaseUrl } from '../support/postgres-database';
 import { PrivatePostgres } from '../support/postgres-server';
 import { RedisServerProcess } from '../support/redis-servers';
-import { TcpFaultProxy } from '../support/tcp-fault-proxy';
+import { TcpFaultProxy, type ProxyMode } from '../support/tcp-fault-proxy';
 import type { FaultCase, FaultRun } from './fault-runner';
 import type { CheckOptions, HistoryEvent } from './history';
 import type { BackendSpec, ResourceSpec } from './worker-config';
@@ -132,6 +132,30 @@ function processFaults(backend: 'redis' | 'postgres'): FaultCaseDefinition[] {
   ];
 }
 
+/**
+ * The faults a TcpFaultProxy between the workers and the server injects, the same for every
+ * backend: 150 ms of latency both ways for 2 × TTL; packets dropped (the stream stalls) and a
+ * partition (connections cut, new ones refused) for 1.5 × TTL each.
+ */
+function proxyFaults<Env extends { proxy?: TcpFaultProxy }>(
+  define: (fault: string, inject: (env: Env, run: FaultRun, shape: CaseShape) => Promise<void>, withProxy: boolean) => FaultCaseDefinition,
+): FaultCaseDefinition[] {
+  const through = (fault: string, name: string, ttls: number, mode: ProxyMode): FaultCaseDefinition =>
+    define(
+      fault,
+      async (env, run, shape) => {
+        await holderOf(run, shape, 'read');
+        await window(run, name, shape.ttl * ttls, () => env.proxy!.set(mode), () => env.proxy!.set({ kind: 'pass' }));
+      },
+      true,
+    );
+  return [
+    through('proxy latency 150 ms', 'latency', 2, { kind: 'latency', ms: 150 }),
+    through('proxy drop longer than the TTL', 'drop', 1.5, { kind: 'drop' }),
+    through('proxy partition longer than the TTL', 'partition', 1.5, { kind: 'partition' }),
+  ];
+}
+
 function redisServerFaults(): FaultCaseDefinition[] {
   const define = (
     fault: string,
@@ -183,18 +207,7 @@ function redisServerFaults(): FaultCaseDefinition[] {
       await admin(redis.server, 'CLIENT', 'KILL', 'TYPE', 'pubsub');
       run.mark('*', 'CLIENT KILL', 'end');
     }),
-    define('proxy latency 150 ms', async (redis, run, shape) => {
-      await holderOf(run, shape, 'read');
-      await window(run, 'latency', shape.ttl * 2, () => redis.proxy!.set({ kind: 'latency', ms: 150 }), () => redis.proxy!.set({ kind: 'pass' }));
-    }, true),
-    define('proxy drop longer than the TTL', async (redis, run, shape) => {
-      await holderOf(run, shape, 'read');
-      await window(run, 'drop', shape.ttl * 1.5, () => redis.proxy!.set({ kind: 'drop' }), () => redis.proxy!.set({ kind: 'pass' }));
-    }, true),
-    define('proxy partition longer than the TTL', async (redis, run, shape) => {
-      await holderOf(run, shape, 'read');
-      await window(run, 'partition', shape.ttl * 1.5, () => redis.proxy!.set({ kind: 'partition' }), () => redis.proxy!.set({ kind: 'pass' }));
-    }, true),
+    ...proxyFaults(define),
   ];
 }
 
@@ -281,18 +294,7 @@ function postgresServerFaults(): FaultCaseDefinition[] {
       await terminate(env.appName);
       run.mark('*', 'pg_terminate_backend', 'end');
     }),
-    shared('proxy latency 150 ms', async (env, run, shape) => {
-      await holderOf(run, shape, 'read');
-      await window(run, 'latency', shape.ttl * 2, () => env.proxy!.set({ kind: 'latency', ms: 150 }), () => env.proxy!.set({ kind: 'pass' }));
-    }, true),
-    shared('proxy drop longer than the TTL', async (env, run, shape) => {
-      await holderOf(run, shape, 'read');
-      await window(run, 'drop', shape.ttl * 1.5, () => env.proxy!.set({ kind: 'drop' }), () => env.proxy!.set({ kind: 'pass' }));
-    }, true),
-    shared('proxy partition longer than the TTL', async (env, run, shape) => {
-      await holderOf(run, shape, 'read');
-      await window(run, 'partition', shape.ttl * 1.5, () => env.proxy!.set({ kind: 'partition' }), () => env.proxy!.set({ kind: 'pass' }));
-    }, true),
+    ...proxyFaults(shared),
     {
       name: 'postgres: PostgreSQL restart',
       backend: 'postgres',
