@@ -66,6 +66,8 @@ interface Lease {
 }
 
 const LEASE = Symbol('lease');
+/** The reason a held lock's signal aborts with once the hold ends normally (one instance: no stack per hold). */
+const RELEASED = new DOMException('The lock was released: it is no longer held', 'AbortError');
 type HeldSignal = AbortSignal & { [LEASE]?: WithLockLease };
 const signalAccessor = (name: 'aborted' | 'reason'): ((this: AbortSignal) => unknown) =>
   Object.getOwnPropertyDescriptor(AbortSignal.prototype, name)!.get!;
@@ -155,7 +157,7 @@ class WithLockLease implements Lease, Hold {
     if (this.state === 'ended') return;
     this.state = state;
     this.watch?.stop();
-    this.controller.abort(new DOMException(`The lock "${this.guard.key}" was released: it is no longer held`, 'AbortError'));
+    this.controller.abort(RELEASED);
   }
 }
 
