@@ -30,7 +30,14 @@ async function main(): Promise<void> {
       await locks.withLock(key, async (held) => {
         const fence = held.fence.toString();
         emit({ type: 'acquired', key, fence, ttl: config.ttl });
-        held.signal.addEventListener('abort', () => emit({ type: 'lost', key, fence }), { once: true });
+        // The signal also aborts (with an AbortError) when the hold ends normally; only a loss counts.
+        held.signal.addEventListener(
+          'abort',
+          () => {
+            if (held.signal.reason instanceof LockLostError) emit({ type: 'lost', key, fence });
+          },
+          { once: true },
+        );
         try {
           const read = await resource.read(config.resourceName, held.fence);
           emit({ type: 'read', key, fence, value: read.value, ok: read.ok });
