@@ -7,9 +7,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DistributedLockService, LockLostError, LockTimeoutError } from '../../lib';
 import { createBackend, createResource, type WorkerConfig } from './worker-config';
 import type { HistoryEvent } from './history';
+import { historyNow } from './history-clock';
 
 const config = JSON.parse(process.env.LOCK_WORKER_CONFIG ?? '{}') as WorkerConfig;
-const now = (): number => performance.timeOrigin + performance.now();
+const now = historyNow;
 
 type Payload = HistoryEvent extends infer E ? (E extends HistoryEvent ? Omit<E, 't' | 'worker'> : never) : never;
 function emit(event: Payload): void {
