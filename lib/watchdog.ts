@@ -1,5 +1,6 @@
 import { driftMargin, MAX_TIMER_DELAY } from './lock.constants';
 import { monotonicNow } from './lock-clock';
+import { MinHeap } from './min-heap';
 import type { ExtendItem } from './backends/lock-backend';
 
 /** A lease under the watchdog's care. */
@@ -92,7 +93,7 @@ const UNCONFIRMED = 'no extension was confirmed before the local deadline (the b
  * blocked event loop): `confirm()` checks the deadline whenever the holder asks.
  */
 export class Watchdog {
-  private heap: Node[] = [];
+  private readonly heap = new MinHeap<Node>((node) => node.at);
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private entries = new Set<Entry>();
@@ -139,7 +140,7 @@ export class Watchdog {
   /** Stops every watch (the module is shutting down). */
   stopAll(): void {
     for (const entry of [...this.entries]) this.finish(entry);
-    this.heap = [];
+    this.heap.clear();
     this.disarm();
   }
 
@@ -149,7 +150,7 @@ export class Watchdog {
     entry.version++;
     this.entries.delete(entry);
     if (this.entries.size === 0) {
-      this.heap = [];
+      this.heap.clear();
       this.disarm();
     }
   }
@@ -169,7 +170,7 @@ export class Watchdog {
   private schedule(entry: Entry): void {
     entry.version++;
     const at = entry.own ? entry.deadline : Math.min(entry.extendAt, entry.deadline);
-    this.push({ at, entry, version: entry.version });
+    this.heap.push({ at, entry, version: entry.version });
     if (at < this.timerAt) this.arm(at);
   }
 
@@ -193,20 +194,19 @@ export class Watchdog {
     const now = monotonicNow();
     const due: Entry[] = [];
     const lost: Entry[] = [];
-    while (this.heap.length > 0) {
-      const top = this.heap[0];
+    for (let top = this.heap.peek(); top; top = this.heap.peek()) {
       const entry = top.entry;
       if (top.version !== entry.version || entry.done) {
-        this.pop();
+        this.heap.pop();
         continue;
       }
       // Extensions may go a little early so that neighbours share a batch; deadlines never do.
       const window = Math.min(20, entry.ttl / 10);
       if (entry.deadline <= now) {
-        this.pop();
+        this.heap.pop();
         lost.push(entry);
       } else if (!entry.own && entry.extendAt <= now + window) {
-        this.pop();
+        this.heap.pop();
         due.push(entry);
       } else {
         break;
@@ -214,7 +214,7 @@ export class Watchdog {
     }
     for (const entry of lost) this.lose(entry, entry.flight ? UNCONFIRMED : PAST_DEADLINE);
     if (due.length > 0) this.extend(due, now);
-    const next = this.heap[0];
+    const next = this.heap.peek();
     if (next && next.at < this.timerAt) this.arm(next.at);
   }
 
@@ -266,35 +266,5 @@ export class Watchdog {
       }
     }
     this.schedule(entry);
-  }
-
-  private push(node: Node): void {
-    const heap = this.heap;
-    heap.push(node);
-    let i = heap.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (heap[parent].at <= node.at) break;
-      heap[i] = heap[parent];
-      i = parent;
-    }
-    heap[i] = node;
-  }
-
-  private pop(): void {
-    const heap = this.heap;
-    const last = heap.pop()!;
-    if (heap.length === 0) return;
-    let i = 0;
-    for (;;) {
-      const left = 2 * i + 1;
-      if (left >= heap.length) break;
-      const right = left + 1;
-      const child = right < heap.length && heap[right].at < heap[left].at ? right : left;
-      if (heap[child].at >= last.at) break;
-      heap[i] = heap[child];
-      i = child;
-    }
-    heap[i] = last;
   }
 }
