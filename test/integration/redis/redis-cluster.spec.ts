@@ -72,6 +72,20 @@ describe('redisBackend on a spawned Cluster of 3 masters + 3 replicas', () => {
       }
     });
 
+    it('reports a release as false when the lease was gone (deleted, as FLUSHALL or an eviction would)', async () => {
+      const backend = redisBackend({ cluster: { nodes: startupNodes() } });
+      backends.push(backend);
+      const admin = new Cluster(startupNodes());
+      try {
+        const token = 'f'.repeat(32);
+        expect((await backend.tryAcquire('c:vanished', token, 10_000)).fence).not.toBeNull();
+        expect(await admin.del(redisLockKeys('c:vanished').lease)).toBe(1);
+        expect(await backend.release('c:vanished', token)).toBe(false);
+      } finally {
+        admin.disconnect();
+      }
+    });
+
     it('wakes waiters through sharded pub/sub on the shard that owns the lock', async () => {
       const a = service();
       const b = service();
