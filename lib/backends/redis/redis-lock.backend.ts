@@ -1,7 +1,9 @@
+import { Logger } from '@nestjs/common';
 import type { ChainableCommander } from 'ioredis';
 import { LockBackendError } from '../../lock.errors';
 import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } from '../lock-backend';
 import { RedisConnection } from './redis-connection';
+import { evictionWarning, readEvictionPolicies } from './redis-eviction-check';
 import { redisLockKeys, type RedisLockKeys } from './redis-key-layout';
 import { readAcquireReply, readFlag, readReleaseReply } from './redis-lock.replies';
 import { RedisLockSubscriber } from './redis-lock.subscriber';
@@ -61,6 +63,9 @@ export class RedisLockBackend implements LockBackend {
   /** What each operation is called in errors: `acquire on Redis at host:port`, … */
   private readonly names: { readonly acquire: string; readonly extend: string; readonly release: string };
   private readonly readExtend = (reply: unknown): boolean => readFlag(this.names.extend, reply);
+  /** The check of the server's eviction policy: started by the first acquisition or ping, done once answered. */
+  private evictionCheck: Promise<void> | undefined;
+  private readonly logger = new Logger('RedisLockBackend');
 
   constructor(
     readonly connection: RedisConnection,
@@ -84,6 +89,7 @@ export class RedisLockBackend implements LockBackend {
   }
 
   tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
+    if (this.evictionCheck === undefined) void this.checkEvictionPolicy();
     const keys = redisLockKeys(key);
     const args: Array<string | number> = [ACQUIRE.sha, ACQUIRE.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, token + this.acquireSuffix, ttl];
     if (queue && queue.lease > 0) args.push(queue.lease);
@@ -152,8 +158,11 @@ export class RedisLockBackend implements LockBackend {
     return this.subscriber.subscribe(this.channelOf(redisLockKeys(key)), key, deliver);
   }
 
-  ping(): Promise<void> {
-    return this.connection.run('PING', () => this.connection.client.ping()).then(() => undefined);
+  /** PING; the first one also waits for the check of the eviction policy (whose failure it ignores). */
+  async ping(): Promise<void> {
+    const check = this.checkEvictionPolicy();
+    await this.connection.run('PING', () => this.connection.client.ping());
+    await check;
   }
 
   async close(): Promise<void> {
@@ -206,6 +215,24 @@ export class RedisLockBackend implements LockBackend {
       this.acquireSuffix = this.acquireMode + floor;
       this.releaseSuffix = this.releaseMode + floor;
     }
+  }
+
+  /**
+   * Reads the server's `maxmemory-policy` once and warns when it can evict lock keys. A refusal
+   * (NOPERM, CONFIG renamed on a managed service) ends the check silently; no answer at all (the
+   * server unreachable) lets the next acquisition or ping try again.
+   */
+  private checkEvictionPolicy(): Promise<void> {
+    this.evictionCheck ??= readEvictionPolicies(this.connection).then(
+      (policies) => {
+        const warning = evictionWarning(this.endpoint, policies);
+        if (warning) this.logger.warn(warning);
+      },
+      () => {
+        this.evictionCheck = undefined;
+      },
+    );
+    return this.evictionCheck;
   }
 
   private releaseInBackground(key: string, token: string): void {
