@@ -13,10 +13,12 @@ import { errorText, InvalidLockOptionsError, LockBackendError, LockError, LockLo
 import { Acquisition, type AcquisitionHost, type Grant } from './lock-acquisition';
 import { monotonicNow, settleWithin, toEpochMs } from './lock-clock';
 import { findHold, runHolding, type Hold } from './lock-context';
+import { LeaseExpiries } from './lease-expiries';
 import {
   describeValue,
   validateGuardShape,
   validateKey,
+  validateMinHold,
   validateOptionsObject,
   validateSignal,
   validateTtl,
@@ -64,6 +66,9 @@ interface Lease {
   /** Set once shutdown released it, so the work's own exit does not try again. */
   releasedAtShutdown?: boolean;
 }
+
+const ACQUIRE_OPTIONS = ['ttl', 'wait', 'signal'] as const;
+const WITH_LOCK_OPTIONS = [...ACQUIRE_OPTIONS, 'minHold'] as const;
 
 const LEASE = Symbol('lease');
 /** The reason a held lock's signal aborts with once the hold ends normally (one instance: no stack per hold). */
@@ -176,6 +181,8 @@ export class DistributedLockService extends DistributedLock {
   private readonly leases = new WeakMap<object, Lease>();
   /** Leases not yet released, released at shutdown. */
   private readonly active = new Set<Lease>();
+  /** When the leases of `tryAcquire`/`acquire` end by their TTL if nobody releases them: then they are forgotten. */
+  private readonly expiries = new LeaseExpiries<Lease>((lease) => this.active.delete(lease));
   /** Releases still running in the background (abandoned waits), awaited at shutdown. */
   private readonly cleanups = new Set<Promise<unknown>>();
   /** What acquisitions need from the service; its `waiting` set holds the waits in progress. */
@@ -246,7 +253,12 @@ export class DistributedLockService extends DistributedLock {
       if (extended) held.guard.expiresAt = toEpochMs(held.watch.deadline);
       return extended && held.live();
     }
-    if (extended && lease) lease.guard.expiresAt = toEpochMs(sentAt + leaseTtl - driftMargin(leaseTtl));
+    if (extended && lease) {
+      lease.guard.expiresAt = toEpochMs(sentAt + leaseTtl - driftMargin(leaseTtl));
+      // Renewed: held again until the new end, even if it had been forgotten as ended.
+      this.active.add(lease);
+      this.expiries.set(lease, this.endOf(leaseTtl));
+    }
     return extended;
   }
 
@@ -278,7 +290,8 @@ export class DistributedLockService extends DistributedLock {
   }
 
   async withLock<T>(key: string, fn: (lock: HeldLock) => T | Promise<T>, options?: WithLockOptions): Promise<T> {
-    const { ttl, wait, signal } = this.resolveOptions('withLock options', key, options);
+    const { ttl, wait, signal } = this.resolveOptions('withLock options', key, options, WITH_LOCK_OPTIONS);
+    const minHold = options?.minHold === undefined ? 0 : validateMinHold(options.minHold, 'withLock minHold');
     if (typeof fn !== 'function') {
       throw new InvalidLockOptionsError(`Invalid withLock work: expected a function, got ${describeValue(fn)}`);
     }
@@ -287,6 +300,7 @@ export class DistributedLockService extends DistributedLock {
 
     const grant = await this.obtain(key, ttl, wait, signal);
     const lease = this.issueHeld(key, ttl, grant);
+    const workStartedAt = monotonicNow();
     let succeeded = false;
     let value: T | undefined;
     let failure: unknown;
@@ -305,12 +319,15 @@ export class DistributedLockService extends DistributedLock {
     this.forget(lease);
     let lost = lease.lost;
     if (!releasedByHolder && !lease.releasedAtShutdown) {
-      const released = await this.releaseQuietly(lease, failure);
-      if (released === false && !lost) {
+      const left = Math.ceil(minHold - (monotonicNow() - workStartedAt));
+      // minHold: the lease stays until start + minHold, then ends by itself; a lost one is released.
+      const ended = !lost && left >= 1 ? await this.keepFor(lease, left) : await this.releaseQuietly(lease, failure);
+      if (ended === false && !lost) {
         lost = new LockLostError(
           key,
-          'the release found the lease already gone: it ended or was removed from the backend while the work ran (evicted, flushed, failed over)',
+          'the lease was already gone when the work ended: it expired or was removed from the backend while the work ran (evicted, flushed, failed over)',
         );
+        this.reportLost(lease, lost.detail);
       }
     }
     if (lost) {
@@ -332,6 +349,7 @@ export class DistributedLockService extends DistributedLock {
       return acquisition.finished!;
     });
     this.watchdog.stopAll();
+    this.expiries.clear();
     const leases = [...this.active];
     for (const lease of leases) {
       this.forget(lease);
@@ -359,9 +377,14 @@ export class DistributedLockService extends DistributedLock {
     return value;
   }
 
-  private resolveOptions(where: string, key: unknown, options: unknown): { ttl: number; wait: number; signal?: AbortSignal } {
+  private resolveOptions(
+    where: string,
+    key: unknown,
+    options: unknown,
+    allowed: readonly string[] = ACQUIRE_OPTIONS,
+  ): { ttl: number; wait: number; signal?: AbortSignal } {
     validateKey(key);
-    const opts = validateOptionsObject(where, options, ['ttl', 'wait', 'signal']);
+    const opts = validateOptionsObject(where, options, allowed);
     return {
       ttl: opts.ttl === undefined ? this.defaultTtl : validateTtl(opts.ttl),
       wait: opts.wait === undefined ? this.defaultWait : validateWait(opts.wait),
@@ -385,7 +408,24 @@ export class DistributedLockService extends DistributedLock {
     const lease: Lease = { guard, backendKey: this.keyPrefix + key, token: grant.token, ttl };
     this.leases.set(guard, lease);
     this.active.add(lease);
+    this.expiries.set(lease, this.endOf(ttl));
     return guard;
+  }
+
+  /**
+   * A monotonic time by which a lease of `ttl` granted or renewed by an answer that just arrived has
+   * certainly ended at the backend (the backend started it before it answered), drift included.
+   */
+  private endOf(ttl: number): number {
+    return monotonicNow() + ttl + driftMargin(ttl);
+  }
+
+  /** Logs a lost lease the moment it is found lost: the work should stop. */
+  private reportLost(lease: WithLockLease, detail: string): void {
+    this.logger.warn(
+      `Lock "${lease.guard.key}" (fence ${lease.guard.fence}) was lost: ${detail}. ` +
+        'The work under it no longer runs exclusively and should stop; its signal is aborted.',
+    );
   }
 
   /** Turns a grant into the lease `withLock` holds, under the watchdog's care. */
@@ -410,7 +450,10 @@ export class DistributedLockService extends DistributedLock {
         onConfirmed: (deadline) => {
           lease.guard.expiresAt = toEpochMs(deadline);
         },
-        onLost: (detail) => lease.lose(new LockLostError(key, detail)),
+        onLost: (detail) => {
+          lease.lose(new LockLostError(key, detail));
+          this.reportLost(lease, detail);
+        },
       },
       grant.startedAt,
       grant.validFor,
@@ -431,6 +474,20 @@ export class DistributedLockService extends DistributedLock {
   private forget(lease: Lease): void {
     if (lease instanceof WithLockLease) lease.watch?.stop();
     this.active.delete(lease);
+    this.expiries.delete(lease);
+  }
+
+  /**
+   * Sets the lease to end `ms` from now (minHold) and leaves it to expire. True/false as the backend
+   * answered; undefined when it failed (logged: the lease then ends by its TTL).
+   */
+  private async keepFor(lease: Lease, ms: number): Promise<boolean | undefined> {
+    try {
+      return await this.backend.extend(lease.backendKey, lease.token, ms);
+    } catch (error) {
+      this.logger.warn(`Keeping lock "${lease.guard.key}" for its minHold failed (it ends by its TTL instead): ${errorText(error)}`);
+      return undefined;
+    }
   }
 
   /** Releases the lease after its work; true/false as the backend answered, undefined when it failed (logged). */

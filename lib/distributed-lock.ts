@@ -45,7 +45,16 @@ export interface AcquireOptions extends TryAcquireOptions {
   signal?: AbortSignal;
 }
 
-export type WithLockOptions = AcquireOptions;
+export interface WithLockOptions extends AcquireOptions {
+  /**
+   * Keep the lease at least this long after the work started, in ms (an integer from 0 to 2^31-1;
+   * default 0), even when the work ends sooner: the lease is then set to end at start + `minHold`
+   * by one extension and left to expire, not released. Other instances whose own trigger fires a
+   * little later (a `@Cron` on a skewed clock) then find the key still busy. Work that takes longer
+   * is released as usual. The lease is not released at shutdown either.
+   */
+  minHold?: number;
+}
 
 /**
  * The lock service: inject it by type, `constructor(private readonly locks: DistributedLock)`.

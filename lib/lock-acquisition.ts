@@ -52,6 +52,8 @@ export class Acquisition {
   private answer: ((reason: unknown) => void) | undefined;
   /** A queued attempt was sent, or an attempt failed: the token may hold or wait for the key. */
   private mayHold = false;
+  /** The time left on the holder's lease by the last busy answer, and when that answer came (monotonic). */
+  private holderLeft: { retryIn: number; at: number } | undefined;
   /** Settles once the wait is over and any give-back was handed to the host (set while it waits). */
   finished: Promise<void> | undefined;
 
@@ -112,18 +114,22 @@ export class Acquisition {
   }
 
   private timeout(): LockTimeoutError {
-    return new LockTimeoutError(this.key, monotonicNow() - this.started);
+    const now = monotonicNow();
+    const retryIn = this.holderLeft && Math.max(0, Math.ceil(this.holderLeft.retryIn - (now - this.holderLeft.at)));
+    return new LockTimeoutError(this.key, now - this.started, retryIn);
   }
 
   private async attempt(queueLease: number | undefined): Promise<AcquireResult> {
     if (queueLease !== undefined) this.mayHold = true;
     try {
-      return await this.host.backend.tryAcquire(
+      const result = await this.host.backend.tryAcquire(
         this.backendKey,
         this.token,
         this.ttl,
         queueLease === undefined ? undefined : { lease: queueLease },
       );
+      if (result.fence === null && result.retryIn !== undefined) this.holderLeft = { retryIn: result.retryIn, at: monotonicNow() };
+      return result;
     } catch (error) {
       // The attempt may have taken effect before it failed.
       this.mayHold = true;

@@ -15,11 +15,17 @@ export class LockTimeoutError extends LockError {
   readonly key: string;
   /** How long the caller waited, in milliseconds. */
   readonly waited: number;
+  /**
+   * The time left on the holder's lease when the wait ended, in milliseconds, when the backend told
+   * it (HTTP answers carry it as `Retry-After`). The holder may release sooner, or extend.
+   */
+  readonly retryIn: number | undefined;
 
-  constructor(key: string, waited: number) {
+  constructor(key: string, waited: number, retryIn?: number) {
     super(`Lock "${key}" is busy: not acquired within ${Math.round(waited)} ms`);
     this.key = key;
     this.waited = waited;
+    this.retryIn = retryIn;
   }
 }
 

@@ -61,6 +61,15 @@ export function validateTtl(ttl: unknown, where = 'ttl'): number {
   return ttl;
 }
 
+export function validateMinHold(minHold: unknown, where = 'minHold'): number {
+  if (typeof minHold !== 'number' || !Number.isInteger(minHold) || minHold < 0 || minHold > MAX_TIMER_DELAY) {
+    throw new InvalidLockOptionsError(
+      `Invalid ${where}: expected an integer number of milliseconds from 0 to ${MAX_TIMER_DELAY} (2^31-1, the timer limit), got ${describeValue(minHold)}`,
+    );
+  }
+  return minHold;
+}
+
 export function validateWait(wait: unknown, where = 'wait'): number {
   if (typeof wait !== 'number' || Number.isNaN(wait) || wait < 0) {
     throw new InvalidLockOptionsError(

@@ -1,9 +1,9 @@
-import { Inject, Optional } from '@nestjs/common';
+import { Inject, Logger, Optional } from '@nestjs/common';
 import { PROPERTY_DEPS_METADATA } from '@nestjs/common/constants';
 import { DistributedLock } from '../distributed-lock';
 import { LOCK_SERVICE_PROPERTY, WITH_LOCK_METADATA } from '../lock.constants';
 import { errorText, InvalidLockOptionsError, LockTimeoutError } from '../lock.errors';
-import { describeValue, validateKey, validateOptionsObject, validateTtl, validateWait } from '../lock.validation';
+import { describeValue, validateKey, validateMinHold, validateOptionsObject, validateTtl, validateWait } from '../lock.validation';
 
 /** The key of a `@WithLock` method: a string, or a function of the method's arguments (`this` is the instance). */
 export type LockKey<TArgs extends unknown[] = any[]> = string | ((this: any, ...args: TArgs) => string);
@@ -19,13 +19,20 @@ export interface WithLockDecoratorOptions {
    * method, the usual choice for `@Cron` jobs that only one instance should run.
    */
   onBusy?: 'throw' | 'skip';
+  /**
+   * Keep the lease at least this long after the method started, in ms (see `WithLockOptions.minHold`):
+   * with `@Cron` on several instances, set it below the cron interval and above the clock skew and
+   * lag between instances, so that an instance firing a little later finds the key busy and skips.
+   */
+  minHold?: number;
 }
 
 export interface WithLockMetadata extends WithLockDecoratorOptions {
   key: LockKey;
 }
 
-const OPTION_NAMES = ['ttl', 'wait', 'onBusy'] as const;
+const OPTION_NAMES = ['ttl', 'wait', 'onBusy', 'minHold'] as const;
+const logger = new Logger('DistributedLock');
 
 /**
  * Runs the method under a distributed lock: acquired before, extended while it runs, released
@@ -58,6 +65,7 @@ export function WithLock(keyOrOptions: LockKey | WithLockMetadata, options?: Wit
     const lockOptions = {
       ...(metadata.ttl === undefined ? {} : { ttl: metadata.ttl }),
       ...(metadata.wait === undefined ? {} : { wait: metadata.wait }),
+      ...(metadata.minHold === undefined ? {} : { minHold: metadata.minHold }),
     };
 
     const wrapped = async function (this: Record<PropertyKey, unknown>, ...args: unknown[]): Promise<unknown> {
@@ -81,7 +89,10 @@ export function WithLock(keyOrOptions: LockKey | WithLockMetadata, options?: Wit
           lockOptions,
         );
       } catch (error) {
-        if (!started && metadata.onBusy === 'skip' && error instanceof LockTimeoutError) return undefined;
+        if (!started && metadata.onBusy === 'skip' && error instanceof LockTimeoutError) {
+          logger.debug(`${className}.${String(propertyKey)} skipped: lock "${key}" is busy`);
+          return undefined;
+        }
         throw error;
       }
     };
@@ -112,7 +123,7 @@ function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLock
     opts = validateOptionsObject('@WithLock options', rest, OPTION_NAMES);
   } else {
     throw new InvalidLockOptionsError(
-      `Invalid @WithLock key: expected a string, a function of the method's arguments, or { key, ttl?, wait?, onBusy? }, got ${describeValue(keyOrOptions)}`,
+      `Invalid @WithLock key: expected a string, a function of the method's arguments, or { key, ttl?, wait?, onBusy?, minHold? }, got ${describeValue(keyOrOptions)}`,
     );
   }
   if (typeof key === 'string') validateKey(key);
@@ -123,6 +134,7 @@ function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLock
   }
   if (opts.ttl !== undefined) validateTtl(opts.ttl, '@WithLock ttl');
   if (opts.wait !== undefined) validateWait(opts.wait, '@WithLock wait');
+  if (opts.minHold !== undefined) validateMinHold(opts.minHold, '@WithLock minHold');
   if (opts.onBusy !== undefined && opts.onBusy !== 'throw' && opts.onBusy !== 'skip') {
     throw new InvalidLockOptionsError(`Invalid @WithLock onBusy: expected 'throw' or 'skip', got ${describeValue(opts.onBusy)}`);
   }
@@ -131,6 +143,7 @@ function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLock
     ttl: opts.ttl as number | undefined,
     wait: opts.wait as number | undefined,
     onBusy: (opts.onBusy as 'throw' | 'skip' | undefined) ?? 'throw',
+    minHold: opts.minHold as number | undefined,
   };
 }
 

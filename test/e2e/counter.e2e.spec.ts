@@ -18,9 +18,9 @@ describe.each([
   let run = 0;
   const unique = (name: string): string => `${name}-${_platform}-${++run}`;
 
-  const post = async (path: string): Promise<{ status: number; body: Record<string, unknown> }> => {
+  const post = async (path: string): Promise<{ status: number; body: Record<string, unknown>; retryAfter: string | null }> => {
     const response = await fetch(`${url}${path}`, { method: 'POST' });
-    return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+    return { status: response.status, body: (await response.json()) as Record<string, unknown>, retryAfter: response.headers.get('retry-after') };
   };
   const count = async (name: string): Promise<number> =>
     ((await (await fetch(`${url}/counters/${name}`)).json()) as { value: number }).value;
@@ -63,6 +63,9 @@ describe.each([
       message: `Lock "counter:${name}" is busy: not acquired within 0 ms`,
     });
     expect(await count(name)).toBe(won.length);
+    // The holder's lease (the default 30 s TTL) had that long left at most, in whole seconds.
+    for (const loser of lost) expect(Number(loser.retryAfter)).toBeGreaterThanOrEqual(1);
+    for (const loser of lost) expect(Number(loser.retryAfter)).toBeLessThanOrEqual(30);
   });
 
   it('answers 503 without internals when the backend fails', async () => {
@@ -71,6 +74,7 @@ describe.each([
     expect(result).toEqual({
       status: 503,
       body: { statusCode: 503, error: 'Service Unavailable', message: 'Lock backend memory is unavailable' },
+      retryAfter: null,
     });
   });
 

@@ -1,0 +1,69 @@
+import { MAX_TIMER_DELAY } from './lock.constants';
+import { monotonicNow } from './lock-clock';
+import { MinHeap } from './min-heap';
+
+/**
+ * Calls `expire(item)` once an item's time (monotonic) has come, unless it was moved or removed
+ * first: one heap and one unref'd timer for every item, however many. The service forgets with it
+ * the leases that end by their TTL without a release.
+ */
+export class LeaseExpiries<T> {
+  private readonly due = new Map<T, number>();
+  private readonly heap = new MinHeap<{ at: number; item: T }>((node) => node.at);
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+
+  constructor(private readonly expire: (item: T) => void) {}
+
+  /** Items waiting for their time. */
+  get size(): number {
+    return this.due.size;
+  }
+
+  /** Sets (or moves) the time of `item`. */
+  set(item: T, at: number): void {
+    this.due.set(item, at);
+    this.heap.push({ at, item });
+    if (at < this.timerAt) this.arm(at);
+  }
+
+  delete(item: T): void {
+    if (!this.due.delete(item) || this.due.size > 0) return;
+    this.heap.clear();
+    this.disarm();
+  }
+
+  clear(): void {
+    this.due.clear();
+    this.heap.clear();
+    this.disarm();
+  }
+
+  private arm(at: number): void {
+    this.disarm();
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.tick(), Math.min(Math.max(0, Math.ceil(at - monotonicNow())), MAX_TIMER_DELAY));
+    this.timer.unref();
+  }
+
+  private disarm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+  }
+
+  private tick(): void {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    const now = monotonicNow();
+    for (let top = this.heap.peek(); top && top.at <= now; top = this.heap.peek()) {
+      this.heap.pop();
+      // A node whose item was moved or removed since it was pushed is stale.
+      if (this.due.get(top.item) !== top.at) continue;
+      this.due.delete(top.item);
+      this.expire(top.item);
+    }
+    const next = this.heap.peek();
+    if (next) this.arm(next.at);
+  }
+}
