@@ -1,12 +1,16 @@
 import { redisBackend } from '../../../lib';
-import { describeLockBackendContract } from '../../contract/lock-backend.contract';
+import { describeGiveUpContract } from '../../contract/give-up.contract';
+import { describeLockBackendContract, type ContractTarget } from '../../contract/lock-backend.contract';
 import { deleteSharedKeys, sharedRedisOptions, testRunPrefix } from '../../support/shared-redis';
 
 const prefix = testRunPrefix('contract');
 
-describeLockBackendContract('redis', {
+const target: ContractTarget = {
   create: () => redisBackend({ connection: sharedRedisOptions(prefix) }),
   teardown: async () => {
     await deleteSharedKeys(prefix);
   },
-});
+};
+
+describeLockBackendContract('redis', target);
+describeGiveUpContract('redis', target);
