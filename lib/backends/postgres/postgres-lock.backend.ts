@@ -417,13 +417,19 @@ export class PostgresLockBackend implements LockBackend {
   private async send(text: string, lockStatement: boolean, timeout = this.options.statementTimeout): Promise<QueryResult> {
     if (this.closed) throw this.closedError();
     const client = await this.connect(timeout);
+    // A connection that fails while checked out emits 'error' on its client (pool.query listens the
+    // same way); the statement in flight fails with it, and the client is then dropped.
+    let failed: Error | undefined;
+    const onError = (error: Error): void => {
+      failed = error;
+    };
+    client.on('error', onError);
     const query: Query = {
       text,
       // A server that stopped answering: the connection is dropped a little after the server's own bound.
       query_timeout: timeout + 2_000,
     };
     const started = monotonicNow();
-    let failed: Error | undefined;
     try {
       for (let tries = 1; ; tries++) {
         try {
@@ -435,11 +441,12 @@ export class PostgresLockBackend implements LockBackend {
             await pause(tries);
             continue;
           }
-          failed = error instanceof Error ? error : new Error(String(error));
+          failed ??= error instanceof Error ? error : new Error(String(error));
           throw this.failure(error, lockStatement, elapsed, timeout);
         }
       }
     } finally {
+      client.off('error', onError);
       // A connection whose statement failed is not reused (as pool.query does).
       client.release(failed);
     }
