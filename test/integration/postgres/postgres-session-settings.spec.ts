@@ -65,6 +65,50 @@ describe.each([
   });
 });
 
+describe('postgresBackend as a role with only the rights the README lists and hostile defaults', () => {
+  const role = `dl_role_${randomBytes(4).toString('hex')}`;
+
+  afterAll(async () => {
+    await runSql(url, `DROP OWNED BY ${role}`).catch(() => undefined);
+    await runSql(url, `DROP ROLE IF EXISTS ${role}`);
+  });
+
+  it('locks, hands off, extends, releases and cleans up (serializable, lock_timeout 1ms, statement_timeout 1ms)', async () => {
+    const admin = backend(undefined);
+    await admin.ready();
+    const t = `"${schema}".distributed_locks`;
+    await runSql(
+      url,
+      `CREATE ROLE ${role} LOGIN;
+       ALTER ROLE ${role} SET default_transaction_isolation = 'serializable';
+       ALTER ROLE ${role} SET lock_timeout = '1ms';
+       ALTER ROLE ${role} SET statement_timeout = '1ms';
+       GRANT USAGE ON SCHEMA "${schema}" TO ${role};
+       GRANT SELECT, INSERT, UPDATE, DELETE ON ${t}, "${schema}".distributed_locks_queue,
+         "${schema}".distributed_locks_fence_reservation, "${schema}".distributed_locks_fence_epoch TO ${role};
+       GRANT USAGE, SELECT, UPDATE ON SEQUENCE "${schema}".distributed_locks_fence_seq TO ${role};
+       GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "${schema}" TO ${role};`,
+    );
+    const roleUrl = new URL(url);
+    roleUrl.username = role;
+    const made = postgresBackend({ connection: roleUrl.toString(), schema, migrate: false, applicationName: appName });
+    backends.push(made);
+    const [a, b] = [service(made), service(made)];
+    const held = (await a.tryAcquire('role'))!;
+    const next = b.acquire('role');
+    await sleep(50);
+    await a.release(held);
+    const guard = await next;
+    expect(guard.fence).toBeGreaterThan(held.fence);
+    expect(await b.extend(guard, 30_000)).toBe(true);
+    await b.release(guard);
+    expect(await made.housekeep()).toEqual({ leases: 0, waiters: 0 });
+    const again = await a.tryAcquire('role');
+    expect(again).not.toBeNull();
+    await a.release(again!);
+  });
+});
+
 describe('postgresBackend error messages tell the bounds apart', () => {
   async function blockKey(key: string): Promise<Client> {
     const locks = service(backend(undefined));
