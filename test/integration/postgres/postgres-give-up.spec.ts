@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import { Client } from 'pg';
 import { postgresBackend, type PostgresLockBackend } from '../../../lib/postgres';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
-import { sleep } from '../../support/time';
+import { eventually, sleep } from '../../support/time';
 
 const url = sharedDatabaseUrl();
 const schema = uniqueSchemaName('dl_giveup');
@@ -9,8 +10,8 @@ const backends: PostgresLockBackend[] = [];
 /** Long enough that a key handed to a waiter that gave up would stay stuck for the rest of the test. */
 const DEAD_TTL = 60_000;
 
-function backend(): PostgresLockBackend {
-  const made = postgresBackend({ connection: url, schema, applicationName: `dl-giveup-${randomBytes(3).toString('hex')}` });
+function backend(applicationName = `dl-giveup-${randomBytes(3).toString('hex')}`): PostgresLockBackend {
+  const made = postgresBackend({ connection: url, schema, applicationName });
   backends.push(made);
   return made;
 }
@@ -119,5 +120,47 @@ describe('postgresBackend: waiters that give up at the same moment', () => {
       if (!(await isFree(b, key))) stuck++;
     }
     expect({ failures, stuck, queued: await queueRows('pg5:%') }).toEqual({ failures: [], stuck: 0, queued: 0 });
+  });
+});
+
+describe('postgresBackend: a lock statement chosen as a deadlock victim', () => {
+  it('is sent again and succeeds', async () => {
+    const app = `dl-victim-${randomBytes(3).toString('hex')}`;
+    const b = backend(app);
+    await b.ready();
+    const key = 'pg5:victim';
+    const holder = newToken();
+    const waiter = newToken();
+    expect((await b.tryAcquire(key, holder, DEAD_TTL)).fence).not.toBeNull();
+    expect((await b.tryAcquire(key, waiter, DEAD_TTL, { lease: DEAD_TTL })).fence).toBeNull();
+    // Another session takes the two rows the release needs in the opposite order, and lets the
+    // release be the one that detects the deadlock (and is rolled back).
+    const other = new Client({ connectionString: url, application_name: 'dl-victim-other' });
+    await other.connect();
+    try {
+      await other.query(`SET deadlock_timeout = '20s'`);
+      await other.query('BEGIN');
+      await other.query(`SELECT 1 FROM "${schema}".distributed_locks WHERE key = $1 FOR UPDATE`, [key]);
+      const releasing = b.release(key, holder);
+      await eventually(
+        async () => {
+          const [row] = await runSql<{ n: string }>(
+            url,
+            `SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`,
+            [app],
+          );
+          return Number(row.n) > 0;
+        },
+        { what: 'the release to wait for the lease row' },
+      );
+      await other.query(`SELECT 1 FROM "${schema}".distributed_locks_queue WHERE key = $1 AND token = $2 FOR UPDATE`, [key, waiter]);
+      await other.query('ROLLBACK');
+      expect(await releasing).toBe(true);
+    } finally {
+      await other.end();
+    }
+    // The release went through as a whole: the waiter holds the key now.
+    expect((await b.tryAcquire(key, waiter, DEAD_TTL)).fence).not.toBeNull();
+    expect(await b.release(key, waiter)).toBe(true);
   });
 });
