@@ -466,7 +466,7 @@ export class PostgresLockBackend implements LockBackend {
         const pool = this.pool as unknown as { options?: { max?: number }; totalCount: number; waitingCount: number };
         const error = new LockBackendError(
           this.name,
-          `no pool connection within ${timeout} ms; pool max ${pool.options?.max ?? 10} (${pool.totalCount} open, all in use, ` +
+          `no pool connection within ${timeout} ms; pool max ${pool.options?.max ?? 10} (${pool.totalCount} open, ` +
             `${pool.waitingCount} waiting) for ${this.where()}`,
         );
         NOT_SENT.add(error);
