@@ -1,4 +1,5 @@
 import { memoryBackend, type LockBackend } from '../../lib';
+import { describeGiveUpContract } from './give-up.contract';
 import { describeLockBackendContract } from './lock-backend.contract';
 
 describeLockBackendContract('memory', {
@@ -10,3 +11,4 @@ describeLockBackendContract('memory', {
     if (state) state.lease = undefined;
   },
 });
+describeGiveUpContract('memory', { create: () => memoryBackend() });

@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import type { ClientConfig, Pool, PoolConfig, QueryConfig, QueryResult } from 'pg';
+import type { ClientConfig, Pool, PoolConfig, QueryResult } from 'pg';
 import { driftMargin } from '../../lock.constants';
 import { LockBackendError } from '../../lock.errors';
 import { monotonicNow, scheduleAt, settleWithin } from '../../lock-clock';
@@ -9,6 +9,7 @@ import { resolvePostgresOptions, type PostgresBackendOptions, type ResolvedPostg
 import { schemaSql, type PostgresLockNames } from './postgres-lock.schema';
 import { PostgresLockStatements } from './postgres-lock.statements';
 import { PostgresNotificationListener } from './postgres-notification.listener';
+import { isConnectionLost, PostgresStatementRunner, wasNotSent, type PostgresTarget } from './postgres-statement-runner';
 
 /** While LISTEN is up, waiters still re-check this often, in case a notification was lost. */
 const LISTENING_RECHECK_INTERVAL = 30_000;
@@ -16,33 +17,29 @@ const LISTENING_RECHECK_INTERVAL = 30_000;
 const LISTEN_HEALTH_INTERVAL = 15_000;
 /** Rows are deleted only when their lease ended at least this long ago (and 10 statement timeouts). */
 const HOUSEKEEPING_GRACE = 60_000;
+/** Rows one housekeeping statement deletes at most (per table); a run repeats it until a batch comes back short. */
 const HOUSEKEEPING_BATCH = 1_000;
+/** Bounds of one housekeeping run; a run that hits one is followed by the next one soon. */
+const HOUSEKEEPING_MAX_BATCHES = 100;
+const HOUSEKEEPING_RUN_TIME = 10_000;
+/** Delay before the next run when the last one stopped at a bound with rows left to delete. */
+const HOUSEKEEPING_CATCH_UP_DELAY = 1_000;
+/** How often the map of local waiters is swept of places that lapsed (it is also pruned per key on use). */
+const WAITER_SWEEP_INTERVAL = 1_000;
 /** Bound of the schema migration at start (it may wait for another instance's migration). */
 const MIGRATION_TIMEOUT = 60_000;
 /** How long a subscription waits for a LISTEN connection that is being opened. */
 const SUBSCRIBE_WAIT = 1_000;
 /** Local deliveries remembered, so the notification that echoes them is not delivered twice. */
 const MAX_ECHOES = 4_096;
-/** SQLSTATEs of a connection that was lost (terminated, shut down, or not accepting yet). */
-const CONNECTION_LOST_CODES = new Set(['57P01', '57P02', '57P03']);
-
-type Query = QueryConfig & { query_timeout?: number };
-
-/** Where the backend's statements go, as error messages may show it (never a password). */
-interface Target {
-  host: string;
-  port: number;
-  database: string;
-  user: string;
-}
-
 /**
  * Leases in a PostgreSQL table, on the database clock.
  *
  * - One row per key (token, fence, expiry). Acquire, extend and release are each one call of a SQL
  *   function: one statement, one round trip, sent with the simple query protocol together with
- *   `SET LOCAL statement_timeout` (no session state, no prepared statements: PgBouncer in
- *   transaction mode carries it).
+ *   the `SET LOCAL`s it relies on (no session state, no prepared statements: PgBouncer in
+ *   transaction mode carries it), through `PostgresStatementRunner` (bounded connection wait,
+ *   retries of transient rollbacks, error messages).
  * - Fences come from a sequence, drawn under the lease row lock, and stay increasing across crashes
  *   in both durability modes (see the fence function in the schema).
  * - Waiters queue in an UNLOGGED table; a release hands the key to the oldest live waiter in the same
@@ -57,12 +54,25 @@ export class PostgresLockBackend implements LockBackend {
   private readonly statements: PostgresLockStatements;
   private readonly pool: Pool;
   private readonly ownsPool: boolean;
-  private readonly target: Target;
+  private readonly target: PostgresTarget;
+  private readonly runner: PostgresStatementRunner;
   private readonly listener: PostgresNotificationListener;
   private readonly subscribers = new Map<string, Set<(event: LockEvent) => void>>();
   private readonly echoes = new Set<string>();
-  /** Tokens of this process waiting in a key's queue, with the ttl they asked for. */
-  private readonly waiting = new Map<string, Map<string, number>>();
+  /**
+   * Tokens of this process waiting in a key's queue, with the ttl they asked for and the monotonic
+   * time their place lapses (counted from the send time of the attempt that joined or refreshed it,
+   * so never later than on the server). Lapsed places are dropped: the list sent with each release
+   * stays the live waiters.
+   */
+  private readonly waiting = new Map<string, Map<string, { ttl: number; until: number }>>();
+  private nextWaiterSweep = 0;
+  /**
+   * Attempts in flight, by key and token. A release of that token waits for them to settle, so it
+   * reaches the server after them: a waiter that gives up is out of the queue for good.
+   */
+  private readonly attempts = new Map<string, Set<Promise<unknown>>>();
+  private housekeepingBehind = false;
   /**
    * Leases of this process that are certainly live: granted to one of its tokens, and not past the
    * send time of the statement that granted or extended them plus their ttl (less the drift margin).
@@ -111,6 +121,7 @@ export class PostgresLockBackend implements LockBackend {
       database: describeFrom.database ?? '',
       user: describeFrom.user ?? '',
     };
+    this.runner = new PostgresStatementRunner(this.pool, this.target, this.names, this.options.statementTimeout, () => this.closed);
     this.listener = new PostgresNotificationListener(
       {
         connectionTimeoutMillis: 5_000,
@@ -168,8 +179,25 @@ export class PostgresLockBackend implements LockBackend {
     return this.starting;
   }
 
-  async tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
-    if (this.closed) throw this.closedError();
+  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
+    if (this.closed) return Promise.reject(this.closedError());
+    const id = attemptId(key, token);
+    const attempt = this.attempt(key, token, ttl, queue);
+    let set = this.attempts.get(id);
+    if (!set) {
+      set = new Set();
+      this.attempts.set(id, set);
+    }
+    set.add(attempt);
+    const settled = (): void => {
+      const current = this.attempts.get(id);
+      if (current?.delete(attempt) && current.size === 0) this.attempts.delete(id);
+    };
+    attempt.then(settled, settled);
+    return attempt;
+  }
+
+  private async attempt(key: string, token: string, ttl: number, queue: QueueOptions | undefined): Promise<AcquireResult> {
     const sentAt = monotonicNow();
     if (!queue) {
       const lease = this.held.get(key);
@@ -183,7 +211,7 @@ export class PostgresLockBackend implements LockBackend {
       row = (await this.run(this.statements.acquire(key, token, ttl, queue?.lease), true)).rows[0];
     } catch (error) {
       // The statement may have committed before the failure: give back what it may have granted.
-      this.cleanUpAfterFailure(key, token);
+      if (!wasNotSent(error)) this.cleanUpAfterFailure(key, token);
       throw error;
     }
     // The acquire function notifies every hand-off it makes.
@@ -193,7 +221,7 @@ export class PostgresLockBackend implements LockBackend {
       this.held.set(key, { token, until: sentAt + ttl - driftMargin(ttl) });
       return { fence: BigInt(row.fence) };
     }
-    if (queue) this.rememberWaiter(key, token, ttl);
+    if (queue) this.rememberWaiter(key, token, ttl, sentAt + queue.lease);
     return row.retry_in === null ? { fence: null } : { fence: null, retryIn: Math.max(0, row.retry_in) };
   }
 
@@ -220,10 +248,14 @@ export class PostgresLockBackend implements LockBackend {
   }
 
   async release(key: string, token: string): Promise<boolean> {
+    // An attempt of this token still in flight could otherwise reach the server after the release
+    // and queue (or take) the key for a token that is gone. Attempts are bounded, so is this wait.
+    const inFlight = this.attempts.get(attemptId(key, token));
+    if (inFlight) await Promise.allSettled([...inFlight]);
     const sentAt = monotonicNow();
     this.forgetWaiter(key, token);
     if (this.held.get(key)?.token === token) this.held.delete(key);
-    const local = [...(this.waiting.get(key)?.keys() ?? [])];
+    const local = this.liveWaiters(key, sentAt);
     const row = (await this.run(this.statements.release(key, token, local), true)).rows[0] as {
       released: boolean;
       ended_fence: string | null;
@@ -280,11 +312,27 @@ export class PostgresLockBackend implements LockBackend {
     if (this.ownsPool) await this.pool.end().catch(() => undefined);
   }
 
-  /** Runs the housekeeping once: deletes rows whose lease ended long ago. Returns what it deleted. */
+  /**
+   * Runs the housekeeping once: deletes every row whose lease ended long ago, in batches (one
+   * statement each) until a batch comes back short, at most HOUSEKEEPING_MAX_BATCHES batches or
+   * HOUSEKEEPING_RUN_TIME ms; the next run then follows soon. Returns what it deleted.
+   */
   async housekeep(): Promise<{ leases: number; waiters: number }> {
     const grace = Math.max(HOUSEKEEPING_GRACE, 10 * this.options.statementTimeout);
-    const result = await this.run(this.statements.housekeep(grace, HOUSEKEEPING_BATCH), false);
-    return result.rows[0] as { leases: number; waiters: number };
+    const deleted = { leases: 0, waiters: 0 };
+    const started = monotonicNow();
+    for (let batch = 0; batch < HOUSEKEEPING_MAX_BATCHES && !this.closed; batch++) {
+      const row = (await this.run(this.statements.housekeep(grace, HOUSEKEEPING_BATCH), false)).rows[0] as { leases: number; waiters: number };
+      deleted.leases += row.leases;
+      deleted.waiters += row.waiters;
+      if (row.leases < HOUSEKEEPING_BATCH && row.waiters < HOUSEKEEPING_BATCH) {
+        this.housekeepingBehind = false;
+        return deleted;
+      }
+      if (monotonicNow() - started >= HOUSEKEEPING_RUN_TIME) break;
+    }
+    this.housekeepingBehind = true;
+    return deleted;
   }
 
   private async initialize(): Promise<void> {
@@ -321,8 +369,10 @@ export class PostgresLockBackend implements LockBackend {
   private scheduleHousekeeping(first: boolean): void {
     const every = this.options.housekeepingInterval;
     if (every === 0 || this.closed) return;
-    // Spread the instances' runs apart.
-    const delay = (first ? Math.random() : 0.75 + Math.random() / 2) * every;
+    // Spread the instances' runs apart; a run that stopped with rows left is followed soon.
+    const delay = this.housekeepingBehind
+      ? Math.min(every, HOUSEKEEPING_CATCH_UP_DELAY)
+      : (first ? Math.random() : 0.75 + Math.random() / 2) * every;
     this.cancelHousekeeping = scheduleAt(monotonicNow() + delay, () => {
       this.housekeep().then(
         () => this.scheduleHousekeeping(false),
@@ -345,39 +395,10 @@ export class PostgresLockBackend implements LockBackend {
     }
   }
 
-  /**
-   * Sends one simple query (statements from `PostgresLockStatements`: one implicit transaction, one
-   * round trip). Failures become `LockBackendError`s that name the server.
-   */
-  private async send(text: string, lockStatement: boolean, timeout = this.options.statementTimeout): Promise<QueryResult> {
-    if (this.closed) throw this.closedError();
-    const query: Query = {
-      text,
-      // A server that stopped answering: the connection is dropped a little after the server's own bound.
-      query_timeout: timeout + 2_000,
-    };
-    try {
-      const results = (await this.pool.query(query)) as unknown as QueryResult[];
-      return results[results.length - 1];
-    } catch (error) {
-      throw this.failure(error, lockStatement);
-    }
-  }
-
-  private failure(error: unknown, lockStatement: boolean): LockBackendError {
-    if (error instanceof LockBackendError) return error;
-    const { host, port, database, user } = this.target;
-    const where = `PostgreSQL at ${host}:${port}, database "${database}", user "${user}"`;
-    const err = error as Error & { code?: string };
-    const message = err?.message ?? String(error);
-    let text: string;
-    if (err?.code === '57014') text = `a lock statement ran past statementTimeout (${this.options.statementTimeout} ms) on ${where}`;
-    else if (err?.code === '42P01' || err?.code === '42883') {
-      text = `${message} on ${where}: the lock table ${this.names.leases} or its functions are missing (see postgresLockSchemaSql())`;
-    } else if (!isSqlState(err?.code) || err.code!.startsWith('08') || CONNECTION_LOST_CODES.has(err.code!)) {
-      text = `cannot reach ${where}: ${message}`;
-    } else text = `${lockStatement ? 'a lock statement failed' : 'a statement failed'} on ${where}: ${message}`;
-    return new LockBackendError(this.name, text, { cause: error });
+  /** Sends one statement through the pool (see `PostgresStatementRunner.send`). */
+  private send(text: string, lockStatement: boolean, timeout?: number): Promise<QueryResult> {
+    if (this.closed) return Promise.reject(this.closedError());
+    return this.runner.send(text, lockStatement, timeout);
   }
 
   private closedError(): LockBackendError {
@@ -392,13 +413,34 @@ export class PostgresLockBackend implements LockBackend {
     void cleanup.finally(() => this.cleanups.delete(cleanup));
   }
 
-  private rememberWaiter(key: string, token: string, ttl: number): void {
+  private rememberWaiter(key: string, token: string, ttl: number, until: number): void {
     let tokens = this.waiting.get(key);
     if (!tokens) {
       tokens = new Map();
       this.waiting.set(key, tokens);
     }
-    tokens.set(token, ttl);
+    tokens.set(token, { ttl, until });
+    this.sweepWaiters(monotonicNow());
+  }
+
+  /** The tokens waiting on `key` here whose place has not lapsed; lapsed ones are forgotten. */
+  private liveWaiters(key: string, now: number): string[] {
+    this.sweepWaiters(now);
+    const tokens = this.waiting.get(key);
+    if (!tokens) return [];
+    for (const [token, place] of tokens) if (place.until <= now) tokens.delete(token);
+    if (tokens.size === 0) this.waiting.delete(key);
+    return [...tokens.keys()];
+  }
+
+  /** Drops lapsed places of every key, at most once per WAITER_SWEEP_INTERVAL. */
+  private sweepWaiters(now: number): void {
+    if (now < this.nextWaiterSweep) return;
+    this.nextWaiterSweep = now + WAITER_SWEEP_INTERVAL;
+    for (const [key, tokens] of this.waiting) {
+      for (const [token, place] of tokens) if (place.until <= now) tokens.delete(token);
+      if (tokens.size === 0) this.waiting.delete(key);
+    }
   }
 
   private forgetWaiter(key: string, token: string): void {
@@ -411,7 +453,7 @@ export class PostgresLockBackend implements LockBackend {
    * set when the hand-off was committed without waiting for its flush (see the release function).
    */
   private handedOver(key: string, token: string, fence: string, sentAt: number, notified: boolean, validFor: number | null): void {
-    const ttl = this.waiting.get(key)?.get(token);
+    const ttl = this.waiting.get(key)?.get(token)?.ttl;
     this.forgetWaiter(key, token);
     if (ttl === undefined) this.held.delete(key);
     else this.held.set(key, { token, until: sentAt + Math.min(ttl, validFor ?? ttl) - driftMargin(ttl) });
@@ -478,17 +520,9 @@ export class PostgresLockBackend implements LockBackend {
   }
 }
 
-function isSqlState(code: unknown): code is string {
-  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
-}
-
-/** Whether a statement failed because its connection was lost (and may be sent again on another). */
-function isConnectionLost(error: unknown): boolean {
-  const cause = (error as { cause?: { code?: string; message?: string } })?.cause;
-  if (!cause) return false;
-  if (isSqlState(cause.code)) return cause.code.startsWith('08') || CONNECTION_LOST_CODES.has(cause.code);
-  if (cause.message === 'Query read timeout') return false;
-  return true;
+function attemptId(key: string, token: string): string {
+  // Keys never contain NUL (the service checks them).
+  return `${key}\u0000${token}`;
 }
 
 /**

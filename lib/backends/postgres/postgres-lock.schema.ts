@@ -12,7 +12,7 @@ export const DEFAULT_POSTGRES_TABLE = 'distributed_locks';
  * Version of the SQL objects. Function names carry it, so two versions of the library running side
  * by side during a deploy never call each other's functions; a change to any function body bumps it.
  */
-const SCHEMA_VERSION = 'v2';
+const SCHEMA_VERSION = 'v3';
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MAX_SCHEMA_BYTES = 63;
@@ -320,6 +320,8 @@ BEGIN
     EXIT;
   END LOOP;
 
+  -- After the lease row, but only the caller's own queue row: a release that could lock it as the
+  -- head must hold a live lease, which nobody does while this statement changes the lease row.
   IF p_queue IS NOT NULL THEN
     INSERT INTO ${n.queue} AS q (key, token, ttl, joined_at, expires_at)
       VALUES (p_key, p_token, p_ttl, clock_timestamp(), clock_timestamp() + p_queue ${ms})
@@ -373,7 +375,15 @@ DECLARE
 BEGIN
   ${DURABILITY}
   -- Row locks are always taken queue rows first, lease row last (in every function).
+  -- Leaving the queue comes first: a hand-off to p_token that is under way holds its queue row, so
+  -- it commits before this goes on, and the check below then sees p_token as the holder.
   DELETE FROM ${n.queue} q WHERE q.key = p_key AND q.token = p_token;
+  -- A token that holds no live lease (a waiter giving up) only leaves the queue: it locks no other
+  -- row and waits for nothing after its own row, so give-ups never wait on each other.
+  IF NOT EXISTS (SELECT 1 FROM ${n.leases} l WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp()) THEN
+    released := false;
+    RETURN;
+  END IF;
   -- The oldest live waiter, locked so that it cannot leave the queue under the hand-off.
   SELECT q.token, q.ttl INTO v_head_token, v_head_ttl FROM ${n.queue} q
     WHERE q.key = p_key AND q.token <> p_token AND q.expires_at > clock_timestamp()
@@ -418,8 +428,10 @@ BEGIN
 END
 $fn$;
 
--- Deletes up to p_limit lease rows whose lease ended more than p_grace ms ago, and queue places
--- that lapsed as long ago. Fences stay safe: they come from the sequence, not from the rows.
+-- Deletes up to p_limit lease rows whose lease ended more than p_grace ms ago, and up to p_limit
+-- queue places that lapsed as long ago (one batch: the backend calls it until a batch comes back
+-- short). Rows locked by a lock statement are skipped. Fences stay safe: they come from the
+-- sequence, not from the rows.
 CREATE OR REPLACE FUNCTION ${n.housekeep}(p_grace integer, p_limit integer, OUT leases integer, OUT waiters integer)
 LANGUAGE plpgsql AS $fn$
 BEGIN

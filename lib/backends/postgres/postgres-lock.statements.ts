@@ -10,10 +10,19 @@ function sqlInteger(value: number): string {
 }
 
 /**
- * The text of every statement the backend sends. Each is one simple query: `SET LOCAL
- * statement_timeout` and one call of a lock function, in one implicit transaction and one round
- * trip. Values are escaped literals (no bind parameters, so no prepared statement of any kind):
- * PgBouncer in transaction mode carries them, and nothing outlives the transaction.
+ * The session settings every statement overrides for its own transaction, whatever the role, the
+ * database or the connection set as defaults: the lock functions rely on read committed (a fresh
+ * snapshot per statement, row locks that wait and then re-check) and on `statement_timeout` as
+ * their only bound (a `lock_timeout` would fail ordinary contention).
+ */
+const TRANSACTION_SETTINGS = `SET LOCAL transaction_isolation = 'read committed'; SET LOCAL lock_timeout = 0;`;
+
+/**
+ * The text of every statement the backend sends. Each is one simple query: the `SET LOCAL`s of
+ * `TRANSACTION_SETTINGS` and `statement_timeout`, then one call of a lock function, in one implicit
+ * transaction and one round trip. Values are escaped literals (no bind parameters, so no prepared
+ * statement of any kind): PgBouncer in transaction mode carries them, and nothing outlives the
+ * transaction.
  */
 export class PostgresLockStatements {
   constructor(
@@ -22,9 +31,9 @@ export class PostgresLockStatements {
     private readonly relaxed: boolean,
   ) {}
 
-  /** Bounds `text` by `statement_timeout` (transaction-local). */
+  /** Runs `text` read committed, without `lock_timeout`, bounded by `statement_timeout` (all transaction-local). */
   bounded(text: string, timeout = this.statementTimeout): string {
-    return `SET LOCAL statement_timeout = ${sqlInteger(timeout)}; ${text}`;
+    return `${TRANSACTION_SETTINGS} SET LOCAL statement_timeout = ${sqlInteger(timeout)}; ${text}`;
   }
 
   /** Columns: fence (NULL = busy), retry_in, granted_token, granted_fence. */

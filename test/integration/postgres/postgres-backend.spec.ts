@@ -4,6 +4,7 @@ import {
   DistributedLockService,
   InvalidLockOptionsError,
   LockBackendError,
+  LockTimeoutError,
   postgresBackend,
   postgresLockSchemaSql,
   type LockGuard,
@@ -12,7 +13,7 @@ import {
 import { RecordingBackend } from '../../support/recording-backend';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
 import { freePort } from '../../support/free-port';
-import { sleep } from '../../support/time';
+import { eventually, sleep } from '../../support/time';
 
 const url = sharedDatabaseUrl();
 const schema = uniqueSchemaName('dl_backend');
@@ -147,6 +148,36 @@ describe('postgresBackend: connections and errors', () => {
     expect(await locks.tryAcquire('blocked')).not.toBeNull();
   });
 
+  it("bounds the wait for a pool connection: with the app holding a pool's only connection, calls fail in time and leave nothing", async () => {
+    const pool = new Pool({ connectionString: url.replace('postgres://postgres@', 'postgres://postgres:s3cret-Pa55@'), max: 1, application_name: appName });
+    pool.on('error', () => undefined);
+    const b = backend({ connection: undefined, pool, statementTimeout: 1_000 });
+    await b.ready();
+    const locks = service(b);
+    const app = await pool.connect();
+    const settle = (call: Promise<unknown>): Promise<unknown> =>
+      Promise.race([call.then(() => 'resolved', (e: unknown) => e), sleep(15_000).then(() => 'still pending after 15 s')]);
+    try {
+      await app.query('BEGIN');
+      await app.query('SELECT 1');
+      const [tried, waited] = await Promise.all([settle(locks.tryAcquire('starved')), settle(locks.acquire('starved', { wait: 200 }))]);
+      expect(tried).toBeInstanceOf(LockBackendError);
+      expect((tried as Error).message).toContain('no pool connection within 1000 ms; pool max 1');
+      expect((tried as Error).message).not.toContain('s3cret-Pa55');
+      expect(waited instanceof LockBackendError || waited instanceof LockTimeoutError).toBe(true);
+    } finally {
+      await app.query('COMMIT');
+      app.release();
+    }
+    // Nothing was left held or queued: the key is free at once.
+    const guard = await locks.tryAcquire('starved');
+    expect(guard).not.toBeNull();
+    await locks.release(guard!);
+    expect(await count(`SELECT count(*) AS n FROM "${schema}".distributed_locks_queue WHERE key = 'pg:starved'`)).toBe(0);
+    await b.close();
+    await pool.end();
+  });
+
   it('never ends a pool it was given, and ends its own at close', async () => {
     const pool = new Pool({ connectionString: url, max: 2, application_name: appName });
     pool.on('error', () => undefined);
@@ -255,6 +286,42 @@ describe('postgresBackend: housekeeping', () => {
     const again = (await locks.tryAcquire('old-1'))!;
     expect(again.fence).toBeGreaterThan(fences[1]);
     expect(again.fence).toBeGreaterThan(live.fence);
+  });
+});
+
+describe('postgresBackend: housekeeping that keeps up', () => {
+  it('deletes every eligible row in one run, in batches, and leaves live rows alone', async () => {
+    const fresh = uniqueSchemaName('dl_housekeep');
+    try {
+      const b = backend({ schema: fresh });
+      const locks = service(b);
+      const live = (await locks.tryAcquire('live'))!;
+      const released = (await locks.tryAcquire('just-released'))!;
+      await locks.release(released);
+      const waiter = locks.acquire('live', { wait: 20_000 }).catch((e: unknown) => e);
+      await eventually(async () => (await count(`SELECT count(*) AS n FROM "${fresh}".distributed_locks_queue`)) === 1);
+      await runSql(
+        url,
+        `INSERT INTO "${fresh}".distributed_locks (key, token, fence, expires_at)
+           SELECT 'old:' || i, NULL, i, now() - interval '2 hours' FROM generate_series(1, 5000) AS i`,
+      );
+      await runSql(
+        url,
+        `INSERT INTO "${fresh}".distributed_locks_queue (key, token, ttl, joined_at, expires_at)
+           SELECT 'old:' || (i % 7), md5(i::text), 1000, now() - interval '3 hours', now() - interval '2 hours' FROM generate_series(1, 2500) AS i`,
+      );
+      expect(await b.housekeep()).toEqual({ leases: 5_000, waiters: 2_500 });
+      expect(await count(`SELECT count(*) AS n FROM "${fresh}".distributed_locks`)).toBe(2);
+      expect(await count(`SELECT count(*) AS n FROM "${fresh}".distributed_locks_queue`)).toBe(1);
+      expect(await locks.tryAcquire('live')).toBeNull();
+      await locks.release(live);
+      const next = await waiter;
+      expect((next as LockGuard).fence).toBeGreaterThan(live.fence);
+      await locks.release(next as LockGuard);
+    } finally {
+      await Promise.all(backends.splice(0).map((b) => b.close()));
+      await dropSchema(url, fresh);
+    }
   });
 });
 

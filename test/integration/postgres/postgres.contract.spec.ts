@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { postgresBackend } from '../../../lib/postgres';
-import { describeLockBackendContract } from '../../contract/lock-backend.contract';
+import { describeGiveUpContract } from '../../contract/give-up.contract';
+import { describeLockBackendContract, type ContractTarget } from '../../contract/lock-backend.contract';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
 
 const url = sharedDatabaseUrl();
 const schema = uniqueSchemaName('dl_contract');
 
-describeLockBackendContract('postgres', {
+const target: ContractTarget = {
   create: async () => {
     const backend = postgresBackend({
       connection: url,
@@ -21,4 +22,7 @@ describeLockBackendContract('postgres', {
     await runSql(url, `DELETE FROM "${schema}".distributed_locks WHERE key = $1`, [backendKey]);
   },
   teardown: () => dropSchema(url, schema),
-});
+};
+
+describeLockBackendContract('postgres', target);
+describeGiveUpContract('postgres', target);

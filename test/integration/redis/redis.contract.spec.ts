@@ -1,12 +1,13 @@
 import { Redis } from 'ioredis';
 import { redisBackend } from '../../../lib/redis';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
-import { describeLockBackendContract } from '../../contract/lock-backend.contract';
+import { describeGiveUpContract } from '../../contract/give-up.contract';
+import { describeLockBackendContract, type ContractTarget } from '../../contract/lock-backend.contract';
 import { deleteSharedKeys, sharedRedisOptions, testRunPrefix } from '../../support/shared-redis';
 
 const prefix = testRunPrefix('contract');
 
-describeLockBackendContract('redis', {
+const target: ContractTarget = {
   create: () => redisBackend({ connection: sharedRedisOptions(prefix) }),
   // As an eviction or a FLUSHALL would: the lease key is gone.
   evict: async (_backend, backendKey) => {
@@ -20,4 +21,7 @@ describeLockBackendContract('redis', {
   teardown: async () => {
     await deleteSharedKeys(prefix);
   },
-});
+};
+
+describeLockBackendContract('redis', target);
+describeGiveUpContract('redis', target);
