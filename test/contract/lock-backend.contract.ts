@@ -123,6 +123,15 @@ export function describeLockBackendContract(name: string, target: ContractTarget
       expect(await locks.extend(guard)).toBe(false);
     });
 
+    it('ends a lease sooner after an extension with a shorter TTL, for every caller', async () => {
+      const locks = service();
+      const other = service();
+      const guard = (await locks.tryAcquire('shorten', { ttl: 10_000 }))!;
+      expect(await locks.extend(guard, 200)).toBe(true);
+      const next = await eventually(() => other.tryAcquire('shorten'), { within: 3_000, what: 'the shortened lease to end' });
+      expect(next.fence).toBeGreaterThan(guard.fence);
+    });
+
     it('hands out strictly increasing fences across releases, expiries and holders', async () => {
       const a = service();
       const b = service();

@@ -241,7 +241,9 @@ export class PostgresLockBackend implements LockBackend {
     items.forEach((item, i) => {
       const lease = this.held.get(item.key);
       if (lease?.token !== item.token) return;
-      if (extended[i]) lease.until = Math.max(lease.until, sentAt + item.ttl - driftMargin(item.ttl));
+      // The renewed end, shorter or longer: a shorter TTL (an extend to end a lease sooner, a minHold)
+      // must not leave this process answering busy past it.
+      if (extended[i]) lease.until = sentAt + item.ttl - driftMargin(item.ttl);
       else this.held.delete(item.key);
     });
     return extended;
