@@ -4,11 +4,9 @@ import {
   DistributedLockService,
   InvalidLockOptionsError,
   LockBackendError,
-  postgresBackend,
-  postgresLockSchemaSql,
   type LockGuard,
-  type PostgresLockBackend,
 } from '../../../lib';
+import { postgresBackend, postgresLockSchemaSql, type PostgresLockBackend } from '../../../lib/postgres';
 import { RecordingBackend } from '../../support/recording-backend';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
 import { freePort } from '../../support/free-port';

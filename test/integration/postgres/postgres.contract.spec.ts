@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { postgresBackend } from '../../../lib';
+import { postgresBackend } from '../../../lib/postgres';
 import { describeLockBackendContract } from '../../contract/lock-backend.contract';
 import { dropSchema, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
 

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { DistributedLockService, LockBackendError, LockLostError, redisBackend, type LockBackend } from '../../../lib';
+import { DistributedLockService, LockBackendError, LockLostError, type LockBackend } from '../../../lib';
+import { redisBackend } from '../../../lib/redis';
 import { SpawnedRedis, type RedisServerProcess } from '../../support/redis-servers';
 import { sleep } from '../../support/time';
 

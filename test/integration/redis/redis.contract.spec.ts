@@ -1,4 +1,4 @@
-import { redisBackend } from '../../../lib';
+import { redisBackend } from '../../../lib/redis';
 import { describeLockBackendContract } from '../../contract/lock-backend.contract';
 import { deleteSharedKeys, sharedRedisOptions, testRunPrefix } from '../../support/shared-redis';
 
