@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import type { AcquireResult, LockBackend, LockEvent } from './backends/lock-backend';
+import type { LockBackend } from './backends/lock-backend';
 import type {
   AcquireOptions,
   HeldLock,
@@ -8,11 +8,11 @@ import type {
   WithLockOptions,
 } from './distributed-lock';
 import { DistributedLock } from './distributed-lock';
-import { driftMargin, MAX_TIMER_DELAY, SHUTDOWN_RELEASE_TIMEOUT } from './lock.constants';
+import { driftMargin, SHUTDOWN_RELEASE_TIMEOUT } from './lock.constants';
 import { errorText, InvalidLockOptionsError, LockBackendError, LockError, LockLostError, LockTimeoutError } from './lock.errors';
-import { monotonicNow, scheduleAt, settleWithin, toEpochMs } from './lock-clock';
-import { findHeld, runHolding } from './lock-context';
-import { newLockToken } from './lock-token';
+import { Acquisition, type AcquisitionHost, type Grant } from './lock-acquisition';
+import { monotonicNow, settleWithin, toEpochMs } from './lock-clock';
+import { findHold, runHolding, type Hold } from './lock-context';
 import {
   describeValue,
   validateGuardShape,
@@ -22,7 +22,7 @@ import {
   validateTtl,
   validateWait,
 } from './lock.validation';
-import { Watchdog, type StopWatch } from './watchdog';
+import { Watchdog, type LeaseWatch } from './watchdog';
 
 /** Settings the service runs with, after the module's defaults were applied and checked. */
 export interface DistributedLockSettings {
@@ -31,9 +31,6 @@ export interface DistributedLockSettings {
   ttl: number;
   wait: number;
 }
-
-/** How long past its next re-check a waiter's place in a backend queue lasts. */
-const QUEUE_GRACE = 1_000;
 
 /** A guard this service handed out. `expiresAt` moves forward with each confirmed extension. */
 class Guard implements LockGuard {
@@ -64,31 +61,105 @@ interface Lease {
   /** The token the lease was granted to (the guard's, kept here so that a release needs no re-check of the guard). */
   readonly token: string;
   readonly ttl: number;
-  /** Set while the watchdog extends the lease (withLock). */
-  stopWatch?: StopWatch;
-  /** Aborts the holder's signal (withLock). */
-  abort?: (reason: LockLostError) => void;
   /** Set once shutdown released it, so the work's own exit does not try again. */
   releasedAtShutdown?: boolean;
 }
 
-/** A granted lease, before it becomes a guard. */
-interface Grant {
-  token: string;
-  fence: bigint;
-  /** Monotonic lower bound of the moment the backend started the lease. */
-  startedAt: number;
-  /** Set when the backend vouches for less than the ttl until the first extension (ms from startedAt). */
-  validFor?: number;
-}
+const LEASE = Symbol('lease');
+/** The reason a held lock's signal aborts with once the hold ends normally (one instance: no stack per hold). */
+const RELEASED = new DOMException('The lock was released: it is no longer held', 'AbortError');
+type HeldSignal = AbortSignal & { [LEASE]?: WithLockLease };
+const signalAccessor = (name: 'aborted' | 'reason'): ((this: AbortSignal) => unknown) =>
+  Object.getOwnPropertyDescriptor(AbortSignal.prototype, name)!.get!;
+const abortedOf = signalAccessor('aborted');
+const reasonOf = signalAccessor('reason');
+/**
+ * The prototype of a held lock's signal: an AbortSignal whose `aborted`, `reason` and
+ * `throwIfAborted` confirm the lease first, so a local deadline that passed while the event loop was
+ * blocked aborts the signal the moment user code looks at it, before any timer had a chance to.
+ */
+const HELD_SIGNAL: object = Object.create(AbortSignal.prototype, {
+  aborted: {
+    get(this: HeldSignal) {
+      this[LEASE]?.live();
+      return abortedOf.call(this);
+    },
+  },
+  reason: {
+    get(this: HeldSignal) {
+      this[LEASE]?.live();
+      return reasonOf.call(this);
+    },
+  },
+  throwIfAborted: {
+    value(this: HeldSignal) {
+      this[LEASE]?.live();
+      AbortSignal.prototype.throwIfAborted.call(this);
+    },
+  },
+});
 
-/** Set when a pending acquisition was abandoned (signal aborted): its loop stops at the next step. */
-interface Cancellation {
-  cancelled: boolean;
-  wake?: () => void;
-}
+/**
+ * A lease held by `withLock`: watched by the watchdog, with its signal, and the hold that the async
+ * call chains started inside the work carry in their context. It counts as held only while the lease
+ * is confirmed; once released, lost or past its local deadline, nothing treats it as held any more.
+ */
+class WithLockLease implements Lease, Hold {
+  readonly guard: Held;
+  watch: LeaseWatch | undefined;
+  /** 'released': the holder released it inside the work; 'ended': the work is over. */
+  state: 'held' | 'released' | 'ended' = 'held';
+  /** Why the lease was lost, once it was. */
+  lost: LockLostError | undefined;
+  releasedAtShutdown?: boolean;
+  private readonly controller = new AbortController();
 
-const CANCELLED = Symbol('cancelled');
+  constructor(
+    readonly owner: DistributedLockService,
+    readonly backendKey: string,
+    readonly ttl: number,
+    readonly token: string,
+    key: string,
+    fence: bigint,
+    acquiredAt: number,
+    expiresAt: number,
+  ) {
+    const signal = this.controller.signal as HeldSignal;
+    Object.setPrototypeOf(signal, HELD_SIGNAL);
+    signal[LEASE] = this;
+    this.guard = new Held(key, token, fence, acquiredAt, expiresAt, signal);
+  }
+
+  get held(): Held {
+    return this.guard;
+  }
+
+  get ended(): boolean {
+    return this.state !== 'held';
+  }
+
+  live(): boolean {
+    if (this.state !== 'held' || this.lost) return false;
+    // A deadline that passed unnoticed is reported by confirm() itself (through lose()).
+    return this.watch === undefined || this.watch.confirm();
+  }
+
+  /** The lease could not be confirmed: the signal aborts with `reason`; the work should stop. */
+  lose(reason: LockLostError): void {
+    if (this.lost || this.state === 'ended') return;
+    this.lost = reason;
+    this.watch?.stop();
+    this.controller.abort(reason);
+  }
+
+  /** The hold is over (released by the holder, or the work ended): the signal aborts, if it has not yet. */
+  end(state: 'released' | 'ended'): void {
+    if (this.state === 'ended') return;
+    this.state = state;
+    this.watch?.stop();
+    this.controller.abort(RELEASED);
+  }
+}
 
 /**
  * `DistributedLock` over any `LockBackend`: validation, defaults, waiting with deadline and signal,
@@ -107,6 +178,8 @@ export class DistributedLockService extends DistributedLock {
   private readonly active = new Set<Lease>();
   /** Releases still running in the background (abandoned waits), awaited at shutdown. */
   private readonly cleanups = new Set<Promise<unknown>>();
+  /** What acquisitions need from the service; its `waiting` set holds the waits in progress. */
+  private readonly host: AcquisitionHost;
   private shuttingDown = false;
 
   constructor(settings: DistributedLockSettings) {
@@ -116,6 +189,12 @@ export class DistributedLockService extends DistributedLock {
     this.defaultTtl = settings.ttl;
     this.defaultWait = settings.wait;
     this.watchdog = new Watchdog((items) => this.extendBatch(items));
+    this.host = {
+      backend: this.backend,
+      backendFailure: (error) => this.backendFailure(error),
+      giveBack: (backendKey, token) => this.giveBack(backendKey, token),
+      waiting: new Set(),
+    };
   }
 
   /** The backend this service runs on. */
@@ -136,21 +215,37 @@ export class DistributedLockService extends DistributedLock {
       if (error instanceof LockTimeoutError) return null;
       throw error;
     });
-    return grant && this.issue(key, ttl, grant).guard;
+    return grant && this.issue(key, ttl, grant);
   }
 
   async acquire(key: string, options?: AcquireOptions): Promise<LockGuard> {
     const { ttl, wait, signal } = this.resolveOptions('acquire options', key, options);
     const grant = await this.obtain(key, ttl, wait, signal);
-    return this.issue(key, ttl, grant).guard;
+    return this.issue(key, ttl, grant);
   }
 
   async extend(guard: LockGuard, ttl?: number): Promise<boolean> {
     const { key, token } = validateGuardShape(guard);
     const lease = this.leaseOf(guard);
     const leaseTtl = ttl === undefined ? (lease?.ttl ?? this.defaultTtl) : validateTtl(ttl);
+    const held = lease instanceof WithLockLease ? lease : undefined;
+    // A lease that withLock no longer counts as held stays that way.
+    if (held && !held.live()) return false;
     const sentAt = monotonicNow();
-    const extended = await this.call(() => this.backend.extend(this.keyPrefix + key, token, leaseTtl));
+    // The watchdog learns of the extension before it leaves: its ttl is the lease's from now on.
+    const settle = held?.watch?.extending(sentAt, leaseTtl);
+    let extended: boolean;
+    try {
+      extended = await this.backend.extend(this.keyPrefix + key, token, leaseTtl);
+    } catch (error) {
+      settle?.(error as Error);
+      throw this.backendFailure(error);
+    }
+    settle?.(extended);
+    if (held?.watch) {
+      if (extended) held.guard.expiresAt = toEpochMs(held.watch.deadline);
+      return extended && held.live();
+    }
     if (extended && lease) lease.guard.expiresAt = toEpochMs(sentAt + leaseTtl - driftMargin(leaseTtl));
     return extended;
   }
@@ -169,6 +264,11 @@ export class DistributedLockService extends DistributedLock {
       backendKey = this.keyPrefix + shape.key;
       token = shape.token;
     }
+    if (lease instanceof WithLockLease) {
+      // Released inside its own work: the hold ends now, for every async context that carries it.
+      if (lease.ended || lease.releasedAtShutdown) return;
+      lease.end('released');
+    }
     if (lease) this.forget(lease);
     try {
       await this.backend.release(backendKey, token);
@@ -182,49 +282,39 @@ export class DistributedLockService extends DistributedLock {
     if (typeof fn !== 'function') {
       throw new InvalidLockOptionsError(`Invalid withLock work: expected a function, got ${describeValue(fn)}`);
     }
-    const outer = findHeld(this, key);
-    if (outer) {
-      if (outer.signal.aborted) throw outer.signal.reason;
-      return runHolding(this, outer, () => fn(outer));
-    }
+    const outer = findHold(this, key) as WithLockLease | undefined;
+    if (outer) return this.runReentrant(outer, fn);
 
     const grant = await this.obtain(key, ttl, wait, signal);
-    const controller = new AbortController();
-    const lease = this.issue(key, ttl, grant, controller.signal);
-    const held = lease.guard as Held;
-    lease.abort = (reason) => controller.abort(reason);
-    lease.stopWatch = this.watchdog.watch(
-      {
-        key: lease.backendKey,
-        token: grant.token,
-        ttl,
-        onConfirmed: (deadline) => {
-          held.expiresAt = toEpochMs(deadline);
-        },
-        onLost: (detail) => controller.abort(new LockLostError(key, detail)),
-      },
-      grant.startedAt,
-      grant.validFor,
-    );
-
+    const lease = this.issueHeld(key, ttl, grant);
     let succeeded = false;
     let value: T | undefined;
     let failure: unknown;
     try {
-      value = await runHolding(this, held, () => fn(held));
+      value = await runHolding(lease, () => fn(lease.guard));
       succeeded = true;
     } catch (error) {
       failure = error;
     }
-    // The watchdog stops before the release is sent, so no extension can follow the release.
+    // Was the lease confirmed until the work settled? A deadline passed while the loop was blocked shows here.
+    lease.live();
+    const releasedByHolder = lease.state === 'released';
+    // The hold ends (watchdog stopped, signal aborted) before the release is sent, so no extension
+    // can follow the release and no callback that escaped the work counts it as held.
+    lease.end('ended');
     this.forget(lease);
-    const lost = controller.signal.aborted ? (controller.signal.reason as LockLostError) : undefined;
-    await this.releaseQuietly(lease, failure);
+    let lost = lease.lost;
+    if (!releasedByHolder && !lease.releasedAtShutdown) {
+      const released = await this.releaseQuietly(lease, failure);
+      if (released === false && !lost) {
+        lost = new LockLostError(
+          key,
+          'the release found the lease already gone: it ended or was removed from the backend while the work ran (evicted, flushed, failed over)',
+        );
+      }
+    }
     if (lost) {
-      throw new LockLostError(key, lost.detail, {
-        workSucceeded: succeeded,
-        cause: succeeded ? undefined : failure,
-      });
+      throw new LockLostError(key, lost.detail, { workSucceeded: succeeded, cause: succeeded ? undefined : failure });
     }
     if (!succeeded) throw failure;
     return value as T;
@@ -237,16 +327,36 @@ export class DistributedLockService extends DistributedLock {
   async shutdown(): Promise<void> {
     if (this.shuttingDown) return;
     this.shuttingDown = true;
+    const waits = [...this.host.waiting].map((acquisition) => {
+      acquisition.stop(new LockBackendError(this.backend.name, 'the application is shutting down'));
+      return acquisition.finished!;
+    });
     this.watchdog.stopAll();
     const leases = [...this.active];
     for (const lease of leases) {
       this.forget(lease);
       lease.releasedAtShutdown = true;
-      lease.abort?.(new LockLostError(lease.guard.key, 'the application is shutting down'));
+      if (lease instanceof WithLockLease) lease.lose(new LockLostError(lease.guard.key, 'the application is shutting down'));
     }
-    const releases = leases.map((lease) => this.backend.release(lease.backendKey, lease.guard.token));
-    await settleWithin([...releases, ...this.cleanups], SHUTDOWN_RELEASE_TIMEOUT);
+    const releases = leases.map((lease) => this.backend.release(lease.backendKey, lease.token));
+    // Stopped waits give back what they may hold once their last call returns.
+    await settleWithin([...releases, ...waits], SHUTDOWN_RELEASE_TIMEOUT);
+    await settleWithin(this.cleanups, SHUTDOWN_RELEASE_TIMEOUT);
     await this.backend.close();
+  }
+
+  private async runReentrant<T>(outer: WithLockLease, fn: (lock: HeldLock) => T | Promise<T>): Promise<T> {
+    // A surrounding hold whose lease was lost: the work should stop, not run as if it held the key.
+    if (!outer.live()) throw outer.lost!;
+    let value: T;
+    try {
+      value = await runHolding(outer, () => fn(outer.guard));
+    } catch (error) {
+      if (outer.lost) throw new LockLostError(outer.guard.key, outer.lost.detail, { workSucceeded: false, cause: error });
+      throw error;
+    }
+    if (!outer.live() && outer.lost) throw new LockLostError(outer.guard.key, outer.lost.detail, { workSucceeded: true });
+    return value;
   }
 
   private resolveOptions(where: string, key: unknown, options: unknown): { ttl: number; wait: number; signal?: AbortSignal } {
@@ -259,16 +369,52 @@ export class DistributedLockService extends DistributedLock {
     };
   }
 
-  /** Turns a grant into the guard handed to the caller: a `HeldLock` when a signal comes with it. */
-  private issue(key: string, ttl: number, grant: Grant, signal?: AbortSignal): Lease {
-    const acquiredAt = toEpochMs(monotonicNow());
-    const expiresAt = toEpochMs(grant.startedAt + Math.min(ttl, grant.validFor ?? ttl) - driftMargin(ttl));
-    const guard = signal
-      ? new Held(key, grant.token, grant.fence, acquiredAt, expiresAt, signal)
-      : new Guard(key, grant.token, grant.fence, acquiredAt, expiresAt);
+  /** Takes the key for a new token, waiting up to `wait` ms (see `Acquisition`). */
+  private obtain(key: string, ttl: number, wait: number, signal: AbortSignal | undefined): Promise<Grant> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Acquisition(this.host, key, this.keyPrefix + key, ttl, wait).run(signal);
+  }
+
+  private expiresAtOf(ttl: number, grant: Grant): number {
+    return toEpochMs(grant.startedAt + Math.min(ttl, grant.validFor ?? ttl) - driftMargin(ttl));
+  }
+
+  /** Turns a grant into the guard handed to the caller of `tryAcquire` / `acquire`. */
+  private issue(key: string, ttl: number, grant: Grant): Guard {
+    const guard = new Guard(key, grant.token, grant.fence, toEpochMs(monotonicNow()), this.expiresAtOf(ttl, grant));
     const lease: Lease = { guard, backendKey: this.keyPrefix + key, token: grant.token, ttl };
     this.leases.set(guard, lease);
     this.active.add(lease);
+    return guard;
+  }
+
+  /** Turns a grant into the lease `withLock` holds, under the watchdog's care. */
+  private issueHeld(key: string, ttl: number, grant: Grant): WithLockLease {
+    const lease = new WithLockLease(
+      this,
+      this.keyPrefix + key,
+      ttl,
+      grant.token,
+      key,
+      grant.fence,
+      toEpochMs(monotonicNow()),
+      this.expiresAtOf(ttl, grant),
+    );
+    this.leases.set(lease.guard, lease);
+    this.active.add(lease);
+    lease.watch = this.watchdog.watch(
+      {
+        key: lease.backendKey,
+        token: grant.token,
+        ttl,
+        onConfirmed: (deadline) => {
+          lease.guard.expiresAt = toEpochMs(deadline);
+        },
+        onLost: (detail) => lease.lose(new LockLostError(key, detail)),
+      },
+      grant.startedAt,
+      grant.validFor,
+    );
     return lease;
   }
 
@@ -283,30 +429,21 @@ export class DistributedLockService extends DistributedLock {
   }
 
   private forget(lease: Lease): void {
-    lease.stopWatch?.();
-    lease.stopWatch = undefined;
+    if (lease instanceof WithLockLease) lease.watch?.stop();
     this.active.delete(lease);
   }
 
-  private async releaseQuietly(lease: Lease, workError: unknown): Promise<void> {
-    if (lease.releasedAtShutdown) return;
+  /** Releases the lease after its work; true/false as the backend answered, undefined when it failed (logged). */
+  private async releaseQuietly(lease: Lease, workError: unknown): Promise<boolean | undefined> {
     try {
-      await this.backend.release(lease.backendKey, lease.guard.token);
+      return await this.backend.release(lease.backendKey, lease.token);
     } catch (error) {
       // The lease runs out by its TTL anyway; the work's own outcome is what the caller gets.
       this.logger.warn(
         `Releasing lock "${lease.guard.key}" failed (it will expire within its TTL): ${errorText(error)}` +
           (workError === undefined ? '' : ' (the work had failed too; its error is the one thrown)'),
       );
-    }
-  }
-
-  /** Runs a backend call; any failure that is not already a LockError becomes a LockBackendError. */
-  private async call<T>(operation: () => Promise<T>): Promise<T> {
-    try {
-      return await operation();
-    } catch (error) {
-      throw this.backendFailure(error);
+      return undefined;
     }
   }
 
@@ -331,164 +468,11 @@ export class DistributedLockService extends DistributedLock {
   }
 
   /** Releases `token` on `key` in the background: the wait was abandoned, nothing may stay held or queued. */
-  private abandon(backendKey: string, token: string): void {
+  private giveBack(backendKey: string, token: string): void {
     const cleanup = this.backend.release(backendKey, token).catch((error: unknown) => {
       this.logger.warn(`Cleaning up an abandoned wait on "${backendKey}" failed: ${errorText(error)}`);
     });
     this.cleanups.add(cleanup);
     void cleanup.finally(() => this.cleanups.delete(cleanup));
-  }
-
-  /**
-   * Takes the key for a new token, waiting up to `wait` ms. An aborted signal rejects at once with
-   * its reason; the token's queue place, and any lease granted to it meanwhile, are released.
-   */
-  private obtain(key: string, ttl: number, wait: number, signal: AbortSignal | undefined): Promise<Grant> {
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    const backendKey = this.keyPrefix + key;
-    const token = newLockToken();
-    const cancellation: Cancellation = { cancelled: false };
-    // Without a signal nothing can cancel the wait: its outcome is the acquisition's.
-    if (signal === undefined) return this.waitFor(key, backendKey, token, ttl, wait, cancellation);
-    return new Promise<Grant>((resolve, reject) => {
-      const onAbort = (): void => {
-        cancellation.cancelled = true;
-        cancellation.wake?.();
-        reject(signal.reason);
-        this.abandon(backendKey, token);
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.waitFor(key, backendKey, token, ttl, wait, cancellation).then(
-        (grant) => {
-          signal.removeEventListener('abort', onAbort);
-          if (cancellation.cancelled) this.abandon(backendKey, token);
-          else resolve(grant);
-        },
-        (error: unknown) => {
-          signal.removeEventListener('abort', onAbort);
-          if (!cancellation.cancelled) reject(error);
-        },
-      );
-    });
-  }
-
-  private async waitFor(
-    key: string,
-    backendKey: string,
-    token: string,
-    ttl: number,
-    wait: number,
-    cancellation: Cancellation,
-  ): Promise<Grant> {
-    const started = monotonicNow();
-    let first: AcquireResult;
-    try {
-      first = await this.backend.tryAcquire(backendKey, token, ttl);
-    } catch (error) {
-      throw this.backendFailure(error);
-    }
-    if (first.fence !== null) return { token, fence: first.fence, startedAt: started };
-    if (wait === 0) throw new LockTimeoutError(key, monotonicNow() - started);
-    if (cancellation.cancelled) throw CANCELLED;
-    return this.waitInQueue(key, backendKey, token, ttl, started + wait, cancellation, started, first.retryIn);
-  }
-
-  /** The slow path of `waitFor`: listen first, then join the queue, so no release after this point goes unseen. */
-  private async waitInQueue(
-    key: string,
-    backendKey: string,
-    token: string,
-    ttl: number,
-    deadline: number,
-    cancellation: Cancellation,
-    started: number,
-    firstRetryIn: number | undefined,
-  ): Promise<Grant> {
-    const inbox = new Inbox(token);
-    const unsubscribe = await this.call(() => this.backend.subscribe(backendKey, (event) => inbox.push(event)));
-    try {
-      let retryIn = firstRetryIn;
-      for (;;) {
-        if (cancellation.cancelled) throw CANCELLED;
-        const now = monotonicNow();
-        if (now >= deadline) {
-          this.abandon(backendKey, token);
-          throw new LockTimeoutError(key, now - started);
-        }
-        const recheckAt = Math.min(deadline, now + this.recheckDelay(retryIn));
-        const queueLease = Math.min(MAX_TIMER_DELAY, Math.ceil(recheckAt - now) + QUEUE_GRACE);
-        const sentAt = now;
-        const attempt = await this.call(() =>
-          this.backend.tryAcquire(backendKey, token, ttl, { lease: queueLease }),
-        );
-        if (attempt.fence !== null) return { token, fence: attempt.fence, startedAt: sentAt };
-        retryIn = attempt.retryIn;
-        const lastBusyAt = sentAt;
-
-        const wake = await inbox.next(Math.min(deadline, monotonicNow() + this.recheckDelay(retryIn)), cancellation);
-        if (wake.type === 'granted') {
-          // The lease began after our last busy answer was sent. When that bound is too old to
-          // leave a useful estimate, one more attempt renews the lease and gives a fresh bound.
-          if (monotonicNow() - lastBusyAt <= Math.min(ttl, wake.validFor ?? ttl) / 3) {
-            return { token, fence: wake.fence, startedAt: lastBusyAt, validFor: wake.validFor };
-          }
-          retryIn = 0;
-        }
-      }
-    } finally {
-      unsubscribe();
-    }
-  }
-
-  /** Delay before a waiter re-checks on its own: at the end of the holder's lease, or the backend's interval. */
-  private recheckDelay(retryIn: number | undefined): number {
-    const interval = this.backend.recheckInterval ?? Infinity;
-    return Math.min(interval, retryIn === undefined ? Infinity : retryIn + 1);
-  }
-}
-
-type Wake = { type: 'granted'; fence: bigint; validFor?: number } | { type: 'retry' };
-
-/** Collects the events of one waiter and wakes it on a grant, a release, its timer or cancellation. */
-class Inbox {
-  private granted: bigint | undefined;
-  private grantedValidFor: number | undefined;
-  private released = false;
-  private waker: (() => void) | undefined;
-
-  constructor(private readonly token: string) {}
-
-  push(event: LockEvent): void {
-    if (event.type === 'granted') {
-      if (event.token !== this.token) return;
-      this.granted = event.fence;
-      this.grantedValidFor = event.validFor;
-    } else {
-      this.released = true;
-    }
-    this.waker?.();
-  }
-
-  async next(until: number, cancellation: Cancellation): Promise<Wake> {
-    if (this.granted === undefined && !this.released && !cancellation.cancelled && until > monotonicNow()) {
-      await new Promise<void>((resolve) => {
-        const cancelTimer = Number.isFinite(until) ? scheduleAt(until, () => wake()) : () => undefined;
-        const wake = (): void => {
-          cancelTimer();
-          this.waker = undefined;
-          cancellation.wake = undefined;
-          resolve();
-        };
-        this.waker = wake;
-        cancellation.wake = wake;
-      });
-    }
-    this.released = false;
-    if (this.granted !== undefined) {
-      const fence = this.granted;
-      this.granted = undefined;
-      return { type: 'granted', fence, validFor: this.grantedValidFor };
-    }
-    return { type: 'retry' };
   }
 }

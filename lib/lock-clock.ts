@@ -12,10 +12,11 @@ export function toEpochMs(monotonic: number): number {
 }
 
 /**
- * An unref'd timer that fires at monotonic time `at`, however far away: delays above the 2^31-1 ms
- * that `setTimeout` accepts are covered in steps. Returns the function that cancels it.
+ * A timer that fires at monotonic time `at`, however far away: delays above the 2^31-1 ms that
+ * `setTimeout` accepts are covered in steps. Unref'd unless `keepAlive` (then it keeps the process
+ * running until it fires or is cancelled). Returns the function that cancels it.
  */
-export function scheduleAt(at: number, callback: () => void): () => void {
+export function scheduleAt(at: number, callback: () => void, keepAlive = false): () => void {
   let timer: NodeJS.Timeout | undefined;
   const arm = (): void => {
     const delay = at - monotonicNow();
@@ -25,11 +26,11 @@ export function scheduleAt(at: number, callback: () => void): () => void {
       return;
     }
     timer = setTimeout(arm, Math.min(Math.ceil(delay), MAX_TIMER_DELAY));
-    timer.unref();
+    if (!keepAlive) timer.unref();
   };
   const first = at - monotonicNow();
   timer = setTimeout(arm, Math.max(0, Math.min(Math.ceil(first), MAX_TIMER_DELAY)));
-  timer.unref();
+  if (!keepAlive) timer.unref();
   return () => {
     clearTimeout(timer);
     timer = undefined;

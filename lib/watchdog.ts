@@ -1,5 +1,6 @@
 import { driftMargin, MAX_TIMER_DELAY } from './lock.constants';
 import { monotonicNow } from './lock-clock';
+import { MinHeap } from './min-heap';
 import type { ExtendItem } from './backends/lock-backend';
 
 /** A lease under the watchdog's care. */
@@ -17,18 +18,52 @@ export interface WatchedLease {
 /** Renews leases in bulk; one result per item, in order: true, false, or the error it failed with. */
 export type ExtendBatch = (items: ExtendItem[]) => Promise<Array<boolean | Error>>;
 
-/** Stops a watch. Synchronous: once it returns, the watchdog sends no extension for that lease. */
-export type StopWatch = () => void;
-
-interface Entry {
-  lease: WatchedLease;
-  /** Monotonic lower bound of the moment the backend last started the lease. */
-  confirmedAt: number;
+/**
+ * A lease under watch, as the service holds it. `stop()` is synchronous: once it returns, the
+ * watchdog sends no extension for that lease.
+ */
+export interface LeaseWatch {
   /** Monotonic time after which the lease can no longer be trusted. */
+  readonly deadline: number;
+  stop(): void;
+  /**
+   * True while the lease is confirmed. When its local deadline has passed but no timer has noticed
+   * yet (the event loop was blocked), the loss is reported now, synchronously, and false returned.
+   */
+  confirm(): boolean;
+  /**
+   * Another extension of the lease was sent at `sentAt` (monotonic) for `ttl` ms (an `extend` call
+   * of the holder): the lease now runs with that ttl, and the deadline counts it from now on.
+   * Call the returned function with the outcome.
+   */
+  extending(sentAt: number, ttl: number): (result: boolean | Error) => void;
+}
+
+/**
+ * Extensions of one lease whose flights overlap: their order at the backend is unknown, so the
+ * lease is only trusted until the earliest end any of them could have set.
+ */
+interface Flight {
+  /** Extensions of the group still in flight. */
+  pending: number;
+  /** Whether one of them was confirmed. */
+  confirmed: boolean;
+  /** The earliest deadline any of them could leave, with the send time and ttl that give it. */
+  deadline: number;
+  sentAt: number;
+  ttl: number;
+}
+
+interface Entry extends LeaseWatch {
+  lease: WatchedLease;
+  /** The ttl extensions ask for: the lease's own, or the last one an `extend` call gave. */
+  ttl: number;
   deadline: number;
   /** Monotonic time of the next extension. */
   extendAt: number;
-  extending: boolean;
+  /** Whether the watchdog's own extension is in flight. */
+  own: boolean;
+  flight: Flight | undefined;
   done: boolean;
   /** Bumped on every reschedule; heap nodes carrying an older version are stale. */
   version: number;
@@ -39,6 +74,9 @@ interface Node {
   entry: Entry;
   version: number;
 }
+
+const PAST_DEADLINE = 'the lease ran past its local deadline before it could be extended (was the event loop blocked?)';
+const UNCONFIRMED = 'no extension was confirmed before the local deadline (the backend is slow or unreachable)';
 
 /**
  * One scheduler for every lease a process holds under `withLock` / `@WithLock`.
@@ -51,10 +89,11 @@ interface Node {
  * Each lease has a local deadline on the monotonic clock: the send time of the last confirmed
  * acquisition or extension, plus the TTL, minus the drift margin. An extension is sent every ttl/3.
  * If one is refused, or none is confirmed by the deadline, the lease is reported lost at that
- * moment, which is before the backend's own expiry by the holder's clock.
+ * moment, which is before the backend's own expiry by the holder's clock. A timer can be late (a
+ * blocked event loop): `confirm()` checks the deadline whenever the holder asks.
  */
 export class Watchdog {
-  private heap: Node[] = [];
+  private readonly heap = new MinHeap<Node>((node) => node.at);
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private entries = new Set<Entry>();
@@ -70,28 +109,38 @@ export class Watchdog {
    * Starts watching a lease whose current term began no earlier than `confirmedAt` (monotonic).
    * `validFor`: the backend vouches for less than the ttl until the first extension (see
    * `LockEvent`); the first deadline is then counted from it, and the first extension goes at the
-   * latest halfway there. Returns the synchronous stop function.
+   * latest halfway there.
    */
-  watch(lease: WatchedLease, confirmedAt: number, validFor = lease.ttl): StopWatch {
+  watch(lease: WatchedLease, confirmedAt: number, validFor = lease.ttl): LeaseWatch {
     const term = Math.min(lease.ttl, validFor);
     const entry: Entry = {
       lease,
-      confirmedAt,
+      ttl: lease.ttl,
       deadline: confirmedAt + term - driftMargin(lease.ttl),
       extendAt: confirmedAt + Math.min(lease.ttl / 3, term / 2),
-      extending: false,
+      own: false,
+      flight: undefined,
       done: false,
       version: 0,
+      stop: () => this.finish(entry),
+      confirm: () => this.confirm(entry),
+      extending: (sentAt, ttl) => {
+        if (entry.done) return () => undefined;
+        entry.ttl = ttl;
+        this.depart(entry, sentAt, ttl);
+        this.schedule(entry);
+        return (result) => this.settle(entry, result, false);
+      },
     };
     this.entries.add(entry);
     this.schedule(entry);
-    return () => this.finish(entry);
+    return entry;
   }
 
   /** Stops every watch (the module is shutting down). */
   stopAll(): void {
     for (const entry of [...this.entries]) this.finish(entry);
-    this.heap = [];
+    this.heap.clear();
     this.disarm();
   }
 
@@ -101,15 +150,27 @@ export class Watchdog {
     entry.version++;
     this.entries.delete(entry);
     if (this.entries.size === 0) {
-      this.heap = [];
+      this.heap.clear();
       this.disarm();
     }
   }
 
+  private confirm(entry: Entry): boolean {
+    if (entry.done) return false;
+    if (entry.deadline > monotonicNow()) return true;
+    this.lose(entry, entry.flight ? UNCONFIRMED : PAST_DEADLINE);
+    return false;
+  }
+
+  private lose(entry: Entry, detail: string): void {
+    this.finish(entry);
+    entry.lease.onLost(detail);
+  }
+
   private schedule(entry: Entry): void {
     entry.version++;
-    const at = entry.extending ? entry.deadline : Math.min(entry.extendAt, entry.deadline);
-    this.push({ at, entry, version: entry.version });
+    const at = entry.own ? entry.deadline : Math.min(entry.extendAt, entry.deadline);
+    this.heap.push({ at, entry, version: entry.version });
     if (at < this.timerAt) this.arm(at);
   }
 
@@ -133,96 +194,77 @@ export class Watchdog {
     const now = monotonicNow();
     const due: Entry[] = [];
     const lost: Entry[] = [];
-    while (this.heap.length > 0) {
-      const top = this.heap[0];
+    for (let top = this.heap.peek(); top; top = this.heap.peek()) {
       const entry = top.entry;
       if (top.version !== entry.version || entry.done) {
-        this.pop();
+        this.heap.pop();
         continue;
       }
       // Extensions may go a little early so that neighbours share a batch; deadlines never do.
-      const window = Math.min(20, entry.lease.ttl / 10);
+      const window = Math.min(20, entry.ttl / 10);
       if (entry.deadline <= now) {
-        this.pop();
+        this.heap.pop();
         lost.push(entry);
-      } else if (!entry.extending && entry.extendAt <= now + window) {
-        this.pop();
+      } else if (!entry.own && entry.extendAt <= now + window) {
+        this.heap.pop();
         due.push(entry);
       } else {
         break;
       }
     }
-    for (const entry of lost) {
-      this.finish(entry);
-      entry.lease.onLost(
-        entry.extending
-          ? 'no extension was confirmed before the local deadline (the backend is slow or unreachable)'
-          : 'the lease ran past its local deadline before it could be extended',
-      );
-    }
+    for (const entry of lost) this.lose(entry, entry.flight ? UNCONFIRMED : PAST_DEADLINE);
     if (due.length > 0) this.extend(due, now);
-    const next = this.heap[0];
+    const next = this.heap.peek();
     if (next && next.at < this.timerAt) this.arm(next.at);
   }
 
   private extend(entries: Entry[], sentAt: number): void {
     for (const entry of entries) {
-      entry.extending = true;
+      entry.own = true;
+      this.depart(entry, sentAt, entry.ttl);
       this.schedule(entry);
     }
-    const items = entries.map((e) => ({ key: e.lease.key, token: e.lease.token, ttl: e.lease.ttl }));
+    const items = entries.map((e) => ({ key: e.lease.key, token: e.lease.token, ttl: e.ttl }));
     this.extendBatch(items).then(
-      (results) => entries.forEach((entry, i) => this.settle(entry, results[i], sentAt)),
-      (error: unknown) => entries.forEach((entry) => this.settle(entry, error as Error, sentAt)),
+      (results) => entries.forEach((entry, i) => this.settle(entry, results[i], true)),
+      (error: unknown) => entries.forEach((entry) => this.settle(entry, error as Error, true)),
     );
   }
 
-  private settle(entry: Entry, result: boolean | Error | undefined, sentAt: number): void {
+  /**
+   * An extension of `entry` leaves for `ttl` ms. Until every extension in flight has come back, the
+   * lease is trusted only until the earliest end any of them could set (a shorter ttl counts at once).
+   */
+  private depart(entry: Entry, sentAt: number, ttl: number): void {
+    const deadline = sentAt + ttl - driftMargin(ttl);
+    const flight = (entry.flight ??= { pending: 0, confirmed: false, deadline, sentAt, ttl });
+    flight.pending++;
+    if (deadline < flight.deadline) Object.assign(flight, { deadline, sentAt, ttl });
+    if (deadline < entry.deadline) entry.deadline = deadline;
+  }
+
+  private settle(entry: Entry, result: boolean | Error | undefined, own: boolean): void {
     if (entry.done) return;
-    entry.extending = false;
-    if (result === true) {
-      entry.confirmedAt = sentAt;
-      entry.deadline = sentAt + entry.lease.ttl - driftMargin(entry.lease.ttl);
-      entry.extendAt = sentAt + entry.lease.ttl / 3;
-      entry.lease.onConfirmed(entry.deadline);
-    } else if (result === false) {
-      this.finish(entry);
-      entry.lease.onLost('an extension was refused: the lease expired or was taken over');
+    if (own) entry.own = false;
+    const flight = entry.flight!;
+    flight.pending--;
+    if (result === false) {
+      this.lose(entry, 'an extension was refused: the lease expired or was taken over');
       return;
-    } else {
+    }
+    if (result === true) flight.confirmed = true;
+    else if (own) {
       // The backend failed: try again soon, until the deadline decides.
-      entry.extendAt = monotonicNow() + Math.max(entry.lease.ttl / 10, 1);
+      entry.extendAt = monotonicNow() + Math.max(entry.ttl / 10, 1);
+    }
+    if (flight.pending === 0) {
+      entry.flight = undefined;
+      if (flight.confirmed) {
+        entry.deadline = flight.deadline;
+        entry.extendAt = flight.sentAt + flight.ttl / 3;
+        entry.lease.onConfirmed(entry.deadline);
+      }
     }
     this.schedule(entry);
-  }
-
-  private push(node: Node): void {
-    const heap = this.heap;
-    heap.push(node);
-    let i = heap.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (heap[parent].at <= node.at) break;
-      heap[i] = heap[parent];
-      i = parent;
-    }
-    heap[i] = node;
-  }
-
-  private pop(): void {
-    const heap = this.heap;
-    const last = heap.pop()!;
-    if (heap.length === 0) return;
-    let i = 0;
-    for (;;) {
-      const left = 2 * i + 1;
-      if (left >= heap.length) break;
-      const right = left + 1;
-      const child = right < heap.length && heap[right].at < heap[left].at ? right : left;
-      if (heap[child].at >= last.at) break;
-      heap[i] = heap[child];
-      i = child;
-    }
-    heap[i] = last;
   }
 }

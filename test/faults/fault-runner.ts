@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { historyNow } from './history-clock';
 import { checkHistory, type CheckOptions, type CheckReport, type HistoryEvent } from './history';
 import { createResource, type BackendSpec, type ResourceSpec, type WorkerConfig } from './worker-config';
 
@@ -58,7 +59,7 @@ export class FaultRun {
 
   /** Records a fault in the history (the checker uses SIGKILL and SIGSTOP marks). */
   mark(worker: string, fault: string, phase: 'start' | 'end'): void {
-    this.add({ t: performance.timeOrigin + performance.now(), worker, type: 'fault', fault, phase });
+    this.add({ t: historyNow(), worker, type: 'fault', fault, phase });
   }
 
   /** Sends `signal` to a worker and records it. */

@@ -1,7 +1,7 @@
 /**
  * One line of a lock history. Workers write them as JSON lines on stdout; the runner adds its own
  * (faults it injected) and merges everything by time. Times are milliseconds on the machine's
- * clock (`performance.timeOrigin + performance.now()`), the same for every process on one machine.
+ * monotonic clock (`historyNow()` in history-clock.ts), the same for every process on one machine.
  */
 export type HistoryEvent =
   | { t: number; worker: string; type: 'invoke'; key: string }

@@ -7,9 +7,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DistributedLockService, LockLostError, LockTimeoutError } from '../../lib';
 import { createBackend, createResource, type WorkerConfig } from './worker-config';
 import type { HistoryEvent } from './history';
+import { historyNow } from './history-clock';
 
 const config = JSON.parse(process.env.LOCK_WORKER_CONFIG ?? '{}') as WorkerConfig;
-const now = (): number => performance.timeOrigin + performance.now();
+const now = historyNow;
 
 type Payload = HistoryEvent extends infer E ? (E extends HistoryEvent ? Omit<E, 't' | 'worker'> : never) : never;
 function emit(event: Payload): void {
@@ -30,7 +31,14 @@ async function main(): Promise<void> {
       await locks.withLock(key, async (held) => {
         const fence = held.fence.toString();
         emit({ type: 'acquired', key, fence, ttl: config.ttl });
-        held.signal.addEventListener('abort', () => emit({ type: 'lost', key, fence }), { once: true });
+        // The signal also aborts (with an AbortError) when the hold ends normally; only a loss counts.
+        held.signal.addEventListener(
+          'abort',
+          () => {
+            if (held.signal.reason instanceof LockLostError) emit({ type: 'lost', key, fence });
+          },
+          { once: true },
+        );
         try {
           const read = await resource.read(config.resourceName, held.fence);
           emit({ type: 'read', key, fence, value: read.value, ok: read.ok });

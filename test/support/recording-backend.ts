@@ -12,11 +12,14 @@ export interface RecordedCall {
 /**
  * Wraps a real backend and records every call, so tests can assert what the service asked the
  * backend for (no polling while waiting, one batch per watchdog tick) instead of timing it.
- * `fail` makes chosen methods throw, as a backend that is down would.
+ * `fail` makes chosen methods throw, as a backend that is down would; `gate` holds chosen calls
+ * back before they reach the backend, as a slow network or a busy pool would.
  */
 export class RecordingBackend implements LockBackend {
   readonly calls: RecordedCall[] = [];
   readonly fail = new Set<RecordedCall['method'] | 'ping'>();
+  /** When it returns a promise for a call, the call waits for it before it reaches the backend. */
+  gate: ((call: RecordedCall) => Promise<void> | undefined) | undefined;
   private waiters: Array<{ test: (c: RecordedCall) => boolean; resolve: (c: RecordedCall) => void }> = [];
 
   constructor(readonly inner: LockBackend) {}
@@ -85,6 +88,8 @@ export class RecordingBackend implements LockBackend {
     this.calls.push(call);
     try {
       if (this.fail.has(call.method)) throw new Error(`injected failure: ${call.method}`);
+      const held = this.gate?.(call);
+      if (held) await held;
       const result = await run();
       if (call.method !== 'extendMany') call.result = result;
       return result;

@@ -36,7 +36,7 @@ describe('Watchdog', () => {
     const { batches, extend } = controlledBatches();
     const watchdog = new Watchdog(extend);
     const probes = Array.from({ length: 10_000 }, (_, i) => probe(`k${i}`, 30_000));
-    const stops = probes.map((p) => watchdog.watch(p.lease, performance.now()));
+    const watches = probes.map((p) => watchdog.watch(p.lease, performance.now()));
     expect(jest.getTimerCount()).toBe(1);
 
     await jest.advanceTimersByTimeAsync(10_000);
@@ -47,7 +47,7 @@ describe('Watchdog', () => {
     expect(probes.every((p) => p.confirmed.length === 1)).toBe(true);
     expect(jest.getTimerCount()).toBe(1);
 
-    stops.forEach((stop) => stop());
+    watches.forEach((watch) => watch.stop());
     expect(watchdog.size).toBe(0);
     expect(jest.getTimerCount()).toBe(0);
   });
@@ -152,7 +152,7 @@ describe('Watchdog', () => {
     const b = probe('b', 3_000);
     const stopA = watchdog.watch(a.lease, performance.now());
     watchdog.watch(b.lease, performance.now());
-    stopA();
+    stopA.stop();
     await jest.advanceTimersByTimeAsync(1_000);
     expect(batches.flatMap((batch) => batch.items.map((i) => i.key))).toEqual(['b']);
   });

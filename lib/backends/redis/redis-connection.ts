@@ -2,6 +2,7 @@ import type { Duplex } from 'node:stream';
 import type { Cluster, ClusterNode, Command, Redis } from 'ioredis';
 import { LockBackendError } from '../../lock.errors';
 import { CommandDeadlines } from './redis-command-deadlines';
+import { refusalAdvice } from './redis-permissions';
 import type { LockScript } from './redis-lock.scripts';
 
 type CommandClass = new (name: string, args: Array<string | number>, options: { replyEncoding: 'utf8'; keyPrefix?: string }) => Command;
@@ -131,13 +132,14 @@ export class RedisConnection {
 
   /**
    * Runs `command` once the connection is ready, bounded by `timeout` ms in all (waiting included).
-   * Any failure becomes a `LockBackendError` that says what failed where.
+   * Any failure becomes a `LockBackendError` that says what failed where (and, for a refusal by
+   * the server's ACL, what to grant; `channel` is the lock channel the command is about).
    */
-  run<T>(what: string, command: () => Promise<T>, timeout = this.commandTimeout): Promise<T> {
+  run<T>(what: string, command: () => Promise<T>, timeout = this.commandTimeout, channel?: string): Promise<T> {
     if (this.closed) return Promise.reject(new LockBackendError('redis', `${what}: the backend was closed`));
     const status = this.client.status;
     if (status === 'ready') {
-      const pending = this.bounded(what, command, timeout);
+      const pending = this.bounded(what, command, timeout, channel);
       this.coalesce();
       return pending;
     }
@@ -145,7 +147,7 @@ export class RedisConnection {
       return Promise.reject(new LockBackendError('redis', `${what}: the connection to ${this.endpoint} was closed`));
     }
     if (this.lastError) return Promise.reject(this.unreachable(what));
-    return this.bounded(what, () => this.whenReady(what).then(command), timeout);
+    return this.bounded(what, () => this.whenReady(what).then(command), timeout, channel);
   }
 
   /**
@@ -278,13 +280,14 @@ export class RedisConnection {
       : new LockBackendError('redis', `${what}: no answer from ${this.endpoint} within ${timeout} ms`);
   }
 
-  private failure(what: string, error: unknown): LockBackendError {
-    return error instanceof LockBackendError
-      ? error
-      : new LockBackendError('redis', `${what} on ${this.endpoint} failed: ${messageOf(error)}`, { cause: error });
+  private failure(what: string, error: unknown, channel?: string): LockBackendError {
+    if (error instanceof LockBackendError) return error;
+    const message = messageOf(error);
+    const advice = refusalAdvice(message, channel);
+    return new LockBackendError('redis', `${what} on ${this.endpoint} failed: ${message}${advice ? `. ${advice}` : ''}`, { cause: error });
   }
 
-  private bounded<T>(what: string, command: () => Promise<T>, timeout: number): Promise<T> {
+  private bounded<T>(what: string, command: () => Promise<T>, timeout: number, channel?: string): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => reject(this.noAnswer(what, timeout)), timeout);
       timer.unref();
@@ -301,7 +304,7 @@ export class RedisConnection {
         },
         (error: unknown) => {
           clearTimeout(timer);
-          reject(this.failure(what, error));
+          reject(this.failure(what, error, channel));
         },
       );
     });

@@ -1,15 +1,17 @@
+import { Logger } from '@nestjs/common';
 import type { ChainableCommander } from 'ioredis';
 import { LockBackendError } from '../../lock.errors';
 import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } from '../lock-backend';
 import { RedisConnection } from './redis-connection';
+import { evictionWarning, readEvictionPolicies } from './redis-eviction-check';
 import { redisLockKeys, type RedisLockKeys } from './redis-key-layout';
+import { readAcquireReply, readFlag, readReleaseReply } from './redis-lock.replies';
 import { RedisLockSubscriber } from './redis-lock.subscriber';
 import { defineLockScripts, LOCK_COMMANDS, LOCK_SCRIPTS, type LockScriptHost } from './redis-lock.scripts';
 
 const ACQUIRE = LOCK_SCRIPTS.acquire;
 const EXTEND = LOCK_SCRIPTS.extend;
 const RELEASE = LOCK_SCRIPTS.release;
-const isOne = (reply: unknown): boolean => reply === 1;
 
 /** Acknowledgement of an acquisition by replicas (`WAIT`) or by their AOF (`WAITAOF`). */
 export interface ReplicaAcknowledgement {
@@ -33,11 +35,6 @@ export interface RedisLockBackendSettings {
   /** Publish every release (not only those with waiters queued): the quorum's nodes need it. */
   announceReleases?: boolean;
 }
-
-/** Fence (> 0): granted; -retryIn (<= 0): busy; [waiter, fence, retryIn]: busy, handed to waiter. */
-type AcquireReply = number | [string, number, number];
-/** 0: held nothing; 1: released; [waiter, fence]: released and handed to waiter. */
-type ReleaseReply = 0 | 1 | [string, number];
 
 /**
  * Locks on one Redis deployment: a single server, a Sentinel-managed master or a Cluster.
@@ -63,6 +60,12 @@ export class RedisLockBackend implements LockBackend {
   private acquireSuffix: string;
   private releaseSuffix: string;
   private closed = false;
+  /** What each operation is called in errors: `acquire on Redis at host:port`, … */
+  private readonly names: { readonly acquire: string; readonly extend: string; readonly release: string };
+  private readonly readExtend = (reply: unknown): boolean => readFlag(this.names.extend, reply);
+  /** The check of the server's eviction policy: started by the first acquisition or ping, done once answered. */
+  private evictionCheck: Promise<void> | undefined;
+  private readonly logger = new Logger('RedisLockBackend');
 
   constructor(
     readonly connection: RedisConnection,
@@ -76,6 +79,8 @@ export class RedisLockBackend implements LockBackend {
     this.releaseMode = settings.announceReleases ? (this.acquireMode === 's' ? 'S' : 'P') : this.acquireMode;
     this.acquireSuffix = `${this.acquireMode}0`;
     this.releaseSuffix = `${this.releaseMode}0`;
+    const endpoint = connection.endpoint;
+    this.names = { acquire: `acquire on ${endpoint}`, extend: `extend on ${endpoint}`, release: `release on ${endpoint}` };
   }
 
   /** Where the backend connects, for messages (host and port, no credentials). */
@@ -84,10 +89,11 @@ export class RedisLockBackend implements LockBackend {
   }
 
   tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
+    if (this.evictionCheck === undefined) void this.checkEvictionPolicy();
     const keys = redisLockKeys(key);
     const args: Array<string | number> = [ACQUIRE.sha, ACQUIRE.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, token + this.acquireSuffix, ttl];
     if (queue && queue.lease > 0) args.push(queue.lease);
-    const read = (reply: unknown): AcquireResult => this.readAcquire(key, keys, reply as AcquireReply);
+    const read = (reply: unknown): AcquireResult => this.readAcquire(key, keys, reply);
     const answer = this.settings.replicaAck
       ? this.acquireAcknowledged(key, token, args.slice(2)).then(read)
       : this.connection.evalScript('acquire', ACQUIRE, args, read);
@@ -100,7 +106,7 @@ export class RedisLockBackend implements LockBackend {
 
   extend(key: string, token: string, ttl: number): Promise<boolean> {
     const keys = redisLockKeys(key);
-    return this.connection.evalScript('extend', EXTEND, [EXTEND.sha, EXTEND.numberOfKeys, keys.lease, token, ttl], isOne);
+    return this.connection.evalScript('extend', EXTEND, [EXTEND.sha, EXTEND.numberOfKeys, keys.lease, token, ttl], this.readExtend);
   }
 
   /**
@@ -123,17 +129,22 @@ export class RedisLockBackend implements LockBackend {
         ),
       );
     });
-    return answers.map((answer, i) =>
-      answer instanceof Error
-        ? new LockBackendError('redis', `extend of "${items[i].key}" on ${this.endpoint} failed: ${answer.message}`, { cause: answer })
-        : answer === 1,
-    );
+    return answers.map((answer, i) => {
+      if (answer instanceof Error) {
+        return new LockBackendError('redis', `extend of "${items[i].key}" on ${this.endpoint} failed: ${answer.message}`, { cause: answer });
+      }
+      try {
+        return readFlag(this.names.extend, answer);
+      } catch (error) {
+        return error as Error;
+      }
+    });
   }
 
   release(key: string, token: string): Promise<boolean> {
     const keys = redisLockKeys(key);
     const args = [RELEASE.sha, RELEASE.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, token + this.releaseSuffix];
-    return this.connection.evalScript('release', RELEASE, args, (reply) => this.readRelease(key, keys, reply as ReleaseReply));
+    return this.connection.evalScript('release', RELEASE, args, (reply) => this.readRelease(key, keys, reply));
   }
 
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
@@ -147,8 +158,11 @@ export class RedisLockBackend implements LockBackend {
     return this.subscriber.subscribe(this.channelOf(redisLockKeys(key)), key, deliver);
   }
 
-  ping(): Promise<void> {
-    return this.connection.run('PING', () => this.connection.client.ping()).then(() => undefined);
+  /** PING; the first one also waits for the check of the eviction policy (whose failure it ignores). */
+  async ping(): Promise<void> {
+    const check = this.checkEvictionPolicy();
+    await this.connection.run('PING', () => this.connection.client.ping());
+    await check;
   }
 
   async close(): Promise<void> {
@@ -162,22 +176,25 @@ export class RedisLockBackend implements LockBackend {
     this.observe(Number(fence));
   }
 
-  private readAcquire(key: string, keys: RedisLockKeys, reply: AcquireReply): AcquireResult {
-    if (typeof reply === 'number') {
-      if (reply > 0) {
-        this.observe(reply);
-        return { fence: BigInt(reply) };
-      }
-      return { fence: null, retryIn: -reply };
+  private readAcquire(key: string, keys: RedisLockKeys, reply: unknown): AcquireResult {
+    const answer = readAcquireReply(this.names.acquire, reply);
+    switch (answer.kind) {
+      case 'granted':
+        this.observe(answer.fence);
+        return { fence: BigInt(answer.fence) };
+      case 'busy':
+        return { fence: null, retryIn: answer.retryIn };
+      case 'handed':
+        this.handedOver(key, keys, answer.waiter, answer.fence);
+        return { fence: null, retryIn: answer.retryIn };
     }
-    this.handedOver(key, keys, reply[0], reply[1]);
-    return { fence: null, retryIn: reply[2] };
   }
 
   /** Reads a release reply; a hand-off is delivered at once to a waiter of this process. */
-  private readRelease(key: string, keys: RedisLockKeys, reply: ReleaseReply): boolean {
-    if (typeof reply === 'number') return reply === 1;
-    this.handedOver(key, keys, reply[0], reply[1]);
+  private readRelease(key: string, keys: RedisLockKeys, reply: unknown): boolean {
+    const answer = readReleaseReply(this.names.release, reply);
+    if (typeof answer === 'boolean') return answer;
+    this.handedOver(key, keys, answer.waiter, answer.fence);
     return true;
   }
 
@@ -200,6 +217,24 @@ export class RedisLockBackend implements LockBackend {
     }
   }
 
+  /**
+   * Reads the server's `maxmemory-policy` once and warns when it can evict lock keys. A refusal
+   * (NOPERM, CONFIG renamed on a managed service) ends the check silently; no answer at all (the
+   * server unreachable) lets the next acquisition or ping try again.
+   */
+  private checkEvictionPolicy(): Promise<void> {
+    this.evictionCheck ??= readEvictionPolicies(this.connection).then(
+      (policies) => {
+        const warning = evictionWarning(this.endpoint, policies);
+        if (warning) this.logger.warn(warning);
+      },
+      () => {
+        this.evictionCheck = undefined;
+      },
+    );
+    return this.evictionCheck;
+  }
+
   private releaseInBackground(key: string, token: string): void {
     if (this.closed) return;
     this.release(key, token).catch(() => undefined);
@@ -210,7 +245,7 @@ export class RedisLockBackend implements LockBackend {
     key: string,
     token: string,
     args: ReadonlyArray<string | number>,
-  ): Promise<AcquireReply> {
+  ): Promise<unknown> {
     const ack = this.settings.replicaAck!;
     const rows = await this.connection.run(
       'acquire',
@@ -225,11 +260,11 @@ export class RedisLockBackend implements LockBackend {
     );
     const [acquireError, reply] = rows[0] ?? [new Error('no reply')];
     if (acquireError) throw acquireError;
-    const acquired = reply as AcquireReply;
-    if (typeof acquired !== 'number' || acquired <= 0) return acquired;
+    const acquired = readAcquireReply(this.names.acquire, reply);
+    if (acquired.kind !== 'granted') return reply;
     const [waitError, answer] = rows[1] ?? [new Error('no reply')];
     const confirmed = waitError ? undefined : Number(Array.isArray(answer) ? answer[1] : answer);
-    if (confirmed !== undefined && confirmed >= ack.replicas) return acquired;
+    if (confirmed !== undefined && confirmed >= ack.replicas) return reply;
     await this.release(key, token).catch(() => undefined);
     const command = ack.aof ? 'WAITAOF' : 'WAIT';
     throw new LockBackendError(

@@ -127,7 +127,7 @@ export class RedisLockSubscriber {
     }
     const client = connection.client as unknown as Record<string, (channel: string) => Promise<unknown>>;
     const command = this.sharded ? (what === 'subscribe' ? 'ssubscribe' : 'sunsubscribe') : what;
-    return connection.run(command.toUpperCase(), () => client[command](channel).then(() => undefined));
+    return connection.run(command.toUpperCase(), () => client[command](channel).then(() => undefined), undefined, channel);
   }
 
   private open(): RedisConnection {

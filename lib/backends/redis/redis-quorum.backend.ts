@@ -22,7 +22,8 @@ function settle<T>(promise: Promise<T>): Promise<Outcome<T>> {
  *   (too many nodes failed to answer for a majority to exist).
  * - extend: confirmed when a majority renewed; "not held" when a majority refused; otherwise an
  *   error, so the watchdog tries again until the holder's local deadline.
- * - release: on every node.
+ * - release: on every node; true when a majority still held the lease, false when a majority no
+ *   longer did (the lease was lost), an error otherwise.
  *
  * Fences: each node issues its own strictly increasing fence (server microseconds, raised above the
  * node's previous fence and above the highest fence this process has seen); the quorum's fence is
@@ -94,11 +95,14 @@ export class RedisQuorumLockBackend implements LockBackend {
     });
   }
 
+  /**
+   * True when a majority of the nodes still held the lease and released it; false when a majority
+   * no longer held it (expired, flushed or evicted there: another holder could have taken the lock
+   * meanwhile); an error when too many nodes failed to tell.
+   */
   async release(key: string, token: string): Promise<boolean> {
     const outcomes = await Promise.all(this.nodes.map((node) => settle(node.release(key, token))));
-    const failed = this.failures(outcomes);
-    if (failed.length === this.nodes.length) throw this.noMajority('release', failed);
-    return outcomes.some((o) => o.value === true);
+    return this.tally('release', outcomes, 'released', 'did not hold it');
   }
 
   async subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
@@ -123,13 +127,13 @@ export class RedisQuorumLockBackend implements LockBackend {
     await Promise.all(this.nodes.map((node) => node.close().catch(() => undefined)));
   }
 
-  /** True on a majority of renewals, false on a majority of refusals, an error otherwise. */
-  private tally(what: string, outcomes: Array<Outcome<boolean>>): boolean {
-    const renewed = outcomes.filter((o) => o.value === true).length;
-    if (renewed >= this.majority) return true;
+  /** True on a majority of trues (renewals, releases), false on a majority of falses, an error otherwise. */
+  private tally(what: string, outcomes: Array<Outcome<boolean>>, yes = 'renewed', no = 'refused'): boolean {
+    const confirmed = outcomes.filter((o) => o.value === true).length;
+    if (confirmed >= this.majority) return true;
     const refused = outcomes.filter((o) => o.value === false).length;
     if (refused > this.nodes.length - this.majority) return false;
-    throw this.noMajority(what, this.failures(outcomes), `${renewed} renewed, ${refused} refused`);
+    throw this.noMajority(what, this.failures(outcomes), `${confirmed} ${yes}, ${refused} ${no}`);
   }
 
   private failures(outcomes: Array<Outcome<unknown>>): Array<{ node: RedisLockBackend; error: Error }> {

@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { Cluster, type Redis } from 'ioredis';
 import { DistributedLockService, type HeldLock, type LockBackend, type LockGuard } from '../../../lib';
 import { redisBackend } from '../../../lib/redis';
@@ -70,6 +71,40 @@ describe('redisBackend on a spawned Cluster of 3 masters + 3 replicas', () => {
         expect(await cluster.set('c:still-open', '1')).toBe('OK');
       } finally {
         cluster.disconnect();
+      }
+    });
+
+    it('reports a release as false when the lease was gone (deleted, as FLUSHALL or an eviction would)', async () => {
+      const backend = redisBackend({ cluster: { nodes: startupNodes() } });
+      backends.push(backend);
+      const admin = new Cluster(startupNodes());
+      try {
+        const token = 'f'.repeat(32);
+        expect((await backend.tryAcquire('c:vanished', token, 10_000)).fence).not.toBeNull();
+        expect(await admin.del(redisLockKeys('c:vanished').lease)).toBe(1);
+        expect(await backend.release('c:vanished', token)).toBe(false);
+      } finally {
+        admin.disconnect();
+      }
+    });
+
+    it('warns once about a master whose maxmemory-policy can evict lock keys, naming it', async () => {
+      const admins = nodes.map((n) => spawned.admin(n));
+      const masters: Redis[] = [];
+      for (const admin of admins) if ((await admin.info('replication')).includes('role:master')) masters.push(admin);
+      const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+      try {
+        await masters[1].config('SET', 'maxmemory-policy', 'allkeys-lfu');
+        const backend = redisBackend({ cluster: { nodes: startupNodes() } });
+        backends.push(backend);
+        await backend.ping();
+        await backend.ping();
+        const warnings = warn.mock.calls.map((call: unknown[]) => String(call[0])).filter((m) => m.includes('maxmemory-policy'));
+        expect(warnings).toHaveLength(1);
+        expect(warnings[0]).toContain(`127.0.0.1:${masters[1].options.port}: allkeys-lfu`);
+      } finally {
+        warn.mockRestore();
+        await masters[1].config('SET', 'maxmemory-policy', 'noeviction');
       }
     });
 

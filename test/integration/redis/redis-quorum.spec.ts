@@ -94,4 +94,41 @@ describe('redisBackend({ quorum }) over 5 spawned masters', () => {
     // Had the contender kept nodes 3 and 4, nobody could reach a majority now.
     expect((await backend.tryAcquire('q:split', token(), 10_000)).fence).not.toBeNull();
   });
+
+  it('reads the replies of nodes whose clients answer numbers as strings (ioredis stringNumbers)', async () => {
+    const numbersAsStrings = (): LockBackend => {
+      const backend = redisBackend({ quorum: nodes.map((n) => ({ host: n.host, port: n.port, stringNumbers: true })), recheckInterval: 200 });
+      backends.push(backend);
+      return backend;
+    };
+    const a = service(numbersAsStrings());
+    const b = service(numbersAsStrings());
+    const first = (await a.tryAcquire('strings'))!;
+    expect(first).not.toBeNull();
+    expect(await b.tryAcquire('strings')).toBeNull();
+    const waiting = b.acquire('strings');
+    await sleep(50);
+    await a.release(first);
+    const second = await waiting;
+    expect(second.fence).toBeGreaterThan(first.fence);
+    expect(await b.extend(second)).toBe(true);
+    expect(await a.extend(first)).toBe(false);
+    expect(await b.withLock('strings-renewed', async (lock) => (await sleep(900), lock.signal.aborted), { ttl: 450 })).toBe(false);
+    await b.release(second);
+  });
+
+  it('reports a release as false when the lease was gone on a majority of the nodes, and true when a majority still held it', async () => {
+    const backend = quorum();
+    const admins = nodes.map((n) => spawned.admin(n));
+    const flushed = token();
+    expect((await backend.tryAcquire('q:flushed', flushed, 10_000)).fence).not.toBeNull();
+    await Promise.all([0, 1, 2].map((i) => admins[i].flushall()));
+    // Another holder could take the majority now: the lease was lost, whatever the other 2 nodes say.
+    expect(await backend.release('q:flushed', flushed)).toBe(false);
+
+    const kept = token();
+    expect((await backend.tryAcquire('q:flushed-minority', kept, 10_000)).fence).not.toBeNull();
+    await Promise.all([3, 4].map((i) => admins[i].flushall()));
+    expect(await backend.release('q:flushed-minority', kept)).toBe(true);
+  });
 });

@@ -1,4 +1,4 @@
-import { grantTo, READ_CLOCK, TAKE_NEXT_WAITER } from './lock-script.parts';
+import { checkPublishRight, grantTo, READ_CLOCK, TAKE_NEXT_WAITER } from './lock-script.parts';
 
 /**
  * acquire: one attempt to take a lock for a token, optionally joining the lock's FIFO queue.
@@ -17,6 +17,8 @@ import { grantTo, READ_CLOCK, TAKE_NEXT_WAITER } from './lock-script.parts';
  *                     joined the queue (or refreshed its place).
  *         {waiter, fence, retryIn}: busy because the lease had expired with waiters queued: this
  *                     call handed the lock to the oldest live waiter and published the grant.
+ *         error NOPERM: the call would have handed the lock over and the Redis user may not
+ *                     publish the grant; nothing was changed (see checkPublishRight).
  */
 export const ACQUIRE_SCRIPT = `
 local token = string.sub(ARGV[1], 1, 32)
@@ -62,7 +64,10 @@ if not current then
     ${grantTo('token', 'ARGV[2]', { marked: false })}
     return fence
   end
-  -- The lease ended with waiters queued: the oldest live one gets the lock.
+  -- The lease ended with waiters queued: the oldest live one gets the lock, and the grant is published.
+  local publish = string.byte(ARGV[1], 33) == 115 and 'SPUBLISH' or 'PUBLISH'
+  local channel = string.sub(KEYS[1], 1, -2) .. 'c'
+  ${checkPublishRight('publish', 'channel')}
   ${TAKE_NEXT_WAITER}
   if not waiter or waiter == token then
     -- Nobody else is waiting ahead of this token: it takes the lock (and leaves the queue).
@@ -71,7 +76,7 @@ if not current then
     return fence
   end
   ${grantTo('waiter', 'waiterTtl', { marked: true })}
-  redis.call(string.byte(ARGV[1], 33) == 115 and 'SPUBLISH' or 'PUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'g' .. waiter .. string.format('%.0f', fence))
+  redis.pcall(publish, channel, 'g' .. waiter .. string.format('%.0f', fence))
 end
 
 -- Busy: join the queue (or refresh the place) when asked to, marking the lease as having waiters.

@@ -26,6 +26,23 @@
  * unmarked lease) come first in each script and run the fewest commands.
  */
 
+/**
+ * Refuses the call, before it changes anything, when the caller's Redis user may not publish on
+ * the lock's channel: `publish` and `channel` are Lua expressions (the command name and the
+ * channel). A script stops at the first command Redis refuses but keeps what it wrote before, so
+ * without this check a refused PUBLISH would fail a release that had already handed the lock over.
+ * `redis.acl_check_cmd` exists from Redis 7.0 (whose users get no channel rights by default); on
+ * older servers the scripts publish with `redis.pcall`, so a refused message cannot fail a call
+ * whose writes are done (the waiter then finds its grant at its next re-check).
+ */
+export function checkPublishRight(publish: string, channel: string): string {
+  return `
+if redis.acl_check_cmd and not redis.acl_check_cmd(${publish}, ${channel}, 'r') then
+  return redis.error_reply('NOPERM this user may not ' .. ${publish} .. ' to channel ' .. ${channel} .. '; nothing was changed')
+end
+`;
+}
+
 /** Reads the server clock into `now` (µs) and `nowMs`. */
 export const READ_CLOCK = `
 local clock = redis.call('TIME')

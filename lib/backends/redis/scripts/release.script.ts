@@ -1,4 +1,4 @@
-import { grantTo, READ_CLOCK, TAKE_NEXT_WAITER } from './lock-script.parts';
+import { checkPublishRight, grantTo, READ_CLOCK, TAKE_NEXT_WAITER } from './lock-script.parts';
 
 /**
  * release: ends a token's lease and hands the lock to the oldest live queued waiter; or, when the
@@ -12,6 +12,8 @@ import { grantTo, READ_CLOCK, TAKE_NEXT_WAITER } from './lock-script.parts';
  * Returns 0: the token held nothing (its queue place, if any, is gone).
  *         1: released; the lock is free.
  *         {waiter, fence}: released and handed to waiter with fence (the grant was published).
+ *         error NOPERM: the release would have published and the Redis user may not; nothing
+ *                     was changed (see checkPublishRight).
  *
  * A lease without the `q` mark is simply deleted: its fence is either ahead of the clock (and then
  * the fence key, written at the grant, keeps it) or the clock reading of the granting script, which
@@ -29,29 +31,36 @@ end
 
 if string.byte(current, -1) ~= 113 then
   -- Nobody queued.
+  if mode == 'p' or mode == 's' then
+    redis.call('DEL', KEYS[1])
+    return 1
+  end
+  local publish = mode == 'S' and 'SPUBLISH' or 'PUBLISH'
+  local channel = string.sub(KEYS[1], 1, -2) .. 'c'
+  ${checkPublishRight('publish', 'channel')}
   redis.call('DEL', KEYS[1])
-  if mode == 'P' then redis.call('PUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'r')
-  elseif mode == 'S' then redis.call('SPUBLISH', string.sub(KEYS[1], 1, -2) .. 'c', 'r') end
+  redis.pcall(publish, channel, 'r')
   return 1
 end
 
+local publish = (mode == 's' or mode == 'S') and 'SPUBLISH' or 'PUBLISH'
+local channel = string.sub(KEYS[1], 1, -2) .. 'c'
+${checkPublishRight('publish', 'channel')}
 ${READ_CLOCK}
 local floor = tonumber(string.sub(ARGV[1], 34))
 local kept = tonumber(state[2] or '0')
 local last = tonumber(string.sub(current, 33, -2))
-local publish = (mode == 's' or mode == 'S') and 'SPUBLISH' or 'PUBLISH'
-local channel = string.sub(KEYS[1], 1, -2) .. 'c'
 local waiter, waiterTtl, fence
 ${TAKE_NEXT_WAITER}
 if waiter then
   ${grantTo('waiter', 'waiterTtl', { last: 'last', marked: true })}
-  redis.call(publish, channel, 'g' .. waiter .. string.format('%.0f', fence))
+  redis.pcall(publish, channel, 'g' .. waiter .. string.format('%.0f', fence))
   return {waiter, fence}
 end
 redis.call('DEL', KEYS[1])
 if last >= now and kept < last then
   redis.call('SET', KEYS[4], string.format('%.0f', last), 'PX', math.floor((last - now) / 1000) + 2)
 end
-redis.call(publish, channel, 'r')
+redis.pcall(publish, channel, 'r')
 return 1
 `;

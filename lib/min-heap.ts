@@ -1,0 +1,52 @@
+/** A binary min-heap ordered by a number each item carries: the timers' queue of the watchdog and the expiries. */
+export class MinHeap<T> {
+  private items: T[] = [];
+
+  constructor(private readonly at: (item: T) => number) {}
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  peek(): T | undefined {
+    return this.items[0];
+  }
+
+  clear(): void {
+    this.items = [];
+  }
+
+  push(item: T): void {
+    const heap = this.items;
+    const at = this.at(item);
+    heap.push(item);
+    let i = heap.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (this.at(heap[parent]) <= at) break;
+      heap[i] = heap[parent];
+      i = parent;
+    }
+    heap[i] = item;
+  }
+
+  pop(): T | undefined {
+    const heap = this.items;
+    const top = heap[0];
+    const last = heap.pop();
+    if (heap.length === 0 || last === undefined) return top;
+    const at = this.at(last);
+    let i = 0;
+    for (;;) {
+      const left = 2 * i + 1;
+      if (left >= heap.length) break;
+      const right = left + 1;
+      const child = right < heap.length && this.at(heap[right]) < this.at(heap[left]) ? right : left;
+      if (this.at(heap[child]) >= at) break;
+      heap[i] = heap[child];
+      i = child;
+    }
+    heap[i] = last;
+    return top;
+  }
+}
