@@ -64,13 +64,15 @@ async function timed<T>(what: string, work: () => Promise<T>): Promise<T> {
 
 let workDir: string;
 let tarball: string;
+let packedFiles: string[];
 
 beforeAll(async () => {
   workDir = mkdtempSync(join(tmpdir(), 'ndl-consumers-'));
   // prepack builds dist/ first, so the tarball is what `npm publish` would upload.
   const packed = await timed('npm pack', () => run('npm', ['pack', '--json', '--pack-destination', workDir], ROOT, COMPILE_TIMEOUT));
-  const [{ filename }] = JSON.parse(packed.slice(packed.indexOf('['))) as Array<{ filename: string }>;
+  const [{ filename, files }] = JSON.parse(packed.slice(packed.indexOf('[\n'))) as Array<{ filename: string; files: Array<{ path: string }> }>;
   tarball = join(workDir, filename);
+  packedFiles = files.map((f) => f.path);
 }, COMPILE_TIMEOUT);
 
 afterAll(() => {
@@ -202,6 +204,16 @@ function declarationImports(entry: string): Set<string> {
   visit(entry);
   return modules;
 }
+
+describe('the tarball', () => {
+  it('holds package.json, README.md, CHANGELOG.md and, per module of lib/, its .js, .d.ts and .js.map', () => {
+    const modules = packedFiles.filter((f) => f.endsWith('.js') && f.startsWith('dist/')).map((f) => f.slice(0, -3));
+    expect(modules.length).toBeGreaterThan(30);
+    const expected = ['package.json', 'README.md', 'CHANGELOG.md', ...modules.flatMap((m) => [`${m}.js`, `${m}.d.ts`, `${m}.js.map`])];
+    expect([...packedFiles].sort()).toEqual(expected.sort());
+    for (const entry of ['dist/index', 'dist/redis', 'dist/postgres']) expect(modules).toContain(entry);
+  });
+});
 
 describe('Nest 12 app, ES modules, as CLI 12 lays it out', () => {
   let dir: string;
