@@ -1,3 +1,4 @@
+/** `nestjs-distributed-lock`: the module, the service, `@WithLock`, errors, the memory backend and the backend SPI. */
 export { LockModule } from './lock.module';
 export type { LockModuleOptions } from './lock-module-options';
 export { LOCK_MODULE_OPTIONS } from './lock.module-definition';
@@ -16,16 +17,10 @@ export {
   LockTimeoutError,
 } from './lock.errors';
 export { LockErrorFilter } from './lock-error.filter';
-export { LOCK_BACKEND } from './backends/lock-backend';
-export type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } from './backends/lock-backend';
+export { LOCK_BACKEND, LockBackend } from './backends/lock-backend';
+export type { AcquireResult, ExtendItem, LockEvent, QueueOptions } from './backends/lock-backend';
 export { memoryBackend, MemoryLockBackend } from './backends/memory/memory-lock.backend';
 export { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT, MAX_KEY_BYTES, MAX_TIMER_DELAY } from './lock.constants';
-export { redisBackend } from './backends/redis/redis-backend.factory';
-export type { RedisBackendOptions, RedisQuorumNode } from './backends/redis/redis-backend.options';
-export type { ReplicaAcknowledgement } from './backends/redis/redis-lock.backend';
-export { RedisLockBackend } from './backends/redis/redis-lock.backend';
-export { RedisQuorumLockBackend } from './backends/redis/redis-quorum.backend';
-export { postgresBackend, PostgresLockBackend } from './backends/postgres/postgres-lock.backend';
-export type { PostgresBackendOptions, PostgresDurability } from './backends/postgres/postgres-lock.options';
-export { postgresLockSchemaSql, DEFAULT_POSTGRES_SCHEMA, DEFAULT_POSTGRES_TABLE } from './backends/postgres/postgres-lock.schema';
-export type { PostgresLockTableOptions } from './backends/postgres/postgres-lock.schema';
+// The Redis and PostgreSQL backends are exported from `nestjs-distributed-lock/redis` and
+// `nestjs-distributed-lock/postgres` (lib/redis.ts, lib/postgres.ts), so that the types of this entry
+// never mention ioredis or pg.

@@ -2,19 +2,22 @@ import type { LockBackend } from './backends/lock-backend';
 import type { DistributedLockSettings } from './distributed-lock.service';
 import { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT } from './lock.constants';
 import { InvalidLockOptionsError } from './lock.errors';
-import { describeValue, validateKeyPrefix, validateOptionsObject, validateTtl, validateWait } from './lock.validation';
+import { describeValue, validateKeyPrefix, validateOptionsObject, validateTtlOption, validateWaitOption } from './lock.validation';
 
 const MODULE_OPTION_NAMES = ['backend', 'keyPrefix', 'ttl', 'wait', 'isGlobal'] as const;
 const BACKEND_METHODS = ['tryAcquire', 'extend', 'release', 'subscribe', 'ping', 'close'] as const;
 
-/** Checks the options of `LockModule.forRoot` or the object an async factory resolved to. */
+/**
+ * Checks the options of `LockModule.forRoot` or the object an async factory resolved to, and returns
+ * them with `ttl` and `wait` in milliseconds (duration strings such as `'30s'` parsed).
+ */
 export function validateModuleOptions(options: unknown, where: string): Record<string, unknown> {
   let opts: Record<string, unknown>;
   try {
-    opts = validateOptionsObject(`${where} options`, options, MODULE_OPTION_NAMES);
+    opts = { ...validateOptionsObject(`${where} options`, options, MODULE_OPTION_NAMES) };
     if (opts.keyPrefix !== undefined) validateKeyPrefix(opts.keyPrefix);
-    if (opts.ttl !== undefined) validateTtl(opts.ttl, `${where} ttl`);
-    if (opts.wait !== undefined) validateWait(opts.wait, `${where} wait`);
+    if (opts.ttl !== undefined) opts.ttl = validateTtlOption(opts.ttl, `${where} ttl`);
+    if (opts.wait !== undefined) opts.wait = validateWaitOption(opts.wait, `${where} wait`);
     if (opts.isGlobal !== undefined && typeof opts.isGlobal !== 'boolean') {
       throw new InvalidLockOptionsError(`Invalid ${where} isGlobal: expected a boolean, got ${describeValue(opts.isGlobal)}`);
     }

@@ -79,6 +79,56 @@ export function validateWait(wait: unknown, where = 'wait'): number {
   return wait;
 }
 
+/** What a duration string may look like: `'30000'` (ms), `'500ms'`, `'30s'`, `'1.5m'`, `'1h'`. */
+const DURATION_PATTERN = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/;
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+const DURATION_RULE = "or a string of digits with an optional unit ms, s, m or h, such as '30000', '500ms', '30s', '2m' or '1h'";
+
+/**
+ * A module-level duration in milliseconds. Numbers pass through unchanged; strings, as read from the
+ * environment (`ConfigService.get` returns strings), are parsed: digits are milliseconds, and a unit
+ * ms, s, m or h may follow; `'Infinity'` too when `allowInfinity`. The result is checked by the
+ * caller exactly like a number given directly; a string that is no duration is an
+ * InvalidLockOptionsError that names it and the forms allowed.
+ */
+export function parseDuration(value: unknown, where: string, allowInfinity: boolean): unknown {
+  if (typeof value !== 'string') return value;
+  if (allowInfinity && value === 'Infinity') return Number.POSITIVE_INFINITY;
+  const match = DURATION_PATTERN.exec(value);
+  if (match === null) {
+    throw new InvalidLockOptionsError(
+      `Invalid ${where}: expected a number of milliseconds ${DURATION_RULE}${allowInfinity ? ", or 'Infinity'" : ''}, got ${
+        value.length === 0 ? 'an empty string' : describeValue(value)
+      }`,
+    );
+  }
+  return Number(match[1]) * DURATION_UNITS[match[2] ?? 'ms'];
+}
+
+/** `validateTtl` for a module option that may also be a duration string. */
+export function validateTtlOption(ttl: unknown, where: string): number {
+  const ms = parseDuration(ttl, where, false);
+  return typeof ttl === 'string' ? fromString(ttl, () => validateTtl(ms, where)) : validateTtl(ms, where);
+}
+
+/** `validateWait` for a module option that may also be a duration string. */
+export function validateWaitOption(wait: unknown, where: string): number {
+  const ms = parseDuration(wait, where, true);
+  return typeof wait === 'string' ? fromString(wait, () => validateWait(ms, where)) : validateWait(ms, where);
+}
+
+/** Runs a check on a value parsed from `text`; its error also names the string the value came from. */
+function fromString(text: string, check: () => number): number {
+  try {
+    return check();
+  } catch (error) {
+    if (error instanceof InvalidLockOptionsError) {
+      throw new InvalidLockOptionsError(`${error.message} (parsed from the string ${describeValue(text)})`);
+    }
+    throw error;
+  }
+}
+
 export function validateSignal(signal: unknown): AbortSignal | undefined {
   if (signal === undefined) return undefined;
   if (!(signal instanceof AbortSignal)) {

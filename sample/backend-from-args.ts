@@ -1,4 +1,6 @@
-import { memoryBackend, postgresBackend, redisBackend, type LockBackend } from '../lib';
+import { memoryBackend, type LockBackend } from '../lib';
+import { postgresBackend } from '../lib/postgres';
+import { redisBackend } from '../lib/redis';
 
 export const BACKEND_NAMES = ['memory', 'redis', 'postgres'] as const;
 

@@ -20,6 +20,7 @@
  * 6. A failure of the backend is thrown (any error; the service wraps it in `LockBackendError`),
  *    never reported as "busy" (`fence: null`) or "not held" (`false`).
  */
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- see the class below
 export interface LockBackend {
   /** A short name for messages and errors, such as 'memory', 'redis' or 'postgres'. */
   readonly name: string;
@@ -115,5 +116,14 @@ export type LockEvent =
    */
   | { type: 'granted'; key: string; token: string; fence: bigint; validFor?: number };
 
-/** Injection token of the backend that `LockModule` uses. */
-export const LOCK_BACKEND = Symbol('LOCK_BACKEND');
+/**
+ * The injection token of the backend that `LockModule` uses: this abstract class itself, so that
+ * `constructor(private readonly backend: LockBackend)` resolves without `@Inject`, and so that the
+ * name is a value, which `isolatedModules` + `emitDecoratorMetadata` need in a decorated signature.
+ * The interface above merges into it; a backend implements it (`implements LockBackend`).
+ */
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- a token, never instantiated
+export abstract class LockBackend {}
+
+/** The same token under its earlier name: `@Inject(LOCK_BACKEND)` keeps working. */
+export const LOCK_BACKEND = LockBackend;

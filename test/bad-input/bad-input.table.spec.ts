@@ -8,13 +8,13 @@ import {
   LockBackendError,
   LockModule,
   memoryBackend,
-  postgresBackend,
-  redisBackend,
   WithLock,
   type DistributedLock,
   type LockBackend,
   type LockGuard,
 } from '../../lib';
+import { postgresBackend } from '../../lib/postgres';
+import { redisBackend } from '../../lib/redis';
 import { dropSchema, sharedDatabaseUrl } from '../support/postgres-database';
 import { freePort } from '../support/free-port';
 

@@ -1,6 +1,8 @@
 import { Redis } from 'ioredis';
 import { Pool } from 'pg';
-import { postgresBackend, redisBackend, type LockBackend } from '../../lib';
+import { type LockBackend } from '../../lib';
+import { postgresBackend } from '../../lib/postgres';
+import { redisBackend } from '../../lib/redis';
 import { PostgresFencedResource, RedisFencedResource, type FencedResource } from './fenced-resource';
 
 /** Where the worker's locks live. */

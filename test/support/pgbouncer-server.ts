@@ -14,6 +14,8 @@ export interface PgBouncerOptions {
   poolMode?: 'session' | 'transaction' | 'statement';
   /** Server connections per database and user: small, so that clients really share them. */
   poolSize?: number;
+  /** The pgbouncer program; found in the usual places when not given. */
+  binary?: string;
 }
 
 function pgbouncerBinary(): string {
@@ -102,12 +104,20 @@ export class PgBouncerServer {
     }
     // PgBouncer refuses to run as root: -u switches to the postgres user.
     const args = [...(asRoot ? ['-u', 'postgres'] : []), join(dir, 'pgbouncer.ini')];
-    const child = spawn(pgbouncerBinary(), args, { stdio: 'ignore' });
+    const binary = options.binary ?? pgbouncerBinary();
+    const child = spawn(binary, args, { stdio: 'ignore' });
+    // A program that cannot be started (not installed) is said as such, at once.
+    const spawnFailed = new Promise<never>((_, reject) =>
+      child.once('error', (error) =>
+        reject(new Error(`could not start PgBouncer (${binary}): ${error.message}; install it with apt-get install -y pgbouncer`)),
+      ),
+    );
     const server = new PgBouncerServer(port, dir, child);
     running.add(server);
     try {
       await Promise.race([
         waitForPort(port, 10_000),
+        spawnFailed,
         new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`PgBouncer exited with code ${code}`)))),
       ]);
       return server;
@@ -119,7 +129,8 @@ export class PgBouncerServer {
 
   async stop(): Promise<void> {
     running.delete(this);
-    if (this.child.exitCode === null && this.child.signalCode === null) {
+    // pid is undefined when the program could not be started at all: nothing to end.
+    if (this.child.pid !== undefined && this.child.exitCode === null && this.child.signalCode === null) {
       const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
       this.child.kill('SIGTERM');
       let timer: NodeJS.Timeout | undefined;

@@ -6,7 +6,8 @@
  * argv: databaseUrl schema rounds key[,key...]
  */
 import { Pool } from 'pg';
-import { DistributedLockService, postgresBackend } from '../../lib';
+import { DistributedLockService } from '../../lib';
+import { postgresBackend } from '../../lib/postgres';
 import { sleep } from './time';
 
 async function main(): Promise<void> {

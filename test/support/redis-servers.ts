@@ -12,6 +12,14 @@ process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
 
+/** A program the tests need could not be started at all (not installed, not executable). */
+export class SpawnError extends Error {
+  constructor(program: string, cause: Error, debianPackage: string) {
+    super(`could not start ${program}: ${cause.message}; install it with apt-get install -y ${debianPackage}`);
+    this.name = 'SpawnError';
+  }
+}
+
 /** One `redis-server` process on a loopback port, without persistence (no RDB, no AOF). */
 export class RedisServerProcess {
   private child: ChildProcess | undefined;
@@ -21,22 +29,26 @@ export class RedisServerProcess {
     private readonly dir: string,
     private readonly args: string[],
     private readonly sentinel: boolean,
+    private readonly binary: string,
   ) {}
 
   /** Starts a server; `args` are extra `redis-server` options; `config` lines go into its config file. */
-  static async start(options: { args?: string[]; config?: string[]; sentinel?: boolean } = {}): Promise<RedisServerProcess> {
+  static async start(
+    options: { args?: string[]; config?: string[]; sentinel?: boolean; binary?: string } = {},
+  ): Promise<RedisServerProcess> {
     let lastError: unknown;
     for (let attempt = 0; attempt < 3; attempt++) {
       const port = await freePort();
       const dir = mkdtempSync(join(tmpdir(), 'ndl-redis-'));
       writeFileSync(join(dir, 'redis.conf'), (options.config ?? []).join('\n') + '\n');
-      const server = new RedisServerProcess(port, dir, options.args ?? [], options.sentinel === true);
+      const server = new RedisServerProcess(port, dir, options.args ?? [], options.sentinel === true, options.binary ?? 'redis-server');
       try {
         await server.launch();
         return server;
       } catch (error) {
         lastError = error;
         await server.stop();
+        if (error instanceof SpawnError) break; // a program that cannot be started will not start on a retry
       }
     }
     throw lastError;
@@ -95,7 +107,7 @@ export class RedisServerProcess {
       '--logfile', '',
       ...this.args,
     ];
-    const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(this.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     running.add(child);
     this.child = child;
     let output = '';
@@ -114,6 +126,11 @@ export class RedisServerProcess {
       };
       child.stdout!.on('data', onData);
       child.stderr!.on('data', onData);
+      child.once('error', (error) => {
+        running.delete(child);
+        if (this.child === child) this.child = undefined;
+        fail(new SpawnError(this.binary, error, 'redis-server'));
+      });
       child.once('exit', (code) => {
         running.delete(child);
         if (this.child === child) this.child = undefined;
@@ -146,6 +163,10 @@ export function redisCli(args: string[], timeoutMs = 30_000): Promise<string> {
     child.stdout.on('data', (c: Buffer) => (output += c.toString()));
     child.stderr.on('data', (c: Buffer) => (output += c.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      reject(new SpawnError('redis-cli', error, 'redis-tools'));
+    });
     child.once('exit', (code) => {
       clearTimeout(timer);
       if (code === 0) resolve(output);

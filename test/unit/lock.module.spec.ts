@@ -4,8 +4,10 @@ import {
   DistributedLock,
   InvalidLockOptionsError,
   LOCK_BACKEND,
+  LockBackend,
   LockLostError,
   LockModule,
+  LockTimeoutError,
   memoryBackend,
   type LockModuleOptions,
   type LockOptionsFactory,
@@ -15,6 +17,12 @@ import { RecordingBackend } from '../support/recording-backend';
 @Injectable()
 class OrderService {
   constructor(readonly locks: DistributedLock) {}
+}
+
+/** Injects the backend by its type, as a provider of a user's app would (no @Inject). */
+@Injectable()
+class BackendHealth {
+  constructor(readonly backend: LockBackend) {}
 }
 
 @Injectable()
@@ -74,6 +82,39 @@ describe('LockModule', () => {
     await expect(boot([LockModule.forRootAsync({ useFactory: () => ({}) }), FeatureModule])).rejects.toThrow(
       /OrderService/,
     );
+  });
+
+  it('injects the backend by its type, LockBackend, which is also the LOCK_BACKEND token', async () => {
+    const backend = memoryBackend();
+    @Module({ imports: [LockModule.forRoot({ backend })], providers: [BackendHealth] })
+    class AppModule {}
+    const app = await boot([AppModule]);
+    expect(app.get(BackendHealth).backend).toBe(backend);
+    expect(app.get(LOCK_BACKEND)).toBe(backend);
+    await app.close();
+  });
+
+  it('takes ttl and wait as strings, as a factory reads them from the environment', async () => {
+    const env: Record<string, string> = { LOCK_TTL: '30000', LOCK_WAIT: '250ms' };
+    const app = await boot([LockModule.forRootAsync({ useFactory: () => ({ ttl: env.LOCK_TTL, wait: env.LOCK_WAIT }) })]);
+    const locks = app.get(DistributedLock);
+    const guard = (await locks.tryAcquire('env'))!;
+    expect(guard.expiresAt - guard.acquiredAt).toBeLessThanOrEqual(30_000);
+    expect(guard.expiresAt - guard.acquiredAt).toBeGreaterThan(29_000);
+    // The wait was 250 ms: a busy key gives up after it (not after the 5 s default).
+    const timeout = await locks.acquire('env').catch((error: unknown) => error);
+    expect(timeout).toBeInstanceOf(LockTimeoutError);
+    expect((timeout as LockTimeoutError).waited).toBeGreaterThanOrEqual(250);
+    expect((timeout as LockTimeoutError).waited).toBeLessThan(5_000); // not the default wait
+    await app.close();
+
+    for (const [ttl, ms] of [['2s', 2_000], ['1.5m', 90_000], ['1h', 3_600_000], ['750ms', 750]] as const) {
+      const other = await boot([LockModule.forRoot({ ttl, wait: 'Infinity' })]);
+      const held = (await other.get(DistributedLock).tryAcquire('unit'))!;
+      expect(held.expiresAt - held.acquiredAt).toBeLessThanOrEqual(ms);
+      expect(held.expiresAt - held.acquiredAt).toBeGreaterThan(ms * 0.9);
+      await other.close();
+    }
   });
 
   it('takes options from an injected factory, a class or an existing provider', async () => {
@@ -151,9 +192,23 @@ describe('LockModule', () => {
       [{ isGlobal: 'yes' }, /Invalid LockModule\.forRoot isGlobal: expected a boolean, got "yes"/],
       [{ timeout: 5 }, /unknown option "timeout"; allowed: backend, keyPrefix, ttl, wait, isGlobal/],
       ['redis://localhost', /Invalid LockModule\.forRoot options: expected an object/],
+      [{ ttl: '30x' }, /Invalid LockModule\.forRoot ttl: expected a number of milliseconds or a string of digits with an optional unit ms, s, m or h, .* got "30x"/],
+      [{ ttl: '' }, /Invalid LockModule\.forRoot ttl: .* got an empty string/],
+      [{ ttl: ' 30s' }, /Invalid LockModule\.forRoot ttl: .* got " 30s"/],
+      [{ ttl: '-5' }, /Invalid LockModule\.forRoot ttl: .* got "-5"/],
+      [{ ttl: 'Infinity' }, /Invalid LockModule\.forRoot ttl: .* got "Infinity"/],
+      [{ ttl: '0.5' }, /from 1 to 2147483647 \(2\^31-1, the timer limit\), got 0\.5 \(parsed from the string "0\.5"\)/],
+      [{ ttl: '1000h' }, /got 3600000000 \(parsed from the string "1000h"\)/],
+      [{ wait: '5 s' }, /Invalid LockModule\.forRoot wait: .* or 'Infinity', got "5 s"/],
     ])('forRoot(%p) throws InvalidLockOptionsError', (options, message) => {
       expect(() => LockModule.forRoot(options as never)).toThrow(InvalidLockOptionsError);
       expect(() => LockModule.forRoot(options as never)).toThrow(message);
+    });
+
+    it('forRootAsync rejects a ttl string that is no duration at bootstrap, naming it', async () => {
+      await expect(boot([LockModule.forRootAsync({ useFactory: () => ({ ttl: '30 seconds' }) })])).rejects.toThrow(
+        /Invalid LockModule ttl: expected a number of milliseconds or a string .* got "30 seconds"/,
+      );
     });
 
     it('forRoot closes the backend it was given when the other options are wrong', () => {

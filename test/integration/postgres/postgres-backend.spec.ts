@@ -5,11 +5,9 @@ import {
   InvalidLockOptionsError,
   LockBackendError,
   LockTimeoutError,
-  postgresBackend,
-  postgresLockSchemaSql,
   type LockGuard,
-  type PostgresLockBackend,
 } from '../../../lib';
+import { postgresBackend, postgresLockSchemaSql, type PostgresLockBackend } from '../../../lib/postgres';
 import { RecordingBackend } from '../../support/recording-backend';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
 import { freePort } from '../../support/free-port';

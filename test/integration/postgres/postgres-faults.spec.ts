@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { DistributedLockService, LockLostError, postgresBackend, type PostgresLockBackend } from '../../../lib';
+import { DistributedLockService, LockLostError } from '../../../lib';
+import { postgresBackend, type PostgresLockBackend } from '../../../lib/postgres';
 import { RecordingBackend } from '../../support/recording-backend';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
 import { freePort } from '../../support/free-port';

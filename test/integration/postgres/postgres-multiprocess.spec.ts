@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { postgresBackend } from '../../../lib';
+import { postgresBackend } from '../../../lib/postgres';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
 
 const run = promisify(execFile);

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
-import { DistributedLockService, postgresBackend } from '../../../lib';
+import { DistributedLockService } from '../../../lib';
+import { postgresBackend } from '../../../lib/postgres';
 import { describeLockBackendContract } from '../../contract/lock-backend.contract';
 import { PgBouncerServer } from '../../support/pgbouncer-server';
 import { dropSchema, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';

@@ -7,10 +7,9 @@ import {
   DistributedLockService,
   InvalidLockOptionsError,
   LockBackendError,
-  redisBackend,
-  RedisLockBackend,
   type LockBackend,
 } from '../../../lib';
+import { redisBackend, RedisLockBackend } from '../../../lib/redis';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
 import { LOCK_COMMANDS } from '../../../lib/backends/redis/redis-lock.scripts';
 import { deleteSharedKeys, SHARED_REDIS_URL, sharedRedisOptions, testRunPrefix } from '../../support/shared-redis';

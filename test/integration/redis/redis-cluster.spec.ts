@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { Cluster, type Redis } from 'ioredis';
-import { DistributedLockService, redisBackend, type HeldLock, type LockBackend, type LockGuard } from '../../../lib';
+import { DistributedLockService, type HeldLock, type LockBackend, type LockGuard } from '../../../lib';
+import { redisBackend } from '../../../lib/redis';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
 import { describeLockBackendContract } from '../../contract/lock-backend.contract';
 import { SpawnedRedis, type RedisServerProcess } from '../../support/redis-servers';

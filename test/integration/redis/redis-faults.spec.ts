@@ -3,10 +3,9 @@ import {
   DistributedLockService,
   LockBackendError,
   LockLostError,
-  redisBackend,
   type LockBackend,
-  type RedisLockBackend,
 } from '../../../lib';
+import { redisBackend, type RedisLockBackend } from '../../../lib/redis';
 import { driftMargin } from '../../../lib/lock.constants';
 import { monotonicNow } from '../../../lib/lock-clock';
 import { SpawnedRedis, type RedisServerProcess } from '../../support/redis-servers';

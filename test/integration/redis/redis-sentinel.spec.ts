@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { DistributedLockService, redisBackend, type LockBackend } from '../../../lib';
+import { DistributedLockService, type LockBackend } from '../../../lib';
+import { redisBackend } from '../../../lib/redis';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
 import { SpawnedRedis, type RedisServerProcess } from '../../support/redis-servers';
 import { eventually } from '../../support/time';
