@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { postgresBackend } from '../../../lib';
 import { describeLockBackendContract } from '../../contract/lock-backend.contract';
 import { dropSchema, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
+import { describeLockModelProperty } from '../../property/lock-model.property';
+import { postgresModelTarget } from '../../property/lock-model.targets';
 
 const url = sharedDatabaseUrl();
 const schema = uniqueSchemaName('dl_contract');
@@ -18,3 +20,5 @@ describeLockBackendContract('postgres', {
   },
   teardown: () => dropSchema(url, schema),
 });
+
+describeLockModelProperty('postgres', postgresModelTarget());

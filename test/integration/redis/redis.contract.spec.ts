@@ -1,6 +1,8 @@
 import { redisBackend } from '../../../lib';
 import { describeLockBackendContract } from '../../contract/lock-backend.contract';
 import { deleteSharedKeys, sharedRedisOptions, testRunPrefix } from '../../support/shared-redis';
+import { describeLockModelProperty } from '../../property/lock-model.property';
+import { redisModelTarget } from '../../property/lock-model.targets';
 
 const prefix = testRunPrefix('contract');
 
@@ -10,3 +12,5 @@ describeLockBackendContract('redis', {
     await deleteSharedKeys(prefix);
   },
 });
+
+describeLockModelProperty('redis', redisModelTarget());
