@@ -142,6 +142,8 @@ function clientBehaviours(backend: Backend): FaultCaseDefinition[] {
           { kind: 'extend', ttl: Math.round(ttl * between(8, 15, shape.knob) / 100), workMs: Math.round(ttl / 4) },
           // Longer, with work longer than ttl/3.
           { kind: 'extend', ttl: 3 * ttl, workMs: Math.round(ttl / 2) },
+          // Impatient callers: each new call asks afresh how long the lease has left.
+          { kind: 'plain', wait: Math.round(ttl / 10) },
         ),
         check: verdict(ttl, false),
       };
@@ -174,7 +176,7 @@ function redisHostile(): FaultCaseDefinition[] {
   };
   return [
     define('redis', 'FLUSHALL during holds shorter than ttl/3', () => redisEnv(), (shape, env) => ({
-      workMs: Math.min(shape.workMs, Math.floor(shape.ttl / 6)),
+      workMs: Math.round(shape.ttl * between(10, 25, shape.knob) / 100),
       check: verdict(shape.ttl, false),
       fault: async (run: FaultRun) => {
         await holderOf(run, shape, 'read');
@@ -193,7 +195,7 @@ function redisHostile(): FaultCaseDefinition[] {
       // Samples of one: each eviction takes a key nearly at random, lock keys included.
       () => redisEnv({ config: ['maxmemory 3mb', 'maxmemory-policy allkeys-lru', 'maxmemory-samples 1'] }),
       (shape, env) => ({
-        workMs: Math.min(shape.workMs, Math.floor(shape.ttl / 6)),
+        workMs: Math.round(shape.ttl * between(10, 25, shape.knob) / 100),
         check: verdict(shape.ttl, false),
         fault: async (run: FaultRun) => {
           await holderOf(run, shape, 'read');
@@ -223,7 +225,13 @@ function postgresHostile(): FaultCaseDefinition[] {
   // well past stuckWithin, so a failed release shows as a stuck key.
   const settled = (shape: CaseShape): Partial<FaultCase> & Pick<FaultCase, 'check'> => {
     const ttl = 2 * shape.ttl;
-    return { ttl, workers: shape.workers + 2, check: verdict(ttl, true, { stuckWithin: Math.max(1_000, Math.round(ttl / 2)) }) };
+    return {
+      ttl,
+      // Ordinary contention, somewhat heavier than the shape's: more workers, one of them making a
+      // few concurrent calls at a time (statements then meet on the same rows).
+      ...workers(shape.workers + 2, { kind: 'crowd', waiters: between(4, 12, shape.knob), wait: ttl, ttl }),
+      check: verdict(ttl, true, { stuckWithin: Math.max(1_000, Math.round(ttl / 2)) }),
+    };
   };
   return [
     define('postgres', 'default_transaction_isolation serializable', () => postgresEnv({ database: { default_transaction_isolation: 'serializable' } }), settled),

@@ -16,6 +16,7 @@ import type { HistoryEvent, SettledOutcome } from './history';
 const config = JSON.parse(process.env.LOCK_WORKER_CONFIG ?? '{}') as WorkerConfig;
 const behaviour: WorkerBehaviour = config.behaviour ?? { kind: 'plain' };
 const workMs = behaviour.workMs ?? config.workMs;
+const wait = behaviour.wait ?? config.wait;
 const now = (): number => performance.timeOrigin + performance.now();
 
 type Payload = HistoryEvent extends infer E ? (E extends HistoryEvent ? Omit<E, 't' | 'worker'> : never) : never;
@@ -30,7 +31,7 @@ class GaveUp extends Error {}
 type Work = (held: HeldLock, call: number, endWork: () => void) => Promise<void>;
 
 const { backend, pool } = createBackend(config.backend);
-const locks = new DistributedLockService({ backend, keyPrefix: config.keyPrefix, ttl: config.ttl, wait: config.wait });
+const locks = new DistributedLockService({ backend, keyPrefix: config.keyPrefix, ttl: config.ttl, wait });
 const key = config.key;
 let calls = 0;
 /** Work left running after its call settled (escaped callbacks, writes not awaited): awaited at the end. */
@@ -79,7 +80,7 @@ async function main(): Promise<void> {
   function lockedCall(work: Work, options: { wait?: number; ttl?: number; signal?: AbortSignal } = {}): Promise<void> {
     const call = ++calls;
     const run = (async () => {
-      emit({ type: 'invoke', call, key, wait: options.wait ?? config.wait });
+      emit({ type: 'invoke', call, key, wait: options.wait ?? wait });
       let fence: string | undefined;
       try {
         await locks.withLock(
@@ -228,7 +229,7 @@ async function main(): Promise<void> {
         }
         const delay = random(1) === 0 ? 0 : random(behaviour.maxDelayMs);
         const timer = delay > 0 ? setTimeout(giveUp, delay) : undefined;
-        await guardedCall({ wait: config.wait, ttl: behaviour.ttl, signal: controller.signal }, delay === 0 ? giveUp : undefined);
+        await guardedCall({ wait, ttl: behaviour.ttl, signal: controller.signal }, delay === 0 ? giveUp : undefined);
         clearTimeout(timer);
         break;
       }

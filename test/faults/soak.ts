@@ -1,5 +1,5 @@
 /**
- * Soak mode of the fault suite: `npm run test:soak -- --minutes N [--seed S] [--only TEXT]`.
+ * Soak mode of the fault suite: `npm run test:soak -- --minutes N [--seed S] [--only TEXT] [--dimension client|infrastructure]`.
  *
  * Runs the quick suite's cases again and again for N minutes, each time with a shape drawn from a
  * seeded generator (workers, TTL, work time, run length, when the fault starts), and writes
@@ -45,13 +45,16 @@ async function main(): Promise<void> {
       minutes: { type: 'string', default: '10' },
       seed: { type: 'string' },
       only: { type: 'string' },
+      dimension: { type: 'string' },
     },
   });
   const minutes = Number(values.minutes);
   if (!(minutes > 0 && minutes <= 24 * 60)) throw new Error(`--minutes must be a number from 0 to 1440, got ${values.minutes}`);
   const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
   const random = generator(seed);
-  const definitions = [...faultCaseDefinitions(), ...clientCaseDefinitions()].filter((d) => !values.only || d.name.includes(values.only));
+  const definitions = [...faultCaseDefinitions(), ...clientCaseDefinitions()].filter(
+    (d) => (!values.only || d.name.includes(values.only)) && (!values.dimension || (d.dimension ?? 'infrastructure') === values.dimension),
+  );
   if (definitions.length === 0) throw new Error(`no case matches --only ${values.only}`);
 
   const started = Date.now();

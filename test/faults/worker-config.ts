@@ -26,9 +26,9 @@ export type ResourceSpec =
 /**
  * How a worker uses the lock. `plain` is the well-behaved loop; the others behave like real
  * application code that the library must still keep right (see lock-worker.ts for what each does).
- * `workMs` overrides the case's work time for that worker.
+ * `workMs` and `wait` override the case's work time and wait for that worker.
  */
-export type WorkerBehaviour = { workMs?: number } & (
+export type WorkerBehaviour = { workMs?: number; wait?: number } & (
   | { kind: 'plain' }
   /**
    * Inside the work, after its write: `timer` starts a callback it does not await, which after
