@@ -173,8 +173,9 @@ async function main(): Promise<void> {
               (async () => {
                 await outer;
                 await sleep(behaviour.delayMs);
+                // "Do I still hold the lock?" No lock in the context counts as the answer "no".
                 const stale = currentLock();
-                if (stale) emit({ type: 'guard', call, key, fence: stale.fence.toString(), aborted: stale.signal.aborted });
+                emit({ type: 'guard', call, key, fence: (stale ?? held).fence.toString(), aborted: stale ? stale.signal.aborted : true });
                 await lockedCall(update);
               })(),
             );
