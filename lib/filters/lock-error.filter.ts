@@ -14,7 +14,7 @@ import { lockErrorReply } from './lock-error-reply';
  * - WebSockets (`@SubscribeMessage`): the same body as an `exception` event to the client, as
  *   Nest's `WsException` is sent, with `cause: { pattern, data }` of the message that failed.
  *
- * A busy lock is an answer, not a server fault: nothing is logged for it but a debug line. A
+ * A busy lock is an answer, not a server fault: at most a debug line is logged for it. A
  * backend failure is logged once (message and stack) and the client gets only the backend kind.
  * In other contexts (GraphQL resolvers and other external contexts) it returns nothing, so Nest's
  * own handler for that context does what it does without a filter (logs and rethrows).
