@@ -9,6 +9,12 @@ const MODULE_OPTION_NAMES = ['backend', 'keyPrefix', 'ttl', 'wait', 'isGlobal', 
 const STATIC_OPTION_NAMES = ['isGlobal', 'errorFilters'] as const;
 const BACKEND_METHODS = ['tryAcquire', 'extend', 'release', 'subscribe', 'ping', 'close'] as const;
 
+/**
+ * Marks options that `forRoot` has already checked (and parsed): they reach the factory as they are,
+ * so they are not checked twice. A symbol key survives the copies the module builder makes.
+ */
+export const CHECKED_OPTIONS = Symbol('nestjs-distributed-lock:checked-options');
+
 /** How the options the module resolves at bootstrap (forRoot's, or what a factory returned) are named in errors. */
 const FACTORY_WHERE = 'LockModule';
 
@@ -73,7 +79,8 @@ function validateBackend(backend: unknown, where: string): asserts backend is Lo
 
 /** The service settings: defaults applied to checked options. */
 export function resolveModuleSettings(options: unknown, backend: LockBackend): DistributedLockSettings {
-  const opts = validateModuleOptions(options ?? {}, FACTORY_WHERE);
+  const checked = (options as { [CHECKED_OPTIONS]?: true } | undefined)?.[CHECKED_OPTIONS] === true;
+  const opts = checked ? (options as Record<string, unknown>) : validateModuleOptions(options ?? {}, FACTORY_WHERE);
   return {
     backend,
     keyPrefix: opts.keyPrefix === undefined ? DEFAULT_KEY_PREFIX : (opts.keyPrefix as string),

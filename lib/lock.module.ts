@@ -1,4 +1,4 @@
-import { Inject, Logger, Module, type DynamicModule, type OnApplicationBootstrap, type OnApplicationShutdown, type Provider } from '@nestjs/common';
+import { Inject, Logger, Module, type DynamicModule, type OnApplicationBootstrap, type Provider } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { LOCK_BACKEND, type LockBackend } from './backends/lock-backend';
 import { memoryBackend } from './backends/memory/memory-lock.backend';
@@ -8,7 +8,7 @@ import { LockErrorFilter } from './filters/lock-error.filter';
 import { LockGatewayFilters } from './filters/lock-gateway-filters';
 import { errorText } from './lock.errors';
 import type { LockModuleOptions } from './lock-module-options';
-import { resolveModuleSettings, validateModuleOptions, validateStaticModuleOptions } from './lock-module-settings';
+import { CHECKED_OPTIONS, resolveModuleSettings, validateModuleOptions, validateStaticModuleOptions } from './lock-module-settings';
 import {
   ConfigurableLockModule,
   LOCK_MODULE_ASYNC_OPTIONS_TYPE,
@@ -60,11 +60,9 @@ function withStaticOptions(definition: DynamicModule, options: { isGlobal?: bool
   ],
   exports: [DistributedLock, LOCK_BACKEND],
 })
-export class LockModule extends ConfigurableLockModule implements OnApplicationBootstrap, OnApplicationShutdown {
-  constructor(
-    private readonly locks: DistributedLock,
-    @Inject(LOCK_BACKEND) private readonly backend: LockBackend,
-  ) {
+export class LockModule extends ConfigurableLockModule implements OnApplicationBootstrap {
+  // The service shuts itself down (its own onApplicationShutdown); the module only checks the backend at start.
+  constructor(@Inject(LOCK_BACKEND) private readonly backend: LockBackend) {
     super();
   }
 
@@ -81,10 +79,11 @@ export class LockModule extends ConfigurableLockModule implements OnApplicationB
   }
 
   static forRoot(options: typeof LOCK_MODULE_OPTIONS_TYPE = {}): DynamicModule {
-    validateModuleOptions(options, 'LockModule.forRoot');
+    // Checked once, here, so that bad options fail where they are written; the factory takes them as they are.
+    const checked = validateModuleOptions(options, 'LockModule.forRoot');
     // The options provider gets only the lock options, whatever the builder of this Nest version keeps.
-    const { isGlobal: _isGlobal, errorFilters: _errorFilters, ...lockOptions } = options;
-    return withStaticOptions(super.forRoot(lockOptions), options);
+    const { isGlobal: _isGlobal, errorFilters: _errorFilters, ...lockOptions } = checked;
+    return withStaticOptions(super.forRoot({ ...lockOptions, [CHECKED_OPTIONS]: true } as typeof LOCK_MODULE_OPTIONS_TYPE), options);
   }
 
   /**
@@ -94,9 +93,5 @@ export class LockModule extends ConfigurableLockModule implements OnApplicationB
   static forRootAsync(options: typeof LOCK_MODULE_ASYNC_OPTIONS_TYPE): DynamicModule {
     validateStaticModuleOptions(options, 'LockModule.forRootAsync');
     return withStaticOptions(super.forRootAsync(options), options);
-  }
-
-  async onApplicationShutdown(): Promise<void> {
-    if (this.locks instanceof DistributedLockService) await this.locks.shutdown();
   }
 }
