@@ -2,7 +2,7 @@ import type { ClientConfig, Pool, PoolConfig } from 'pg';
 import { MAX_TIMER_DELAY } from '../../lock.constants';
 import { InvalidLockOptionsError } from '../../lock.errors';
 import { describeValue } from '../../lock.validation';
-import { PostgresLockNames, type PostgresLockTableOptions } from './postgres-lock.schema';
+import { PostgresLockNames, type PostgresLockTableOptions } from './postgres-lock.names';
 
 /** Options of `postgresBackend(...)`. Give either `pool` or `connection`. */
 export interface PostgresBackendOptions extends PostgresLockTableOptions {
