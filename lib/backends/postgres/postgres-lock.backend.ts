@@ -58,7 +58,9 @@ export class PostgresLockBackend implements LockBackend {
     this.names = this.options.names;
     this.statements = new PostgresLockStatements(this.names, this.options.statementTimeout, this.options.durability === 'relaxed');
     const connections = openConnections(this.options, this.logger);
-    ({ pool: this.pool, ownsPool: this.ownsPool, target: this.target } = connections);
+    this.pool = connections.pool;
+    this.ownsPool = connections.ownsPool;
+    this.target = connections.target;
     this.runner = new PostgresStatementRunner(this.pool, this.target, this.names, this.options.statementTimeout, () => this.closed);
     this.schema = new PostgresLockSchema({
       names: this.names,

@@ -87,7 +87,7 @@ function isPool(value: unknown): value is Pool {
     typeof candidate.query === 'function' &&
     typeof candidate.connect === 'function' &&
     typeof candidate.end === 'function' &&
-    typeof (candidate as { options?: unknown }).options === 'object'
+    typeof candidate.options === 'object'
   );
 }
 
