@@ -1,4 +1,4 @@
-import { Logger } from '@nestjs/common';
+import { Logger, type OnApplicationShutdown } from '@nestjs/common';
 import type { LockBackend } from './backends/lock-backend';
 import type {
   AcquireOptions,
@@ -170,7 +170,7 @@ class WithLockLease implements Lease, Hold {
  * `DistributedLock` over any `LockBackend`: validation, defaults, waiting with deadline and signal,
  * the watchdog, reentrancy and error mapping are all here, once for every backend.
  */
-export class DistributedLockService extends DistributedLock {
+export class DistributedLockService extends DistributedLock implements OnApplicationShutdown {
   private readonly logger = new Logger('DistributedLock');
   private readonly backend: LockBackend;
   private readonly keyPrefix: string;
@@ -337,9 +337,15 @@ export class DistributedLockService extends DistributedLock {
     return value as T;
   }
 
+  /** Nest's shutdown hook: the service shuts itself down when the application does. */
+  onApplicationShutdown(): Promise<void> {
+    return this.shutdown();
+  }
+
   /**
-   * Stops every watchdog, aborts the signals of work still running, releases what this process
-   * holds (best effort, bounded in time) and closes the backend.
+   * Ends the waits in progress, stops every watchdog, aborts the signals of work still running,
+   * releases what this process holds (best effort, bounded in time) and closes the backend.
+   * Idempotent.
    */
   async shutdown(): Promise<void> {
     if (this.shuttingDown) return;

@@ -16,7 +16,8 @@ export {
   LockLostError,
   LockTimeoutError,
 } from './lock.errors';
-export { LockErrorFilter } from './lock-error.filter';
+export { LockErrorFilter } from './filters/lock-error.filter';
+export type { LockErrorCode, LockErrorReply } from './filters/lock-error-reply';
 export { LOCK_BACKEND, LockBackend } from './backends/lock-backend';
 export type { AcquireResult, ExtendItem, LockEvent, QueueOptions } from './backends/lock-backend';
 export { memoryBackend, MemoryLockBackend } from './backends/memory/memory-lock.backend';

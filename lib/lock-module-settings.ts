@@ -4,8 +4,19 @@ import { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT } from './lock.constants'
 import { InvalidLockOptionsError } from './lock.errors';
 import { describeValue, validateKeyPrefix, validateOptionsObject, validateTtlOption, validateWaitOption } from './lock.validation';
 
-const MODULE_OPTION_NAMES = ['backend', 'keyPrefix', 'ttl', 'wait', 'isGlobal'] as const;
+const MODULE_OPTION_NAMES = ['backend', 'keyPrefix', 'ttl', 'wait', 'isGlobal', 'errorFilters'] as const;
+/** Options read when the module is defined (the builder's extras), not from what a factory returns. */
+const STATIC_OPTION_NAMES = ['isGlobal', 'errorFilters'] as const;
 const BACKEND_METHODS = ['tryAcquire', 'extend', 'release', 'subscribe', 'ping', 'close'] as const;
+
+/**
+ * Marks options that `forRoot` has already checked (and parsed): they reach the factory as they are,
+ * so they are not checked twice. A symbol key survives the copies the module builder makes.
+ */
+export const CHECKED_OPTIONS = Symbol('nestjs-distributed-lock:checked-options');
+
+/** How the options the module resolves at bootstrap (forRoot's, or what a factory returned) are named in errors. */
+const FACTORY_WHERE = 'LockModule';
 
 /**
  * Checks the options of `LockModule.forRoot` or the object an async factory resolved to, and returns
@@ -18,8 +29,13 @@ export function validateModuleOptions(options: unknown, where: string): Record<s
     if (opts.keyPrefix !== undefined) validateKeyPrefix(opts.keyPrefix);
     if (opts.ttl !== undefined) opts.ttl = validateTtlOption(opts.ttl, `${where} ttl`);
     if (opts.wait !== undefined) opts.wait = validateWaitOption(opts.wait, `${where} wait`);
-    if (opts.isGlobal !== undefined && typeof opts.isGlobal !== 'boolean') {
-      throw new InvalidLockOptionsError(`Invalid ${where} isGlobal: expected a boolean, got ${describeValue(opts.isGlobal)}`);
+    validateStaticModuleOptions(opts, where);
+    // forRoot's own options reach the factory path without their extras: errorFilters here came from a factory.
+    if (where === FACTORY_WHERE && opts.errorFilters !== undefined) {
+      throw new InvalidLockOptionsError(
+        `Invalid LockModule errorFilters from the options factory: it decides which providers the module has, so it is read ` +
+          `when the module is defined; give it to LockModule.forRootAsync({ errorFilters, useFactory }) beside the factory`,
+      );
     }
     if (opts.backend !== undefined) validateBackend(opts.backend, where);
   } catch (error) {
@@ -29,6 +45,19 @@ export function validateModuleOptions(options: unknown, where: string): Record<s
     throw error;
   }
   return opts;
+}
+
+/** Checks `isGlobal` and `errorFilters`, the options of forRoot and forRootAsync that shape the module itself. */
+export function validateStaticModuleOptions(options: unknown, where: string): void {
+  if (options === null || typeof options !== 'object') {
+    throw new InvalidLockOptionsError(`Invalid ${where} options: expected an object, got ${describeValue(options)}`);
+  }
+  for (const name of STATIC_OPTION_NAMES) {
+    const value = (options as Record<string, unknown>)[name];
+    if (value !== undefined && typeof value !== 'boolean') {
+      throw new InvalidLockOptionsError(`Invalid ${where} ${name}: expected a boolean, got ${describeValue(value)}`);
+    }
+  }
 }
 
 function validateBackend(backend: unknown, where: string): asserts backend is LockBackend {
@@ -50,7 +79,8 @@ function validateBackend(backend: unknown, where: string): asserts backend is Lo
 
 /** The service settings: defaults applied to checked options. */
 export function resolveModuleSettings(options: unknown, backend: LockBackend): DistributedLockSettings {
-  const opts = validateModuleOptions(options ?? {}, 'LockModule');
+  const checked = (options as { [CHECKED_OPTIONS]?: true } | undefined)?.[CHECKED_OPTIONS] === true;
+  const opts = checked ? (options as Record<string, unknown>) : validateModuleOptions(options ?? {}, FACTORY_WHERE);
   return {
     backend,
     keyPrefix: opts.keyPrefix === undefined ? DEFAULT_KEY_PREFIX : (opts.keyPrefix as string),

@@ -9,7 +9,9 @@ export const {
 } = new ConfigurableModuleBuilder<LockModuleOptions>({ moduleName: 'Lock' })
   .setClassMethodName('forRoot')
   .setFactoryMethodName('createLockOptions')
-  .setExtras({ isGlobal: false }, (definition, extras) => ({ ...definition, global: extras.isGlobal === true }))
+  // Options read when the module is defined, not from a factory: `isGlobal`, and `errorFilters`
+  // (whether the module registers LockErrorFilter; LockModule adds its providers).
+  .setExtras({ isGlobal: false, errorFilters: true }, (definition, extras) => ({ ...definition, global: extras.isGlobal === true }))
   .build();
 
 /** A class for `forRootAsync({ useClass })` / `useExisting`: it returns the module's options. */

@@ -1,13 +1,14 @@
-import { Inject, Logger, Module, type DynamicModule, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Logger, Module, type DynamicModule, type OnApplicationBootstrap, type Provider } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { LOCK_BACKEND, type LockBackend } from './backends/lock-backend';
 import { memoryBackend } from './backends/memory/memory-lock.backend';
 import { DistributedLock } from './distributed-lock';
 import { DistributedLockService } from './distributed-lock.service';
-import { LockErrorFilter } from './lock-error.filter';
+import { LockErrorFilter } from './filters/lock-error.filter';
+import { LockGatewayFilters } from './filters/lock-gateway-filters';
 import { errorText } from './lock.errors';
 import type { LockModuleOptions } from './lock-module-options';
-import { resolveModuleSettings, validateModuleOptions } from './lock-module-settings';
+import { CHECKED_OPTIONS, resolveModuleSettings, validateModuleOptions, validateStaticModuleOptions } from './lock-module-settings';
 import {
   ConfigurableLockModule,
   LOCK_MODULE_ASYNC_OPTIONS_TYPE,
@@ -16,8 +17,24 @@ import {
 } from './lock.module-definition';
 
 /**
- * `LockModule.forRoot({ backend, keyPrefix, ttl, wait, isGlobal })` or `LockModule.forRootAsync(...)`.
- * Provides `DistributedLock` (inject it by type) and answers 409/503 for lock errors in HTTP handlers.
+ * The module's error filters: `LockErrorFilter` for HTTP and microservice handlers (a global filter)
+ * and on WebSocket gateways (which Nest gives no global filters).
+ */
+const ERROR_FILTER_PROVIDERS: Provider[] = [{ provide: APP_FILTER, useClass: LockErrorFilter }, LockGatewayFilters];
+
+/** The module as the builder defined it, global when asked, with the error filters unless turned off. */
+function withStaticOptions(definition: DynamicModule, options: { isGlobal?: boolean; errorFilters?: boolean }): DynamicModule {
+  return {
+    ...definition,
+    global: options.isGlobal === true,
+    providers: [...(definition.providers ?? []), ...(options.errorFilters === false ? [] : ERROR_FILTER_PROVIDERS)],
+  };
+}
+
+/**
+ * `LockModule.forRoot({ backend, keyPrefix, ttl, wait, isGlobal, errorFilters })` or `LockModule.forRootAsync(...)`.
+ * Provides `DistributedLock` (inject it by type) and answers lock errors of HTTP, microservice and
+ * WebSocket handlers in their transport's terms (`errorFilters: false` leaves that to Nest's defaults).
  * On application shutdown it stops the watchdogs, releases what this process holds and closes the
  * backend (which closes only the connections it opened itself).
  */
@@ -40,15 +57,12 @@ import {
       },
       inject: [LOCK_MODULE_OPTIONS, LOCK_BACKEND],
     },
-    { provide: APP_FILTER, useClass: LockErrorFilter },
   ],
   exports: [DistributedLock, LOCK_BACKEND],
 })
-export class LockModule extends ConfigurableLockModule implements OnApplicationBootstrap, OnApplicationShutdown {
-  constructor(
-    private readonly locks: DistributedLock,
-    @Inject(LOCK_BACKEND) private readonly backend: LockBackend,
-  ) {
+export class LockModule extends ConfigurableLockModule implements OnApplicationBootstrap {
+  // The service shuts itself down (its own onApplicationShutdown); the module only checks the backend at start.
+  constructor(@Inject(LOCK_BACKEND) private readonly backend: LockBackend) {
     super();
   }
 
@@ -65,16 +79,19 @@ export class LockModule extends ConfigurableLockModule implements OnApplicationB
   }
 
   static forRoot(options: typeof LOCK_MODULE_OPTIONS_TYPE = {}): DynamicModule {
-    validateModuleOptions(options, 'LockModule.forRoot');
-    return { ...super.forRoot(options), global: options.isGlobal === true };
+    // Checked once, here, so that bad options fail where they are written; the factory takes them as they are.
+    const checked = validateModuleOptions(options, 'LockModule.forRoot');
+    // The options provider gets only the lock options, whatever the builder of this Nest version keeps.
+    const { isGlobal: _isGlobal, errorFilters: _errorFilters, ...lockOptions } = checked;
+    return withStaticOptions(super.forRoot({ ...lockOptions, [CHECKED_OPTIONS]: true } as typeof LOCK_MODULE_OPTIONS_TYPE), options);
   }
 
-  /** `isGlobal` is honoured here too (the builder's extras alone would drop it for the async variant). */
+  /**
+   * `isGlobal` and `errorFilters` are honoured here too, beside `useFactory` / `useClass` /
+   * `useExisting` (the builder's extras alone would drop them for the async variant in some Nest versions).
+   */
   static forRootAsync(options: typeof LOCK_MODULE_ASYNC_OPTIONS_TYPE): DynamicModule {
-    return { ...super.forRootAsync(options), global: options.isGlobal === true };
-  }
-
-  async onApplicationShutdown(): Promise<void> {
-    if (this.locks instanceof DistributedLockService) await this.locks.shutdown();
+    validateStaticModuleOptions(options, 'LockModule.forRootAsync');
+    return withStaticOptions(super.forRootAsync(options), options);
   }
 }

@@ -46,7 +46,7 @@ const logger = new Logger('DistributedLock');
  * @example
  * \@WithLock((id: string) => `order:${id}`, { wait: 0 })
  * async pay(id: string) { ... }
- * \@Cron('* * * * *') \@WithLock('nightly-report', { wait: 0, onBusy: 'skip' })
+ * \@Cron('0 3 * * *') \@WithLock('nightly-report', { wait: 0, onBusy: 'skip', minHold: 60_000 })
  * async report() { ... }
  */
 export function WithLock(key: LockKey, options?: WithLockDecoratorOptions): MethodDecorator;

@@ -139,6 +139,7 @@ const rows: Row[] = [
   alone('forRoot backend that is a string', () => LockModule.forRoot({ backend: 'redis://x' as never }), InvalidLockOptionsError, /expected a LockBackend/),
   alone('forRoot keyPrefix with NUL', () => LockModule.forRoot({ keyPrefix: 'a\u0000' }), InvalidLockOptionsError, /Invalid keyPrefix: .*NUL/),
   alone('forRoot options as an array', () => LockModule.forRoot([] as never), InvalidLockOptionsError, /Invalid LockModule\.forRoot options: expected an object/),
+  alone('forRootAsync errorFilters that is a string', () => LockModule.forRootAsync({ errorFilters: 'false' as never, useFactory: () => ({}) }), InvalidLockOptionsError, /Invalid LockModule\.forRootAsync errorFilters: expected a boolean, got "false"/),
   // Redis backend options
   alone('redisBackend url that is not redis://', () => redisBackend({ url: 'http://127.0.0.1:6379' }), InvalidLockOptionsError, /must be a string starting with redis:\/\/ or rediss:\/\//),
   alone('redisBackend commandTimeout 0', () => redisBackend({ url: REDIS_URL, commandTimeout: 0 }), InvalidLockOptionsError, /commandTimeout must be an integer number of milliseconds/),

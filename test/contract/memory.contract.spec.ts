@@ -1,6 +1,8 @@
 import { memoryBackend, type LockBackend } from '../../lib';
 import { describeGiveUpContract } from './give-up.contract';
 import { describeLockBackendContract } from './lock-backend.contract';
+import { describeLockModelProperty } from '../property/lock-model.property';
+import { memoryModelTarget } from '../property/lock-model.targets';
 
 describeLockBackendContract('memory', {
   create: () => memoryBackend(),
@@ -12,3 +14,4 @@ describeLockBackendContract('memory', {
   },
 });
 describeGiveUpContract('memory', { create: () => memoryBackend() });
+describeLockModelProperty('memory', memoryModelTarget());

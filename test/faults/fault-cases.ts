@@ -16,9 +16,14 @@ export interface CaseShape {
   durationMs: number;
   /** When in the run the fault starts, ms after the workers are ready. */
   faultAfterMs: number;
+  /**
+   * From 0 to 1: how hard the client-dimension cases push (crowd size, delays, TTL ratios); quick
+   * mode uses 0, the smallest and cheapest form of each.
+   */
+  knob: number;
 }
 
-export const QUICK_SHAPE: CaseShape = { workers: 4, ttl: 1_000, workMs: 5, durationMs: 4_000, faultAfterMs: 800 };
+export const QUICK_SHAPE: CaseShape = { workers: 4, ttl: 1_000, workMs: 5, durationMs: 4_000, faultAfterMs: 800, knob: 0 };
 
 /** A fault case with the servers it needs: `prepare` starts them, the returned `cleanup` stops them. */
 export interface FaultCaseDefinition {
@@ -27,24 +32,32 @@ export interface FaultCaseDefinition {
   fault: string;
   /** Whether the fence check is off at the resource (the demonstration of what a TTL lock alone allows). */
   unfenced?: boolean;
+  /**
+   * `infrastructure` (default): well-behaved workers, broken servers and networks. `client`:
+   * workers that use the lock the way real application code does, and backends under hostile
+   * settings (client-cases.ts).
+   */
+  dimension?: 'infrastructure' | 'client';
+  /** Says why the run did not exercise what the case is about (undefined: it did), from its history. */
+  missed?: (history: HistoryEvent[]) => string | undefined;
   prepare(shape: CaseShape): Promise<{ faultCase: FaultCase; cleanup: () => Promise<void> }>;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const exclusive = (shape: CaseShape): CheckOptions => ({ exclusive: true, livenessWithin: shape.ttl + 1_000 });
 
 /** The resource every Redis case writes to: the shared Redis, reached directly (never through a fault). */
-function redisResource(fenceCheck: boolean): ResourceSpec {
+export function redisResource(fenceCheck: boolean): ResourceSpec {
   return { kind: 'redis', url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', prefix: `faults:resource:${randomBytes(4).toString('hex')}:`, fenceCheck };
 }
 
-function postgresResource(schema: string, fenceCheck: boolean): ResourceSpec {
+export function postgresResource(schema: string, fenceCheck: boolean): ResourceSpec {
   return { kind: 'postgres', connection: sharedDatabaseUrl(), schema, fenceCheck };
 }
 
 /** One Redis server of the case's own, optionally behind a fault proxy. */
-async function privateRedis(withProxy = false): Promise<{ server: RedisServerProcess; proxy?: TcpFaultProxy; url: string; cleanup: () => Promise<void> }> {
-  const server = await RedisServerProcess.start();
+export async function privateRedis(withProxy = false, options?: Parameters<typeof RedisServerProcess.start>[0]): Promise<{ server: RedisServerProcess; proxy?: TcpFaultProxy; url: string; cleanup: () => Promise<void> }> {
+  const server = await RedisServerProcess.start(options);
   const proxy = withProxy ? await TcpFaultProxy.start(server.port) : undefined;
   return {
     server,
@@ -58,7 +71,7 @@ async function privateRedis(withProxy = false): Promise<{ server: RedisServerPro
 }
 
 /** Waits for the workers to be busy, then for a holder in the act (acquired, or inside its work). */
-async function holderOf(run: FaultRun, shape: CaseShape, type: 'acquired' | 'read' = 'acquired'): Promise<HistoryEvent> {
+export async function holderOf(run: FaultRun, shape: CaseShape, type: 'acquired' | 'read' = 'acquired'): Promise<HistoryEvent> {
   await sleep(shape.faultAfterMs);
   return run.next((e) => e.type === type);
 }
@@ -72,7 +85,7 @@ function longWork(shape: CaseShape): Pick<FaultCase, 'workMs'> {
 }
 
 /** A fault that lasts `ms` on the given worker-independent resource, recorded in the history. */
-async function window(run: FaultRun, name: string, ms: number, start: () => Promise<void> | void, end: () => Promise<void> | void): Promise<void> {
+export async function window(run: FaultRun, name: string, ms: number, start: () => Promise<void> | void, end: () => Promise<void> | void): Promise<void> {
   run.mark('*', name, 'start');
   await start();
   await sleep(ms);
@@ -325,7 +338,7 @@ function postgresServerFaults(): FaultCaseDefinition[] {
   ];
 }
 
-/** Every case, on every backend where it applies. */
+/** Every infrastructure case, on every backend where it applies (the client dimension: client-cases.ts). */
 export function faultCaseDefinitions(): FaultCaseDefinition[] {
   return [...processFaults('redis'), ...redisServerFaults(), ...quorumFaults(), ...processFaults('postgres'), ...postgresServerFaults()];
 }

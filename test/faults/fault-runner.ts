@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { historyNow } from './history-clock';
 import { checkHistory, type CheckOptions, type CheckReport, type HistoryEvent } from './history';
-import { createResource, type BackendSpec, type ResourceSpec, type WorkerConfig } from './worker-config';
+import { createResource, type BackendSpec, type ResourceSpec, type WorkerBehaviour, type WorkerConfig } from './worker-config';
 
 const ROOT = join(__dirname, '..', '..');
 /** Workers run the TypeScript sources, transpiled as they load (jest's own run type-checks them). */
@@ -19,6 +19,8 @@ export interface FaultCase {
   wait?: number;
   workMs?: number;
   thinkMs?: number;
+  /** How each worker uses the lock (worker i gets entry i; missing entries are `plain`). */
+  behaviours?: WorkerBehaviour[];
   /** Injects the fault while the workers run; resolves when the fault is over. */
   fault?: (run: FaultRun) => Promise<void>;
   check: CheckOptions;
@@ -113,6 +115,7 @@ export async function runFaultCase(c: FaultCase): Promise<FaultCaseResult> {
         workMs: c.workMs ?? 5,
         thinkMs: c.thinkMs ?? 2,
         durationMs,
+        behaviour: c.behaviours?.[i],
       };
       const child = spawn(process.execPath, WORKER_ARGS, {
         cwd: ROOT,

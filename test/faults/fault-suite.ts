@@ -25,6 +25,8 @@ export function describeFaultCases(title: string, definitions: FaultCaseDefiniti
         appendFileSync(join(__dirname, '../../reports/faults-quick.log'), `${new Date().toISOString()} ${context}\n`);
         expect({ context, workerErrors: result.workerErrors }).toEqual({ context, workerErrors: [] });
         expect(report.acceptedWrites).toBeGreaterThan(0);
+        // The case's own behaviour (an escaped callback, a CPU block, an eviction...) did happen.
+        expect({ context, missed: definition.missed?.(result.history) }).toEqual({ context, missed: undefined });
 
         if (definition.unfenced) {
           // The demonstration: without the fence check a paused holder's late write is accepted and

@@ -2,33 +2,57 @@
  * One line of a lock history. Workers write them as JSON lines on stdout; the runner adds its own
  * (faults it injected) and merges everything by time. Times are milliseconds on the machine's
  * monotonic clock (`historyNow()` in history-clock.ts), the same for every process on one machine.
+ *
+ * `call` numbers the lock calls of one worker (one `withLock`, `acquire` or `tryAcquire` each), so
+ * that calls running at the same time in one process (a callback that escaped its `withLock`, a
+ * crowd of waiters) keep their events apart. Histories without it count one call per worker at a time.
  */
 export type HistoryEvent =
-  | { t: number; worker: string; type: 'invoke'; key: string }
-  | { t: number; worker: string; type: 'acquired'; key: string; fence: string; ttl: number }
-  | { t: number; worker: string; type: 'timeout'; key: string }
-  | { t: number; worker: string; type: 'error'; key: string; message: string }
+  /** A lock call started; `wait` is the wait it asked for (ms), when the worker knows it. */
+  | { t: number; worker: string; call?: number; type: 'invoke'; key: string; wait?: number }
+  | { t: number; worker: string; call?: number; type: 'acquired'; key: string; fence: string; ttl: number }
+  | { t: number; worker: string; call?: number; type: 'timeout'; key: string }
+  | { t: number; worker: string; call?: number; type: 'error'; key: string; message: string }
   /** The holder's signal fired (lease could not be confirmed). */
-  | { t: number; worker: string; type: 'lost'; key: string; fence: string }
+  | { t: number; worker: string; call?: number; type: 'lost'; key: string; fence: string }
   /** The worker read the resource, presenting its fence; `ok` false when the resource refused the fence. */
-  | { t: number; worker: string; type: 'read'; key: string; fence: string; value: number; ok: boolean }
+  | { t: number; worker: string; call?: number; type: 'read'; key: string; fence: string; value: number; ok: boolean }
   /** The worker wrote `value` with `fence`; `accepted` is the resource's answer. */
-  | { t: number; worker: string; type: 'write'; key: string; fence: string; value: number; accepted: boolean; signalAborted: boolean }
+  | { t: number; worker: string; call?: number; type: 'write'; key: string; fence: string; value: number; accepted: boolean; signalAborted: boolean }
+  /**
+   * User code asked whether it still holds the lock of `fence` (`lock.signal.aborted`, or the
+   * signal of `currentLock()`), synchronously, and was told `aborted`. A `false` answer is a claim
+   * that the lease is held at `t`.
+   */
+  | { t: number; worker: string; call?: number; type: 'guard'; key: string; fence: string; aborted: boolean }
   /** The work finished and the release is about to be sent. */
-  | { t: number; worker: string; type: 'release'; key: string; fence: string }
+  | { t: number; worker: string; call?: number; type: 'release'; key: string; fence: string }
+  /**
+   * How the lock call settled: `resolved` (withLock resolved, acquire returned a guard), `lost`
+   * (LockLostError), `timeout`, `aborted` (the caller's signal), `error` (anything else).
+   */
+  | { t: number; worker: string; call?: number; type: 'settled'; key: string; outcome: SettledOutcome; fence?: string }
   /** Injected by the runner. */
   | { t: number; worker: string; type: 'fault'; fault: string; phase: 'start' | 'end' };
 
+export type SettledOutcome = 'resolved' | 'lost' | 'timeout' | 'aborted' | 'error';
+
 export type EventOf<T extends HistoryEvent['type']> = Extract<HistoryEvent, { type: T }>;
 
-/** A hold of the lock by one worker: from acquisition to its release, its lost signal or its death. */
+/** A hold of the lock by one lock call: from acquisition to its release, its lost signal or its death. */
 export interface Hold {
   worker: string;
+  call?: number;
   key: string;
   fence: bigint;
   start: number;
   end: number;
   ended: 'release' | 'lost' | 'killed' | 'open';
+  /** When the work ended (its `release` event), or Infinity. */
+  workEnd: number;
+  /** How the lock call settled, and when (absent: it never settled, e.g. killed). */
+  outcome?: SettledOutcome;
+  settledAt?: number;
 }
 
 export interface CheckOptions {
@@ -36,8 +60,22 @@ export interface CheckOptions {
   exclusive: boolean;
   /** Max time from a holder's SIGKILL to the next acquisition of its key, when someone waits for it. */
   livenessWithin?: number;
+  /**
+   * Max time a key may stay with nobody after a hold settled while others wait for it the whole
+   * time: longer, and the key is stuck (held by a token nobody runs, e.g. a waiter that gave up).
+   */
+  stuckWithin?: number;
+  /** Max time a lock call may run past the `wait` it asked for (a call that waits unboundedly). */
+  callWithin?: number;
   /** The resource's starting value. */
   initialValue?: number;
+}
+
+/** A `withLock` that resolved although a grant with a higher fence began before its work ended. */
+export interface ResolvedUnheld {
+  hold: Hold;
+  /** The first later grant of the key that began before the work ended. */
+  by: { worker: string; call?: number; fence: bigint; at: number };
 }
 
 export interface CheckReport {
@@ -54,40 +92,140 @@ export interface CheckReport {
   livenessViolations: Array<{ killedAt: number; worker: string; nextAcquiredAt: number | undefined }>;
   /** Paused holders: whether their signal fired, and writes they got accepted with a stale fence. */
   pausedHolders: Array<{ worker: string; fence: bigint; signalFired: boolean; staleAcceptedWrites: number }>;
+  /** withLock resolved although its lease was not held throughout (a higher grant began during the work). */
+  resolvedUnheld: ResolvedUnheld[];
+  /** User code was told "held" (signal not aborted) after a grant with a higher fence had begun. */
+  staleGuards: Array<EventOf<'guard'> & { by: { worker: string; fence: bigint; at: number } }>;
+  /** Keys left with nobody for longer than `stuckWithin` after a hold settled, while others waited throughout. */
+  stuckKeys: Array<{ key: string; freedAt: number; nextAcquiredAt: number | undefined; waiting: number }>;
+  /** Lock calls that ran longer than their wait + `callWithin`. */
+  overdueCalls: Array<{ worker: string; call?: number; key: string; wait: number; ran: number; settled: boolean }>;
   /** The longest time between two acquisitions of a key, ms: how long a fault kept the lock unavailable. */
   longestAcquisitionGap: number;
   /** Events that show the fault reached the workers: lost signals, backend errors, timeouts. */
   disturbances: { lost: number; errors: number; timeouts: number };
-  /** Total violations: overlaps (when checked), lost, out-of-order, liveness, stale writes, silent signals. */
+  /** How the lock calls settled. */
+  outcomes: Record<SettledOutcome, number>;
+  /**
+   * Total violations: overlaps (when checked), lost, out-of-order, liveness, stale writes, silent
+   * signals, withLock resolved although not held, stale guards, stuck keys, overdue calls.
+   */
   violations: number;
 }
+
+/** The identity of the lock call an event belongs to. */
+const callOf = (event: { worker: string; call?: number }): string => `${event.worker}/${event.call ?? ''}`;
 
 /** Builds the holds of a history (every acquisition, ended by release, lost signal or kill). */
 export function holdsOf(events: HistoryEvent[]): Hold[] {
   const holds: Hold[] = [];
   const open = new Map<string, Hold>();
+  /** The last hold of each call, open or not: its work end and outcome may come after it ended. */
+  const last = new Map<string, Hold>();
   for (const event of events) {
     if (event.type === 'acquired') {
-      const hold: Hold = { worker: event.worker, key: event.key, fence: BigInt(event.fence), start: event.t, end: Infinity, ended: 'open' };
+      const hold: Hold = {
+        worker: event.worker,
+        call: event.call,
+        key: event.key,
+        fence: BigInt(event.fence),
+        start: event.t,
+        end: Infinity,
+        ended: 'open',
+        workEnd: Infinity,
+      };
       holds.push(hold);
-      open.set(event.worker, hold);
+      open.set(callOf(event), hold);
+      last.set(callOf(event), hold);
     } else if (event.type === 'release' || event.type === 'lost') {
-      const hold = open.get(event.worker);
+      const hold = open.get(callOf(event));
       if (hold && hold.fence === BigInt(event.fence)) {
         hold.end = event.t;
         hold.ended = event.type;
-        open.delete(event.worker);
+        open.delete(callOf(event));
+      }
+      const mine = last.get(callOf(event));
+      if (event.type === 'release' && mine && mine.fence === BigInt(event.fence) && mine.workEnd === Infinity) mine.workEnd = event.t;
+    } else if (event.type === 'settled') {
+      const mine = last.get(callOf(event));
+      if (mine && mine.outcome === undefined && (event.fence === undefined || mine.fence === BigInt(event.fence))) {
+        mine.outcome = event.outcome;
+        mine.settledAt = event.t;
       }
     } else if (event.type === 'fault' && event.fault === 'SIGKILL' && event.phase === 'start') {
-      const hold = open.get(event.worker);
-      if (hold) {
+      for (const [id, hold] of open) {
+        if (hold.worker !== event.worker) continue;
         hold.end = event.t;
         hold.ended = 'killed';
-        open.delete(event.worker);
+        open.delete(id);
       }
     }
   }
   return holds;
+}
+
+/** The first grant of `key` with a fence above `fence` that began before `before`, if any. */
+function higherGrantBefore(holds: Hold[], key: string, fence: bigint, before: number): Hold | undefined {
+  let first: Hold | undefined;
+  for (const other of holds) {
+    if (other.key === key && other.fence > fence && other.start < before && (!first || other.start < first.start)) first = other;
+  }
+  return first;
+}
+
+/** A lock call's wait: from its invoke to its acquisition or its settling (Infinity: still waiting at the end). */
+interface Pending {
+  id: string;
+  worker: string;
+  call?: number;
+  key: string;
+  wait?: number;
+  from: number;
+  to: number;
+}
+
+/** Every lock call's wait, in invoke order. */
+function pendingCalls(events: HistoryEvent[]): Pending[] {
+  const started = new Map<string, Pending>();
+  const done: Pending[] = [];
+  for (const event of events) {
+    if (event.type === 'invoke') {
+      const pending: Pending = { id: callOf(event), worker: event.worker, call: event.call, key: event.key, wait: event.wait, from: event.t, to: Infinity };
+      started.set(pending.id, pending);
+      done.push(pending);
+    } else if (event.type === 'acquired' || event.type === 'settled' || event.type === 'timeout' || event.type === 'error') {
+      const pending = started.get(callOf(event));
+      if (pending) pending.to = event.t;
+      started.delete(callOf(event));
+    } else if (event.type === 'fault' && event.fault === 'SIGKILL' && event.phase === 'start') {
+      for (const [id, pending] of started) {
+        if (pending.worker !== event.worker) continue;
+        pending.to = event.t;
+        started.delete(id);
+      }
+    }
+  }
+  return done;
+}
+
+/**
+ * Whether someone waited for the key from `from` to `to` without a break: the waits of all calls,
+ * merged where one starts within `slack` ms of the end of another (a worker's pause between two
+ * calls), cover the whole span.
+ */
+function waitedThroughout(waits: Pending[], from: number, to: number, slack: number): boolean {
+  let start = -Infinity;
+  let end = -Infinity;
+  for (const wait of [...waits].sort((a, b) => a.from - b.from)) {
+    if (wait.from > end + slack) {
+      if (start <= from && end >= to) return true;
+      start = wait.from;
+      end = wait.to;
+    } else {
+      end = Math.max(end, wait.to);
+    }
+  }
+  return start <= from && end >= to;
 }
 
 /** Checks a merged history (any order; it is sorted by time here). */
@@ -109,6 +247,24 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
     }
   }
 
+  // withLock may resolve only when the lease was confirmed for the whole of the work. A later grant
+  // (higher fence) that began before the work ended means it was not: the backend had given the
+  // key to someone else. Grant times are when the other worker saw its grant, so later than the
+  // grant itself: the check can only miss a violation, never invent one.
+  const resolvedUnheld: ResolvedUnheld[] = [];
+  for (const hold of holds) {
+    if (hold.outcome !== 'resolved' || hold.workEnd === Infinity) continue;
+    const by = higherGrantBefore(holds, hold.key, hold.fence, hold.workEnd);
+    if (by) resolvedUnheld.push({ hold, by: { worker: by.worker, call: by.call, fence: by.fence, at: by.start } });
+  }
+
+  const staleGuards: CheckReport['staleGuards'] = [];
+  for (const guard of events) {
+    if (guard.type !== 'guard' || guard.aborted) continue;
+    const by = higherGrantBefore(holds, guard.key, BigInt(guard.fence), guard.t);
+    if (by) staleGuards.push({ ...guard, by: { worker: by.worker, fence: by.fence, at: by.start } });
+  }
+
   const writes = events.filter((e): e is EventOf<'write'> => e.type === 'write');
   const accepted = writes.filter((w) => w.accepted);
   const lostWrites: CheckReport['lostWrites'] = [];
@@ -124,6 +280,39 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
       if (write.value !== previousValue + 1) lostWrites.push(write);
       previousValue = write.value;
       previousFence = BigInt(write.fence);
+    }
+  }
+
+  const pending = pendingCalls(events);
+  const stuckKeys: CheckReport['stuckKeys'] = [];
+  if (options.stuckWithin !== undefined) {
+    const seen = new Set<string>();
+    for (const hold of holds) {
+      if (hold.settledAt === undefined) continue;
+      const freedAt = hold.settledAt;
+      const key = hold.key;
+      if (holds.some((h) => h !== hold && h.key === key && h.start <= freedAt && h.end > freedAt)) continue;
+      const next = holds.filter((h) => h.key === key && h.start > freedAt).reduce<number | undefined>((n, h) => (n === undefined || h.start < n ? h.start : n), undefined);
+      if (next !== undefined && next - freedAt <= options.stuckWithin) continue;
+      const waits = pending.filter((p) => p.key === key);
+      if (!waitedThroughout(waits, freedAt, freedAt + options.stuckWithin, 250)) continue;
+      const id = `${key}/${next}`;
+      if (seen.has(id)) continue;
+      seen.add(id);
+      const waiting = waits.filter((p) => p.from <= freedAt && p.to > freedAt).length;
+      stuckKeys.push({ key, freedAt, nextAcquiredAt: next, waiting });
+    }
+  }
+
+  const overdueCalls: CheckReport['overdueCalls'] = [];
+  if (options.callWithin !== undefined) {
+    const lastT = events.length ? events[events.length - 1].t : 0;
+    for (const p of pending) {
+      if (p.wait === undefined) continue;
+      const ran = (p.to === Infinity ? lastT : p.to) - p.from;
+      if (ran > p.wait + options.callWithin) {
+        overdueCalls.push({ worker: p.worker, call: p.call, key: p.key, wait: p.wait, ran, settled: p.to !== Infinity });
+      }
     }
   }
 
@@ -165,7 +354,13 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
     lostWrites.length +
     outOfOrderWrites.length +
     livenessViolations.length +
-    pausedHolders.reduce((n, p) => n + p.staleAcceptedWrites + (p.signalFired ? 0 : 1), 0);
+    pausedHolders.reduce((n, p) => n + p.staleAcceptedWrites + (p.signalFired ? 0 : 1), 0) +
+    resolvedUnheld.length +
+    staleGuards.length +
+    stuckKeys.length +
+    overdueCalls.length;
+  const outcomes: CheckReport['outcomes'] = { resolved: 0, lost: 0, timeout: 0, aborted: 0, error: 0 };
+  for (const event of events) if (event.type === 'settled') outcomes[event.outcome]++;
 
   return {
     events: events.length,
@@ -177,8 +372,13 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
     outOfOrderWrites,
     livenessViolations,
     pausedHolders,
+    resolvedUnheld,
+    staleGuards,
+    stuckKeys,
+    overdueCalls,
     longestAcquisitionGap,
     disturbances: { lost: count('lost'), errors: count('error'), timeouts: count('timeout') },
+    outcomes,
     violations,
   };
 }

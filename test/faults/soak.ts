@@ -1,5 +1,5 @@
 /**
- * Soak mode of the fault suite: `npm run test:soak -- --minutes N [--seed S] [--only TEXT]`.
+ * Soak mode of the fault suite: `npm run test:soak -- --minutes N [--seed S] [--only TEXT] [--dimension client|infrastructure]`.
  *
  * Runs the quick suite's cases again and again for N minutes, each time with a shape drawn from a
  * seeded generator (workers, TTL, work time, run length, when the fault starts), and writes
@@ -9,6 +9,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { clientCaseDefinitions } from './client-cases';
 import { faultCaseDefinitions, type CaseShape } from './fault-cases';
 import { runFaultCase } from './fault-runner';
 import { summarise } from './fault-report';
@@ -34,6 +35,7 @@ function shapeFrom(random: () => number): CaseShape {
     workMs: between(1, 40),
     durationMs: between(4_000, 12_000),
     faultAfterMs: between(200, 2_500),
+    knob: random(),
   };
 }
 
@@ -43,13 +45,16 @@ async function main(): Promise<void> {
       minutes: { type: 'string', default: '10' },
       seed: { type: 'string' },
       only: { type: 'string' },
+      dimension: { type: 'string' },
     },
   });
   const minutes = Number(values.minutes);
   if (!(minutes > 0 && minutes <= 24 * 60)) throw new Error(`--minutes must be a number from 0 to 1440, got ${values.minutes}`);
   const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
   const random = generator(seed);
-  const definitions = faultCaseDefinitions().filter((d) => !values.only || d.name.includes(values.only));
+  const definitions = [...faultCaseDefinitions(), ...clientCaseDefinitions()].filter(
+    (d) => (!values.only || d.name.includes(values.only)) && (!values.dimension || (d.dimension ?? 'infrastructure') === values.dimension),
+  );
   if (definitions.length === 0) throw new Error(`no case matches --only ${values.only}`);
 
   const started = Date.now();
@@ -70,8 +75,9 @@ async function main(): Promise<void> {
       // The unfenced demonstration is expected to lose updates; everything else must break nothing.
       const broken = definition.unfenced ? 0 : report.violations + (result.finalValue === report.acceptedWrites ? 0 : 1);
       violations += broken;
-      if (result.workerErrors.length > 0) failures++;
-      const line = `${definition.name} ${JSON.stringify(shape)}: ${summarise(result)}${result.workerErrors.length ? `; worker errors: ${result.workerErrors.join(' | ')}` : ''}`;
+      const missed = definition.missed?.(result.history);
+      if (result.workerErrors.length > 0 || missed) failures++;
+      const line = `${definition.name} ${JSON.stringify(shape)}: ${summarise(result)}${result.workerErrors.length ? `; worker errors: ${result.workerErrors.join(' | ')}` : ''}${missed ? `; MISSED: ${missed}` : ''}`;
       lines.push(line);
       console.log(line);
       runs.push({
@@ -80,7 +86,15 @@ async function main(): Promise<void> {
         shape,
         finalValue: result.finalValue,
         workerErrors: result.workerErrors,
-        report: { ...report, overlaps: report.overlaps.length, pausedHolders: report.pausedHolders.map((p) => ({ ...p, fence: String(p.fence) })) },
+        report: {
+          ...report,
+          overlaps: report.overlaps.length,
+          pausedHolders: report.pausedHolders.map((p) => ({ ...p, fence: String(p.fence) })),
+          resolvedUnheld: report.resolvedUnheld.length,
+          staleGuards: report.staleGuards.length,
+          stuckKeys: report.stuckKeys.length,
+          overdueCalls: report.overdueCalls.length,
+        },
         violations: broken,
       });
     } catch (error) {
@@ -99,12 +113,13 @@ async function main(): Promise<void> {
   const summary = [
     `Soak of ${((Date.now() - started) / 60_000).toFixed(1)} min, seed ${seed}: ${runs.length} histories checked (${new Set(runs.map((r) => r.case)).size} cases), ${failures} runs with failures.`,
     `Fenced runs: ${fenced.length}; events ${total((r) => r.report.events, fenced)}, holds ${total((r) => r.report.holds, fenced)}, writes accepted ${total((r) => r.report.acceptedWrites, fenced)}, stale writes rejected ${total((r) => r.report.rejectedWrites, fenced)}, lost signals ${total((r) => r.report.disturbances.lost, fenced)}, violations ${violations}.`,
+    `Of those: withLock resolved although not held ${total((r) => r.report.resolvedUnheld, fenced)}, stale "held" answers ${total((r) => r.report.staleGuards, fenced)}, stuck keys ${total((r) => r.report.stuckKeys, fenced)}, overdue calls ${total((r) => r.report.overdueCalls, fenced)}; lock calls lost ${total((r) => r.report.outcomes.lost, fenced)}, failed ${total((r) => r.report.outcomes.error, fenced)}.`,
     `Fence check off (demonstration): ${demonstration.length} runs, updates lost ${total((r) => r.report.acceptedWrites - r.finalValue, demonstration)} (of ${total((r) => r.report.acceptedWrites, demonstration)} accepted writes), runs without a lost update ${demonstration.filter((r) => (r.report as { lostWrites: unknown[] }).lostWrites.length === 0).length}.`,
   ];
   const stamp = new Date(started).toISOString().replace(/[:.]/g, '-');
   const dir = join(__dirname, '..', '..', 'reports');
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, `soak-${stamp}.json`), JSON.stringify({ seed, minutes, summary, runs }, null, 2));
+  writeFileSync(join(dir, `soak-${stamp}.json`), JSON.stringify({ seed, minutes, summary, runs }, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value), 2));
   writeFileSync(join(dir, `soak-${stamp}.txt`), [...summary, '', ...lines].join('\n') + '\n');
   console.log(`\n${summary.join('\n')}\nreports/soak-${stamp}.json and .txt written`);
   if (violations > 0 || failures > 0) process.exitCode = 1;

@@ -1,4 +1,4 @@
-import { checkHistory, type HistoryEvent } from '../faults/history';
+import { checkHistory, type HistoryEvent, type SettledOutcome } from '../faults/history';
 
 /** Small builders for synthetic histories: the checker must find what is planted in them. */
 const acquired = (t: number, worker: string, fence: number): HistoryEvent => ({ t, worker, type: 'acquired', key: 'k', fence: String(fence), ttl: 100 });
@@ -9,6 +9,17 @@ const write = (t: number, worker: string, fence: number, value: number, accepted
 });
 const invoke = (t: number, worker: string): HistoryEvent => ({ t, worker, type: 'invoke', key: 'k' });
 const fault = (t: number, worker: string, name: string, phase: 'start' | 'end' = 'start'): HistoryEvent => ({ t, worker, type: 'fault', fault: name, phase });
+const settled = (t: number, worker: string, outcome: SettledOutcome, fence?: number, call?: number): HistoryEvent => ({
+  t, worker, call, type: 'settled', key: 'k', outcome, fence: fence === undefined ? undefined : String(fence),
+});
+/** One complete lock call of `worker` (call number `call`): invoke, acquired, release at workEnd, settled. */
+const hold = (worker: string, call: number, fence: number, from: number, acquiredAt: number, workEnd: number, outcome: SettledOutcome, settledAt = workEnd + 1): HistoryEvent[] => [
+  { t: from, worker, call, type: 'invoke', key: 'k', wait: 10_000 },
+  { t: acquiredAt, worker, call, type: 'acquired', key: 'k', fence: String(fence), ttl: 100 },
+  { t: workEnd, worker, call, type: 'release', key: 'k', fence: String(fence) },
+  settled(settledAt, worker, outcome, fence, call),
+];
+const guard = (t: number, worker: string, fence: number, aborted: boolean): HistoryEvent => ({ t, worker, type: 'guard', key: 'k', fence: String(fence), aborted });
 
 describe('history checker', () => {
   const clean: HistoryEvent[] = [
@@ -56,5 +67,88 @@ describe('history checker', () => {
     expect(report.pausedHolders).toEqual([{ worker: 'a', fence: 1n, signalFired: false, staleAcceptedWrites: 1 }]);
     // The stale write, the silent signal, and at the resource the lost update and the fence going back.
     expect(report.violations).toBe(4);
+  });
+
+  describe('withLock resolved although its lease was not held throughout', () => {
+    it('counts a hold that resolved while a grant with a higher fence began before its work ended', () => {
+      // a's lease vanished (flushed, evicted, expired during a CPU block); b got the key at 50 while
+      // a still worked until 80, and a's withLock resolved.
+      const history = [...hold('a', 1, 1, 0, 1, 80, 'resolved'), ...hold('b', 1, 2, 10, 50, 60, 'resolved')];
+      const report = checkHistory(history, { exclusive: false });
+      expect(report.resolvedUnheld).toHaveLength(1);
+      expect(report.resolvedUnheld[0]).toMatchObject({ hold: { worker: 'a', fence: 1n, workEnd: 80 }, by: { worker: 'b', fence: 2n, at: 50 } });
+      expect(report.violations).toBe(1);
+    });
+
+    it('counts a stale reentrant call: the old fence, in the same worker, after another holder got the key', () => {
+      // Call 2 escaped call 1's withLock and ran "reentrantly" with fence 1 while b held fence 2.
+      const history = [
+        ...hold('a', 1, 1, 0, 1, 10, 'resolved'),
+        ...hold('b', 1, 2, 5, 12, 40, 'resolved'),
+        ...hold('a', 2, 1, 20, 20, 25, 'resolved'),
+      ];
+      const report = checkHistory(history, { exclusive: true });
+      expect(report.resolvedUnheld.map((r) => [r.hold.worker, r.hold.call])).toEqual([['a', 2]]);
+      // The two calls of worker a are told apart: call 1 ended at 10, before b.
+      expect(report.overlaps).toHaveLength(1);
+    });
+
+    it('does not count a hold that rejected with LockLostError, nor one whose successor began after its work ended', () => {
+      const lostOne = [...hold('a', 1, 1, 0, 1, 80, 'lost'), ...hold('b', 1, 2, 10, 50, 90, 'resolved')];
+      expect(checkHistory(lostOne, { exclusive: false }).resolvedUnheld).toHaveLength(0);
+      // b began after a's work ended (while a's release was in flight): a held its lease throughout.
+      const handOff = [...hold('a', 1, 1, 0, 1, 80, 'resolved', 95), ...hold('b', 1, 2, 10, 85, 120, 'resolved')];
+      expect(checkHistory(handOff, { exclusive: true })).toMatchObject({ resolvedUnheld: [], violations: 0 });
+      // A nested reentrant call carries the same fence: not a later grant.
+      const nested = [...hold('a', 1, 1, 0, 1, 80, 'resolved'), ...hold('a', 2, 1, 20, 20, 30, 'resolved')];
+      expect(checkHistory(nested, { exclusive: false }).resolvedUnheld).toHaveLength(0);
+      // A history without settled events (older workers) has no outcome to judge.
+      expect(checkHistory(clean, { exclusive: true }).resolvedUnheld).toHaveLength(0);
+    });
+  });
+
+  it('counts a "held" answer given after a grant with a higher fence began, and not one given before', () => {
+    const history = [...hold('a', 1, 1, 0, 1, 80, 'resolved'), ...hold('b', 1, 2, 10, 50, 90, 'resolved'), guard(40, 'a', 1, false), guard(60, 'a', 1, false), guard(70, 'a', 1, true)];
+    const report = checkHistory(history, { exclusive: false });
+    expect(report.staleGuards.map((g) => g.t)).toEqual([60]);
+  });
+
+  describe('stuck keys', () => {
+    it('counts a key nobody got for longer than stuckWithin after a release while another call waited throughout', () => {
+      // b waits from 5; a settles at 11; the key went to a dead waiter: b only gets it at 1,500.
+      const history = [...hold('a', 1, 1, 0, 1, 10, 'resolved'), ...hold('b', 1, 3, 5, 1_500, 1_510, 'resolved')];
+      expect(checkHistory(history, { exclusive: true, stuckWithin: 500 }).stuckKeys).toEqual([{ key: 'k', freedAt: 11, nextAcquiredAt: 1_500, waiting: 1 }]);
+      expect(checkHistory(history, { exclusive: true, stuckWithin: 2_000 }).stuckKeys).toHaveLength(0);
+      expect(checkHistory(history, { exclusive: true }).stuckKeys).toHaveLength(0);
+    });
+
+    it('does not count a gap nobody waited through, or one bridged by calls that follow each other closely', () => {
+      // b timed out at 100: nobody waited after it.
+      const gaveUp = [...hold('a', 1, 1, 0, 1, 10, 'resolved'), { t: 5, worker: 'b', call: 1, type: 'invoke', key: 'k', wait: 95 } as HistoryEvent, settled(100, 'b', 'timeout', undefined, 1)];
+      expect(checkHistory(gaveUp, { exclusive: true, stuckWithin: 500 }).stuckKeys).toHaveLength(0);
+      // c's calls fail one after another (errors, 50 ms apart) for 2 s: still waiting throughout.
+      const retries: HistoryEvent[] = [...hold('a', 1, 1, 0, 1, 10, 'resolved')];
+      for (let i = 0; i < 20; i++) {
+        retries.push({ t: 5 + i * 100, worker: 'c', call: i, type: 'invoke', key: 'k', wait: 10_000 }, settled(5 + i * 100 + 50, 'c', 'error', undefined, i));
+      }
+      expect(checkHistory(retries, { exclusive: true, stuckWithin: 500 }).stuckKeys).toHaveLength(1);
+      // A key held by someone else meanwhile is not stuck.
+      const held = [...hold('a', 1, 1, 0, 1, 10, 'lost'), ...hold('b', 1, 2, 2, 5, 1_400, 'resolved'), ...hold('c', 1, 3, 3, 1_420, 1_430, 'resolved')];
+      expect(checkHistory(held, { exclusive: false, stuckWithin: 500 }).stuckKeys).toHaveLength(0);
+    });
+  });
+
+  it('counts lock calls that ran past their wait by more than callWithin, settled or still pending', () => {
+    const history: HistoryEvent[] = [
+      { t: 0, worker: 'a', call: 1, type: 'invoke', key: 'k', wait: 200 },
+      settled(3_000, 'a', 'timeout', undefined, 1),
+      { t: 0, worker: 'b', call: 1, type: 'invoke', key: 'k', wait: 200 },
+      settled(900, 'b', 'error', undefined, 1),
+      { t: 100, worker: 'c', call: 1, type: 'invoke', key: 'k', wait: 0 },
+      invoke(4_000, 'd'),
+    ];
+    const report = checkHistory(history, { exclusive: true, callWithin: 1_000 });
+    expect(report.overdueCalls.map((c) => [c.worker, c.settled])).toEqual([['a', true], ['c', false]]);
+    expect(report.violations).toBe(2);
   });
 });

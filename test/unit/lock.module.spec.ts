@@ -1,10 +1,13 @@
 import { Injectable, Logger, Module, type INestApplicationContext } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
 import {
   DistributedLock,
   InvalidLockOptionsError,
   LOCK_BACKEND,
+  LOCK_MODULE_OPTIONS,
   LockBackend,
+  LockErrorFilter,
   LockLostError,
   LockModule,
   LockTimeoutError,
@@ -182,6 +185,29 @@ describe('LockModule', () => {
     }
   });
 
+  it.each([
+    ['forRoot', (errorFilters?: boolean) => LockModule.forRoot(errorFilters === undefined ? {} : { errorFilters })],
+    [
+      'forRootAsync',
+      (errorFilters?: boolean) => LockModule.forRootAsync({ ...(errorFilters === undefined ? {} : { errorFilters }), useFactory: () => ({}) }),
+    ],
+  ])('registers LockErrorFilter for the app through %s unless errorFilters is false', (_name, lockModule) => {
+    const filterProviders = (definition: ReturnType<typeof lockModule>) =>
+      (definition.providers ?? []).filter((p) => typeof p === 'object' && 'provide' in p && p.provide === APP_FILTER);
+    expect(filterProviders(lockModule())).toEqual([{ provide: APP_FILTER, useClass: LockErrorFilter }]);
+    expect(filterProviders(lockModule(true))).toHaveLength(1);
+    expect(filterProviders(lockModule(false))).toEqual([]);
+  });
+
+  it('keeps isGlobal and errorFilters out of the options the service is made from', async () => {
+    const definition = LockModule.forRoot({ keyPrefix: 'p:', isGlobal: true, errorFilters: false });
+    const options = (definition.providers ?? []).find((p) => typeof p === 'object' && 'provide' in p && p.provide === LOCK_MODULE_OPTIONS);
+    expect(options).toEqual({ provide: LOCK_MODULE_OPTIONS, useValue: { keyPrefix: 'p:' } });
+    const app = await boot([definition]);
+    expect((await app.get(DistributedLock).tryAcquire('k'))?.key).toBe('k');
+    await app.close();
+  });
+
   describe('bad options', () => {
     it.each([
       [{ ttl: 0 }, /Invalid LockModule\.forRoot ttl: expected an integer number of milliseconds from 1 to 2147483647/],
@@ -190,7 +216,9 @@ describe('LockModule', () => {
       [{ keyPrefix: 42 }, /Invalid keyPrefix: expected a string of at most 256 UTF-8 bytes/],
       [{ backend: {} }, /Invalid LockModule\.forRoot backend: expected a LockBackend .*missing name, tryAcquire/],
       [{ isGlobal: 'yes' }, /Invalid LockModule\.forRoot isGlobal: expected a boolean, got "yes"/],
-      [{ timeout: 5 }, /unknown option "timeout"; allowed: backend, keyPrefix, ttl, wait, isGlobal/],
+      [{ errorFilters: 'off' }, /Invalid LockModule\.forRoot errorFilters: expected a boolean, got "off"/],
+      [{ errorFilters: 0 }, /Invalid LockModule\.forRoot errorFilters: expected a boolean, got 0/],
+      [{ timeout: 5 }, /unknown option "timeout"; allowed: backend, keyPrefix, ttl, wait, isGlobal, errorFilters$/],
       ['redis://localhost', /Invalid LockModule\.forRoot options: expected an object/],
       [{ ttl: '30x' }, /Invalid LockModule\.forRoot ttl: expected a number of milliseconds or a string of digits with an optional unit ms, s, m or h, .* got "30x"/],
       [{ ttl: '' }, /Invalid LockModule\.forRoot ttl: .* got an empty string/],
@@ -203,6 +231,22 @@ describe('LockModule', () => {
     ])('forRoot(%p) throws InvalidLockOptionsError', (options, message) => {
       expect(() => LockModule.forRoot(options as never)).toThrow(InvalidLockOptionsError);
       expect(() => LockModule.forRoot(options as never)).toThrow(message);
+    });
+
+    it.each([
+      [{ errorFilters: 'no' }, /Invalid LockModule\.forRootAsync errorFilters: expected a boolean, got "no"/],
+      [{ isGlobal: 1 }, /Invalid LockModule\.forRootAsync isGlobal: expected a boolean, got 1/],
+      [undefined, /Invalid LockModule\.forRootAsync options: expected an object, got undefined/],
+    ])('forRootAsync(%p) throws InvalidLockOptionsError', (extras, message) => {
+      const define = () => LockModule.forRootAsync(extras === undefined ? (undefined as never) : { ...(extras as object), useFactory: () => ({}) });
+      expect(define).toThrow(InvalidLockOptionsError);
+      expect(define).toThrow(message);
+    });
+
+    it('forRootAsync rejects errorFilters returned by the factory at bootstrap, saying where it belongs', async () => {
+      await expect(boot([LockModule.forRootAsync({ useFactory: () => ({ errorFilters: false }) as never })])).rejects.toThrow(
+        /Invalid LockModule errorFilters from the options factory: .* give it to LockModule\.forRootAsync\(\{ errorFilters, useFactory \}\) beside the factory/,
+      );
     });
 
     it('forRootAsync rejects a ttl string that is no duration at bootstrap, naming it', async () => {

@@ -7,11 +7,7 @@ import { evictionWarning, readEvictionPolicies } from './redis-eviction-check';
 import { redisLockKeys, type RedisLockKeys } from './redis-key-layout';
 import { readAcquireReply, readFlag, readReleaseReply } from './redis-lock.replies';
 import { RedisLockSubscriber } from './redis-lock.subscriber';
-import { defineLockScripts, LOCK_COMMANDS, LOCK_SCRIPTS, type LockScriptHost } from './redis-lock.scripts';
-
-const ACQUIRE = LOCK_SCRIPTS.acquire;
-const EXTEND = LOCK_SCRIPTS.extend;
-const RELEASE = LOCK_SCRIPTS.release;
+import { defineLockScripts, lockScripts, type LockScript, type LockScriptHost } from './redis-lock.scripts';
 
 /** Acknowledgement of an acquisition by replicas (`WAIT`) or by their AOF (`WAITAOF`). */
 export interface ReplicaAcknowledgement {
@@ -48,6 +44,9 @@ export class RedisLockBackend implements LockBackend {
   readonly name = 'redis';
   readonly recheckInterval: number;
   private readonly host: LockScriptHost;
+  private readonly acquireScript: LockScript;
+  private readonly extendScript: LockScript;
+  private readonly releaseScript: LockScript;
   private readonly publish: 'PUBLISH' | 'SPUBLISH';
   /** How the acquire script publishes: "p" PUBLISH, "s" SPUBLISH. */
   private readonly acquireMode: 'p' | 's';
@@ -71,7 +70,11 @@ export class RedisLockBackend implements LockBackend {
     readonly connection: RedisConnection,
     private readonly settings: RedisLockBackendSettings,
   ) {
-    defineLockScripts(connection.client);
+    const scripts = lockScripts();
+    this.acquireScript = scripts.acquire;
+    this.extendScript = scripts.extend;
+    this.releaseScript = scripts.release;
+    defineLockScripts(connection.client, scripts);
     this.host = connection.client as unknown as LockScriptHost;
     this.recheckInterval = settings.recheckInterval;
     this.publish = connection.cluster && settings.shardedPubSub ? 'SPUBLISH' : 'PUBLISH';
@@ -91,12 +94,13 @@ export class RedisLockBackend implements LockBackend {
   tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
     if (this.evictionCheck === undefined) void this.checkEvictionPolicy();
     const keys = redisLockKeys(key);
-    const args: Array<string | number> = [ACQUIRE.sha, ACQUIRE.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, token + this.acquireSuffix, ttl];
+    const script = this.acquireScript;
+    const args: Array<string | number> = [script.sha, script.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, keys.channel, token + this.acquireSuffix, ttl];
     if (queue && queue.lease > 0) args.push(queue.lease);
     const read = (reply: unknown): AcquireResult => this.readAcquire(key, keys, reply);
     const answer = this.settings.replicaAck
       ? this.acquireAcknowledged(key, token, args.slice(2)).then(read)
-      : this.connection.evalScript('acquire', ACQUIRE, args, read);
+      : this.connection.evalScript('acquire', script, args, read);
     return answer.catch((error: unknown) => {
       // The attempt may have been granted after all: give back whatever it may hold.
       this.releaseInBackground(key, token);
@@ -106,7 +110,8 @@ export class RedisLockBackend implements LockBackend {
 
   extend(key: string, token: string, ttl: number): Promise<boolean> {
     const keys = redisLockKeys(key);
-    return this.connection.evalScript('extend', EXTEND, [EXTEND.sha, EXTEND.numberOfKeys, keys.lease, token, ttl], this.readExtend);
+    const script = this.extendScript;
+    return this.connection.evalScript('extend', script, [script.sha, script.numberOfKeys, keys.lease, token, ttl], this.readExtend);
   }
 
   /**
@@ -116,16 +121,17 @@ export class RedisLockBackend implements LockBackend {
    */
   async extendMany(items: readonly ExtendItem[]): Promise<Array<boolean | Error>> {
     if (items.length === 0) return [];
+    const extend = this.extendScript.name;
     const answers = await this.connection.run(`extend (${items.length} leases)`, async () => {
       if (!this.connection.cluster) {
         const pipeline = this.connection.client.pipeline() as unknown as LockScriptHost & ChainableCommander;
-        for (const item of items) pipeline[LOCK_COMMANDS.extend](redisLockKeys(item.key).lease, item.token, item.ttl);
+        for (const item of items) pipeline[extend](redisLockKeys(item.key).lease, item.token, item.ttl);
         const rows = (await pipeline.exec()) ?? [];
         return items.map((_, i) => (rows[i]?.[0] ? rows[i][0] : rows[i]?.[1]));
       }
       return Promise.all(
         items.map((item) =>
-          this.host[LOCK_COMMANDS.extend](redisLockKeys(item.key).lease, item.token, item.ttl).catch((error: unknown) => error),
+          this.host[extend](redisLockKeys(item.key).lease, item.token, item.ttl).catch((error: unknown) => error),
         ),
       );
     });
@@ -143,8 +149,9 @@ export class RedisLockBackend implements LockBackend {
 
   release(key: string, token: string): Promise<boolean> {
     const keys = redisLockKeys(key);
-    const args = [RELEASE.sha, RELEASE.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, token + this.releaseSuffix];
-    return this.connection.evalScript('release', RELEASE, args, (reply) => this.readRelease(key, keys, reply));
+    const script = this.releaseScript;
+    const args = [script.sha, script.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, keys.channel, token + this.releaseSuffix];
+    return this.connection.evalScript('release', script, args, (reply) => this.readRelease(key, keys, reply));
   }
 
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
@@ -251,7 +258,7 @@ export class RedisLockBackend implements LockBackend {
       'acquire',
       async () => {
         const pipeline = this.connection.client.pipeline() as unknown as LockScriptHost & ChainableCommander;
-        pipeline[LOCK_COMMANDS.acquire](...args);
+        pipeline[this.acquireScript.name](...args);
         if (ack.aof) pipeline.call('WAITAOF', 0, ack.replicas, ack.timeout);
         else pipeline.call('WAIT', ack.replicas, ack.timeout);
         return (await pipeline.exec()) ?? [];

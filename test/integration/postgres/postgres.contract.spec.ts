@@ -3,6 +3,8 @@ import { postgresBackend } from '../../../lib/postgres';
 import { describeGiveUpContract } from '../../contract/give-up.contract';
 import { describeLockBackendContract, type ContractTarget } from '../../contract/lock-backend.contract';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
+import { describeLockModelProperty } from '../../property/lock-model.property';
+import { postgresModelTarget } from '../../property/lock-model.targets';
 
 const url = sharedDatabaseUrl();
 const schema = uniqueSchemaName('dl_contract');
@@ -26,3 +28,4 @@ const target: ContractTarget = {
 
 describeLockBackendContract('postgres', target);
 describeGiveUpContract('postgres', target);
+describeLockModelProperty('postgres', postgresModelTarget());

@@ -4,6 +4,8 @@ import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
 import { describeGiveUpContract } from '../../contract/give-up.contract';
 import { describeLockBackendContract, type ContractTarget } from '../../contract/lock-backend.contract';
 import { deleteSharedKeys, sharedRedisOptions, testRunPrefix } from '../../support/shared-redis';
+import { describeLockModelProperty } from '../../property/lock-model.property';
+import { redisModelTarget } from '../../property/lock-model.targets';
 
 const prefix = testRunPrefix('contract');
 
@@ -25,3 +27,4 @@ const target: ContractTarget = {
 
 describeLockBackendContract('redis', target);
 describeGiveUpContract('redis', target);
+describeLockModelProperty('redis', redisModelTarget());

@@ -1,0 +1,7 @@
+import { clientCaseDefinitions } from './client-cases';
+import { describeFaultCases } from './fault-suite';
+
+describeFaultCases(
+  'Redis lock histories with adversarial clients and hostile settings',
+  clientCaseDefinitions().filter((d) => d.backend === 'redis'),
+);

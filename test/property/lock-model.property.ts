@@ -1,0 +1,308 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomBytes } from 'node:crypto';
+import fc from 'fast-check';
+import { DistributedLockService, LockTimeoutError, type LockBackend, type LockGuard } from '../../lib';
+import { LatencyBackend } from '../support/latency-backend';
+import { sleep } from '../support/time';
+
+/** What a backend stores for one key right now: the live lease's token and the live queue places. */
+export interface LockStateView {
+  holder: string | null;
+  queued: string[];
+}
+
+/** How the property test makes a backend and reads its state. */
+export interface ModelTarget {
+  /** A fresh backend; the test closes it after each run. */
+  create(): LockBackend | Promise<LockBackend>;
+  /** Reads the stored state of `key` (as the backend sees it, prefixed) on the backend `create` made. */
+  inspect(backend: LockBackend, key: string): Promise<LockStateView>;
+  /** Runs once after the test, to drop what the runs left on the server. */
+  teardown?(): Promise<void>;
+  /**
+   * The backend's calls reach the server in the order they are made (one connection, as a Redis
+   * client's): the latency wrapper then keeps that order. Otherwise (a pool of connections, an
+   * in-process backend) calls may overtake each other.
+   */
+  ordered?: boolean;
+}
+
+/** One acquire made by a command: its token (bound when its first attempt reaches the backend) and where it stands. */
+interface Attempt {
+  actor: number;
+  key: string;
+  token?: string;
+  controller: AbortController;
+  state: 'pending' | 'held' | 'gave-up' | 'released';
+  guard?: LockGuard;
+  /** How it ended when it gave up: timeout, abort, or an unexpected error (which fails the run). */
+  ending?: string;
+  settled: Promise<void>;
+}
+
+interface Real {
+  backend: LatencyBackend;
+  inner: LockBackend;
+  locks: DistributedLockService[];
+  prefix: string;
+  attempts: Attempt[];
+  /** Errors other than a timeout or the caller's own abort: none is expected. */
+  unexpected: string[];
+}
+
+type Model = Record<string, never>;
+
+const KEYS = ['a', 'b'];
+const ACTORS = [0, 1, 2];
+/** The attempt a backend call is made for (the service calls the backend inside the caller's async context). */
+const making = new AsyncLocalStorage<Attempt>();
+const GAVE_UP = new Error('the caller gave up');
+
+/**
+ * Model test with the real scheduler: fast-check commands interleave acquire (with a wait and a
+ * signal), abort, deadline expiry, release, extend with other TTLs, the passing of time, and
+ * backend latency (every call delayed at random on its way in and out, so calls overtake each
+ * other), on a real backend. After every step, once no call of a token that gave up is still under
+ * way, the backend's own state must show: no key held by a token whose acquire gave up (timed out,
+ * aborted) or that was released, and queue places only for waiters still waiting.
+ */
+export function describeLockModelProperty(name: string, target: ModelTarget): void {
+  describe(`lock model with the real scheduler: ${name}`, () => {
+    if (target.teardown) afterAll(() => target.teardown!());
+
+    it('never leaves a key or a queue place to a token that gave up, whatever the timing', async () => {
+      await fc.assert(
+        fc.asyncProperty(commands(), fc.integer({ min: 1, max: 2 ** 30 }), fc.constantFrom(0, 5, 20, 40), async (cmds, seed, latency) => {
+          const inner = await target.create();
+          const backend = new LatencyBackend(inner, generator(seed), (token) => {
+            const attempt = making.getStore();
+            if (attempt && attempt.token === undefined) attempt.token = token;
+          });
+          backend.maxDelay = latency;
+          backend.reorder = target.ordered !== true;
+          const prefix = `model:${randomBytes(5).toString('hex')}:`;
+          const real: Real = {
+            backend,
+            inner,
+            prefix,
+            attempts: [],
+            unexpected: [],
+            locks: ACTORS.map(() => new DistributedLockService({ backend, keyPrefix: prefix, ttl: 10_000, wait: 1_000 })),
+          };
+          try {
+            await fc.asyncModelRun(() => ({ model: {}, real }), cmds);
+            await finish(real, target);
+          } finally {
+            for (const attempt of real.attempts) attempt.controller.abort(GAVE_UP);
+            await Promise.all(real.attempts.map((a) => a.settled));
+            backend.maxDelay = 0;
+            await Promise.all(real.attempts.filter((a) => a.state === 'held').map((a) => real.locks[a.actor].release(a.guard!).catch(() => undefined)));
+            await quiesce(real, new Set(real.backend.tokens));
+            await inner.close();
+          }
+        }),
+        // Bounded for `npm test`; LOCK_MODEL_RUNS raises the count for a longer local search.
+        {
+          numRuns: Number(process.env.LOCK_MODEL_RUNS ?? 40),
+          interruptAfterTimeLimit: Number(process.env.LOCK_MODEL_RUNS ?? 0) > 40 ? 600_000 : 20_000,
+          markInterruptAsFailure: false,
+          // A failure prints its seed and path: LOCK_MODEL_REPLAY='{"seed":…,"path":"…"}' replays it.
+          ...(process.env.LOCK_MODEL_REPLAY ? (JSON.parse(process.env.LOCK_MODEL_REPLAY) as { seed: number; path: string }) : {}),
+        },
+      );
+    }, Number(process.env.LOCK_MODEL_RUNS ?? 0) > 40 ? 700_000 : 90_000);
+  });
+
+  /**
+   * After every command: let callbacks run, take the tokens that have given up by now, wait until
+   * none of their calls is under way (bounded), then look at the backend. Tokens that give up while
+   * it looks are left to the next step.
+   */
+  async function step(real: Real): Promise<void> {
+    await sleep(0);
+    const gaveUp = tokensThatGaveUp(real);
+    await quiesce(real, gaveUp);
+    for (const key of KEYS) {
+      const view = await target.inspect(real.inner, real.prefix + key);
+      if (view.holder !== null && gaveUp.has(view.holder)) {
+        throw new Error(`"${key}" is held by token ${view.holder}, whose ${story(real, view.holder)}`);
+      }
+      for (const token of view.queued) {
+        if (gaveUp.has(token)) throw new Error(`"${key}" has a live queue place for token ${token}, whose ${story(real, token)}`);
+      }
+    }
+    expect(real.unexpected).toEqual([]);
+  }
+
+  /** At the end: everyone gives up or releases; nothing may stay held or queued. */
+  async function finish(real: Real, t: ModelTarget): Promise<void> {
+    for (const attempt of real.attempts) attempt.controller.abort(GAVE_UP);
+    await Promise.all(real.attempts.map((a) => a.settled));
+    for (const attempt of real.attempts.filter((a) => a.state === 'held')) {
+      await real.locks[attempt.actor].release(attempt.guard!);
+      attempt.state = 'released';
+    }
+    await step(real);
+    for (const key of KEYS) {
+      const view = await t.inspect(real.inner, real.prefix + key);
+      expect({ key, ...view }).toEqual({ key, holder: null, queued: [] });
+    }
+  }
+
+  function commands(): fc.Arbitrary<Iterable<fc.AsyncCommand<Model, Real>>> {
+    const actor = fc.constantFrom(...ACTORS);
+    const key = fc.constantFrom(...KEYS);
+    const ttl = fc.constantFrom(150, 1_000, 60_000);
+    return fc.commands(
+      [
+        // Acquires are drawn three times as often as the rest: most interesting steps need a holder and a waiter.
+        ...[0, 1, 2].map(() =>
+          fc
+          .record({
+            actor,
+            key,
+            ttl,
+            wait: fc.constantFrom(0, 20, 100, 2_000),
+            abortAfter: fc.constantFrom<number | null>(null, null, 0, 1, 5, 20, 50, 100),
+          })
+          .map((o) => new Acquire(o.actor, o.key, o.ttl, o.wait, o.abortAfter)),
+        ),
+        fc.nat(20).map((i) => new Abort(i)),
+        fc.record({ actor, key }).map((o) => new Release(o.actor, o.key)),
+        fc.record({ actor, key, ttl: fc.constantFrom(100, 5_000) }).map((o) => new Extend(o.actor, o.key, o.ttl)),
+        fc.constantFrom(0, 10, 60, 200).map((ms) => new Wait(ms)),
+        fc.constantFrom(0, 2, 15, 40).map((ms) => new Latency(ms)),
+      ],
+      { maxCommands: 20 },
+    );
+  }
+
+  class Acquire implements fc.AsyncCommand<Model, Real> {
+    constructor(
+      readonly actor: number,
+      readonly key: string,
+      readonly ttl: number,
+      readonly wait: number,
+      readonly abortAfter: number | null,
+    ) {}
+    check = (): boolean => true;
+    async run(_m: Model, real: Real): Promise<void> {
+      const controller = new AbortController();
+      const attempt = { actor: this.actor, key: this.key, controller, state: 'pending' } as Attempt;
+      real.attempts.push(attempt);
+      const promise = making.run(attempt, () =>
+        real.locks[this.actor].acquire(this.key, { wait: this.wait, ttl: this.ttl, signal: controller.signal }),
+      );
+      // Right after the call, while its first attempt is in flight.
+      if (this.abortAfter === 0) controller.abort(GAVE_UP);
+      else if (this.abortAfter !== null) setTimeout(() => controller.abort(GAVE_UP), this.abortAfter);
+      attempt.settled = promise.then(
+        (guard) => {
+          attempt.guard = guard;
+          attempt.token ??= guard.token;
+          attempt.state = 'held';
+        },
+        (error: unknown) => {
+          attempt.state = 'gave-up';
+          if (error === GAVE_UP) attempt.ending = 'acquire was aborted';
+          else if (error instanceof LockTimeoutError) attempt.ending = `acquire timed out (wait ${this.wait} ms)`;
+          else {
+            attempt.ending = `acquire failed: ${String(error)}`;
+            real.unexpected.push(`${this.toString()}: ${String(error)}`);
+          }
+        },
+      );
+      await step(real);
+    }
+    toString = (): string => `acquire(${this.actor}, ${this.key}, ttl ${this.ttl}, wait ${this.wait}, abort ${this.abortAfter ?? 'never'})`;
+  }
+
+  class Abort implements fc.AsyncCommand<Model, Real> {
+    constructor(readonly index: number) {}
+    check = (): boolean => true;
+    async run(_m: Model, real: Real): Promise<void> {
+      const pending = real.attempts.filter((a) => a.state === 'pending');
+      if (pending.length > 0) pending[this.index % pending.length].controller.abort(GAVE_UP);
+      await step(real);
+    }
+    toString = (): string => `abort(#${this.index})`;
+  }
+
+  class Release implements fc.AsyncCommand<Model, Real> {
+    constructor(readonly actor: number, readonly key: string) {}
+    check = (): boolean => true;
+    async run(_m: Model, real: Real): Promise<void> {
+      const attempt = real.attempts.find((a) => a.state === 'held' && a.actor === this.actor && a.key === this.key);
+      if (attempt) {
+        await real.locks[this.actor].release(attempt.guard!);
+        attempt.state = 'released';
+      }
+      await step(real);
+    }
+    toString = (): string => `release(${this.actor}, ${this.key})`;
+  }
+
+  class Extend implements fc.AsyncCommand<Model, Real> {
+    constructor(readonly actor: number, readonly key: string, readonly ttl: number) {}
+    check = (): boolean => true;
+    async run(_m: Model, real: Real): Promise<void> {
+      const attempt = real.attempts.find((a) => a.state === 'held' && a.actor === this.actor && a.key === this.key);
+      if (attempt) await real.locks[this.actor].extend(attempt.guard!, this.ttl);
+      await step(real);
+    }
+    toString = (): string => `extend(${this.actor}, ${this.key}, ${this.ttl})`;
+  }
+
+  /** Lets time pass: deadlines and short leases run out. */
+  class Wait implements fc.AsyncCommand<Model, Real> {
+    constructor(readonly ms: number) {}
+    check = (): boolean => true;
+    async run(_m: Model, real: Real): Promise<void> {
+      await sleep(this.ms);
+      await step(real);
+    }
+    toString = (): string => `sleep(${this.ms})`;
+  }
+
+  class Latency implements fc.AsyncCommand<Model, Real> {
+    constructor(readonly ms: number) {}
+    check = (): boolean => true;
+    async run(_m: Model, real: Real): Promise<void> {
+      real.backend.maxDelay = this.ms;
+      await step(real);
+    }
+    toString = (): string => `latency(up to ${this.ms} ms each way)`;
+  }
+}
+
+function tokensThatGaveUp(real: Real): Set<string> {
+  return new Set(real.attempts.filter((a) => (a.state === 'gave-up' || a.state === 'released') && a.token).map((a) => a.token!));
+}
+
+function story(real: Real, token: string): string {
+  const attempt = real.attempts.find((a) => a.token === token);
+  if (!attempt) return 'acquire is unknown';
+  return attempt.state === 'released' ? 'guard was released' : (attempt.ending ?? attempt.state);
+}
+
+/** Waits (bounded) until no call carrying one of `tokens` is under way, twice in a row a few ms apart. */
+async function quiesce(real: Real, tokens: ReadonlySet<string>): Promise<void> {
+  let idle = 0;
+  for (let i = 0; i < 1_000 && idle < 2; i++) {
+    idle = real.backend.busyWith(tokens) ? 0 : idle + 1;
+    await sleep(5);
+  }
+  if (idle < 2) throw new Error('calls of tokens that gave up were still under way after 5 s');
+}
+
+/** mulberry32, so the latencies of a run follow from its seed. */
+function generator(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
