@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Client, Pool } from 'pg';
 import { DistributedLockService } from '../lib';
 import { postgresBackend } from '../lib/postgres';
-import { PostgresLockNames } from '../lib/backends/postgres/postgres-lock.schema';
+import { PostgresLockNames } from '../lib/backends/postgres/postgres-lock.names';
 import { PostgresLockStatements } from '../lib/backends/postgres/postgres-lock.statements';
 import { runContention, runThroughput, type ContentionResult, type LockUnderTest, type ThroughputResult } from './harness/lock-bench.harness';
 import { advisoryLockPackage, leaseFloor, sessionAdvisoryLocks } from './harness/postgres-anchors';

@@ -2,7 +2,7 @@ import type { ClientConfig, Pool, PoolConfig } from 'pg';
 import { MAX_TIMER_DELAY } from '../../lock.constants';
 import { InvalidLockOptionsError } from '../../lock.errors';
 import { describeValue } from '../../lock.validation';
-import { PostgresLockNames, type PostgresLockTableOptions } from './postgres-lock.schema';
+import { PostgresLockNames, type PostgresLockTableOptions } from './postgres-lock.names';
 
 /** Options of `postgresBackend(...)`. Give either `pool` or `connection`. */
 export interface PostgresBackendOptions extends PostgresLockTableOptions {
@@ -87,7 +87,7 @@ function isPool(value: unknown): value is Pool {
     typeof candidate.query === 'function' &&
     typeof candidate.connect === 'function' &&
     typeof candidate.end === 'function' &&
-    typeof (candidate as { options?: unknown }).options === 'object'
+    typeof candidate.options === 'object'
   );
 }
 

@@ -1,7 +1,7 @@
 import type { ExtendItem } from '../lock-backend';
 import { LockBackendError } from '../../lock.errors';
 import { loadPg } from './pg.loader';
-import type { PostgresLockNames } from './postgres-lock.schema';
+import type { PostgresLockNames } from './postgres-lock.names';
 
 /** An integer for SQL text; anything else is refused rather than spliced in. */
 function sqlInteger(value: number): string {
@@ -16,6 +16,29 @@ function sqlInteger(value: number): string {
  * their only bound (a `lock_timeout` would fail ordinary contention).
  */
 const TRANSACTION_SETTINGS = `SET LOCAL transaction_isolation = 'read committed'; SET LOCAL lock_timeout = 0;`;
+
+/** The row of `acquire` (fences are bigints, as text). */
+export interface AcquireRow {
+  fence: string | null;
+  retry_in: number | null;
+  granted_token: string | null;
+  granted_fence: string | null;
+}
+
+/** The row of `release`. */
+export interface ReleaseRow {
+  released: boolean;
+  ended_fence: string | null;
+  granted_token: string | null;
+  granted_fence: string | null;
+  granted_valid_for: number | null;
+}
+
+/** The row of `housekeep`: rows deleted. */
+export interface HousekeepRow {
+  leases: number;
+  waiters: number;
+}
 
 /**
  * The text of every statement the backend sends. Each is one simple query: the `SET LOCAL`s of
@@ -36,12 +59,12 @@ export class PostgresLockStatements {
     return `${TRANSACTION_SETTINGS} SET LOCAL statement_timeout = ${sqlInteger(timeout)}; ${text}`;
   }
 
-  /** Columns: fence (NULL = busy), retry_in, granted_token, granted_fence. */
+  /** Columns (`AcquireRow`): fence (NULL = busy), retry_in, granted_token, granted_fence. */
   acquire(key: string, token: string, ttl: number, queueLease?: number): string {
     const { escapeLiteral } = loadPg();
     const queue = queueLease === undefined ? 'NULL' : sqlInteger(Math.max(1, Math.ceil(queueLease)));
     return this.bounded(
-      `SELECT fence, retry_in, granted_token, granted_fence FROM ${this.names.acquire}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${sqlInteger(ttl)}, ${queue}, ${this.relaxed})`,
+      `SELECT fence, retry_in, granted_token, granted_fence FROM ${this.names.functions.acquire}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${sqlInteger(ttl)}, ${queue}, ${this.relaxed})`,
     );
   }
 
@@ -52,24 +75,48 @@ export class PostgresLockStatements {
     const tokens = items.map((item) => escapeLiteral(item.token)).join(',');
     const ttls = items.map((item) => sqlInteger(item.ttl)).join(',');
     return this.bounded(
-      `SELECT ${this.names.extend}(ARRAY[${keys}]::text[], ARRAY[${tokens}]::text[], ARRAY[${ttls}]::integer[], ${this.relaxed}) AS extended`,
+      `SELECT ${this.names.functions.extend}(ARRAY[${keys}]::text[], ARRAY[${tokens}]::text[], ARRAY[${ttls}]::integer[], ${this.relaxed}) AS extended`,
     );
   }
 
   /**
-   * Columns: released, ended_fence, granted_token, granted_fence, granted_valid_for. `localWaiters`: tokens waiting on
+   * Columns (`ReleaseRow`): released, ended_fence, granted_token, granted_fence, granted_valid_for. `localWaiters`: tokens waiting on
    * `key` in the calling process; a hand-off to one of them sends no notification.
    */
   release(key: string, token: string, localWaiters: Iterable<string> = []): string {
     const { escapeLiteral } = loadPg();
     const local = [...localWaiters].map((waiter) => escapeLiteral(waiter)).join(',');
     return this.bounded(
-      `SELECT released, ended_fence, granted_token, granted_fence, granted_valid_for FROM ${this.names.release}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${this.relaxed}, ${local ? `ARRAY[${local}]` : 'NULL'})`,
+      `SELECT released, ended_fence, granted_token, granted_fence, granted_valid_for FROM ${this.names.functions.release}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${this.relaxed}, ${local ? `ARRAY[${local}]` : 'NULL'})`,
     );
   }
 
-  /** Columns: leases, waiters (rows deleted). */
+  /** Sends `payload` on the table's channel, the way the lock functions notify (a listener's probe). */
+  probe(payload: string): string {
+    const { escapeLiteral } = loadPg();
+    return this.bounded(`SELECT pg_notify(${escapeLiteral(this.names.channel)}, ${escapeLiteral(payload)})`);
+  }
+
+  /**
+   * Whether the tables and every function of this schema version exist. Column: present.
+   */
+  present(): string {
+    const { escapeLiteral } = loadPg();
+    const checks = [
+      ...this.names.tables.map((table) => `to_regclass(${escapeLiteral(table)}) IS NOT NULL`),
+      ...this.names.functionSignatures.map((signature) => `to_regprocedure(${escapeLiteral(signature)}) IS NOT NULL`),
+    ];
+    return this.bounded(`SELECT ${checks.join(' AND ')} AS present`);
+  }
+
+  /** The schema SQL, under a transaction-level advisory lock that serialises concurrent migrations. */
+  migrate(schemaSql: string, timeout: number): string {
+    const { escapeLiteral } = loadPg();
+    return this.bounded(`SELECT pg_advisory_xact_lock(hashtext(${escapeLiteral(this.names.migrationLockKey)}));\n${schemaSql}`, timeout);
+  }
+
+  /** Columns (`HousekeepRow`): leases, waiters (rows deleted). */
   housekeep(grace: number, limit: number): string {
-    return this.bounded(`SELECT leases, waiters FROM ${this.names.housekeep}(${sqlInteger(grace)}, ${sqlInteger(limit)})`);
+    return this.bounded(`SELECT leases, waiters FROM ${this.names.functions.housekeep}(${sqlInteger(grace)}, ${sqlInteger(limit)})`);
   }
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Client, ClientConfig, Notification } from 'pg';
 import { monotonicNow, scheduleAt } from '../../lock-clock';
 import { loadPg } from './pg.loader';
+import { PROBE_PREFIX } from './postgres-notification.payload';
 
 /** What the listener needs from its owner and reports to it. */
 export interface NotificationListenerEvents {
@@ -23,8 +24,6 @@ const FIRST_RECONNECT_DELAY = 100;
 const MAX_RECONNECT_DELAY = 5_000;
 /** How long a probe may take to come back before the listener counts as deaf. */
 const PROBE_TIMEOUT = 3_000;
-/** Payloads of probes start with this; lock events never do. */
-export const PROBE_PREFIX = 'p ';
 
 /**
  * The one dedicated LISTEN connection of a backend: a plain `Client` of its own, never a pool

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { postgresBackend, type PostgresLockBackend } from '../../../lib/postgres';
+import type { PostgresLocalWaiters } from '../../../lib/backends/postgres/postgres-local-waiters';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
 import { eventually, sleep } from '../../support/time';
 
@@ -20,10 +21,7 @@ const newToken = (): string => randomBytes(16).toString('hex');
 
 /** Tokens the backend remembers as waiting in this process, over all keys. */
 function localWaiters(b: PostgresLockBackend): number {
-  const waiting = (b as unknown as { waiting: Map<string, Map<string, unknown>> }).waiting;
-  let n = 0;
-  for (const tokens of waiting.values()) n += tokens.size;
-  return n;
+  return (b as unknown as { waiters: PostgresLocalWaiters }).waiters.size;
 }
 
 async function queueRows(keyPattern: string): Promise<number> {

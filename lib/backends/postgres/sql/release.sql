@@ -1,0 +1,86 @@
+-- :release(p_key text, p_token text, p_relaxed boolean, p_local text[])
+--   returns (released boolean, ended_fence bigint, granted_token text, granted_fence bigint,
+--            granted_valid_for integer)
+--
+-- Ends p_token's lease on p_key and leaves p_key's queue. In the same transaction it hands the key to
+-- the oldest live waiter (new fence, the waiter's own ttl) and notifies it, unless it is one of
+-- p_local (waiters of the calling process, which wakes them itself from this function's result), or
+-- marks the key free and notifies. p_relaxed: durability 'relaxed'.
+-- With durability 'full', a hand-off commits without waiting for its WAL flush when the row's state
+-- is covered for long enough: a crash can then lose the hand-off, but only by bringing back a state
+-- whose lease lasts until durable_until, so nobody else can take the key before it. The new holder
+-- is told so (granted_valid_for, ms): its lease is certain only that long until its first flushed
+-- extension. Otherwise (or when the fence function must flush anyway) the commit flushes.
+--
+-- Returns released (false: p_token held no live lease), ended_fence (released, nobody waiting), or
+-- the hand-off (granted_token, granted_fence, granted_valid_for: NULL when the commit flushed).
+--
+-- Locks: p_token's queue row, then the head of the queue, then the lease row.
+CREATE OR REPLACE FUNCTION :release(p_key text, p_token text, p_relaxed boolean, p_local text[],
+    OUT released boolean, OUT ended_fence bigint, OUT granted_token text, OUT granted_fence bigint,
+    OUT granted_valid_for integer)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  v_head_token text;
+  v_head_ttl integer;
+  v_fence bigint;
+  v_expires timestamptz;
+  v_durable timestamptz;
+  v_bound timestamptz;
+BEGIN
+  PERFORM :durable(p_relaxed);
+  -- Row locks are always taken queue rows first, lease row last (in every function).
+  -- Leaving the queue comes first: a hand-off to p_token that is under way holds its queue row, so
+  -- it commits before this goes on, and the check below then sees p_token as the holder.
+  DELETE FROM :queue q WHERE q.key = p_key AND q.token = p_token;
+  -- A token that holds no live lease (a waiter giving up) only leaves the queue: it locks no other
+  -- row and waits for nothing after its own row, so give-ups never wait on each other.
+  IF NOT EXISTS (SELECT 1 FROM :leases l WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp()) THEN
+    released := false;
+    RETURN;
+  END IF;
+  -- The oldest live waiter, locked so that it cannot leave the queue under the hand-off.
+  SELECT q.token, q.ttl INTO v_head_token, v_head_ttl FROM :queue q
+    WHERE q.key = p_key AND q.token <> p_token AND q.expires_at > clock_timestamp()
+    ORDER BY q.joined_at, q.token LIMIT 1 FOR UPDATE;
+  IF v_head_token IS NOT NULL AND NOT p_relaxed THEN
+    SELECT l.expires_at, l.durable_until INTO v_expires, v_durable FROM :leases l
+      WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp() FOR UPDATE;
+    -- Covered for at least two thirds of the new holder's ttl: its watchdog extends (flushed) at a third.
+    IF v_durable IS NOT NULL AND least(v_durable, v_expires) >= clock_timestamp() + (v_head_ttl * 2 / 3) * interval '1 millisecond' THEN
+      v_bound := least(v_durable, v_expires);
+      PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+  END IF;
+  -- One update ends the lease and, with a waiter, starts the waiter's (new fence, its own ttl). The
+  -- fence function may raise synchronous_commit again: the commit then flushes, and v_bound stays a
+  -- safe (early) bound. Without a bound, durable_until is the new end when the commit flushes
+  -- (durability 'full') and unknown otherwise.
+  UPDATE :leases l SET
+      token = v_head_token,
+      fence = CASE WHEN v_head_token IS NULL THEN l.fence ELSE :fence() END,
+      expires_at = clock_timestamp() + coalesce(v_head_ttl, 0) * interval '1 millisecond',
+      durable_until = coalesce(v_bound,
+        CASE WHEN p_relaxed THEN NULL ELSE clock_timestamp() + coalesce(v_head_ttl, 0) * interval '1 millisecond' END)
+    WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp()
+    RETURNING l.fence INTO v_fence;
+  released := FOUND;
+  IF NOT released THEN
+    RETURN;
+  END IF;
+  IF v_head_token IS NOT NULL THEN
+    DELETE FROM :queue q WHERE q.key = p_key AND q.token = v_head_token;
+    granted_token := v_head_token;
+    granted_fence := v_fence;
+    IF v_bound IS NOT NULL THEN
+      granted_valid_for := greatest(0, floor(extract(epoch FROM v_bound - clock_timestamp()) * 1000))::integer;
+    END IF;
+    IF p_local IS NULL OR NOT v_head_token = ANY (p_local) THEN
+      PERFORM :notify(p_key, v_fence, v_head_token, granted_valid_for);
+    END IF;
+  ELSE
+    ended_fence := v_fence;
+    PERFORM :notify(p_key, v_fence, NULL, NULL);
+  END IF;
+END
+$fn$;
