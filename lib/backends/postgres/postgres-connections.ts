@@ -31,7 +31,9 @@ export function openConnections(options: ResolvedPostgresOptions, logger: Logger
   if (options.pool) {
     const pool = options.pool;
     const settings: PoolConfig = pool.options ?? {};
-    return { pool, ownsPool: false, listen: options.listen ?? { ...settings }, target: describeTarget(settings) };
+    // pg-pool keeps the password there as a non-enumerable property: a copy must name it.
+    const listen = options.listen ?? { ...settings, password: settings.password };
+    return { pool, ownsPool: false, listen, target: describeTarget(settings) };
   }
   const config: PoolConfig = {
     max: 10,
