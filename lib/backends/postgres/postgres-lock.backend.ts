@@ -48,6 +48,7 @@ const MAX_ECHOES = 4_096;
  */
 export class PostgresLockBackend implements LockBackend {
   readonly name = 'postgres';
+  readonly capabilities = { fifo: true, fencing: 'strict' } as const;
   private readonly logger = new Logger('PostgresLockBackend');
   private readonly options: ResolvedPostgresOptions;
   private readonly names: PostgresLockNames;
