@@ -312,6 +312,22 @@ describe('Nest 11 app, CommonJS, as CLI 11 lays it out, on the Redis and Postgre
     expect(existsSync(join(dir, 'dist', 'main.js'))).toBe(true);
   }, COMPILE_TIMEOUT);
 
+  it('loads the conformance kit without fast-check installed, and names the install when a model case runs', async () => {
+    expect(existsSync(join(dir, 'node_modules', 'fast-check'))).toBe(false);
+    // The kit's cases registered through a minimal runner, then the model case run: it needs fast-check.
+    const script = [
+      "const kit = require('nestjs-distributed-lock/testing');",
+      "const { memoryBackend } = require('nestjs-distributed-lock');",
+      'const cases = [];',
+      'const api = { describe: (n, b) => b(), it: (n, b) => cases.push(b), expect: () => ({}), beforeEach() {}, afterEach() {}, afterAll() {} };',
+      "kit.describeLockModelProperty(api, { name: 'memory', create: () => memoryBackend() });",
+      "cases[0]().then(() => console.log('no error'), (e) => console.log(e.message));",
+    ].join('\n');
+    const output = await run(process.execPath, ['-e', script], dir, COMPILE_TIMEOUT);
+    expect(output).toContain('the model tests need the "fast-check" package (version 4), an optional peer dependency');
+    expect(output).toContain('npm install --save-dev fast-check@4');
+  });
+
   it('compiles the subpath imports with node10 module resolution too', async () => {
     await tsc(dir, 'tsconfig.node10.json', 'nest11-cjs: tsc (node10 resolution)');
   }, COMPILE_TIMEOUT);
