@@ -5,7 +5,7 @@ import type { LockBackend } from '../backends/lock-backend';
 import type { LockGuard } from '../distributed-lock';
 import { DistributedLockService } from '../distributed-lock.service';
 import { LockTimeoutError } from '../lock.errors';
-import type { ConformanceTarget, ConformanceTestApi } from './conformance-target';
+import { CASE_TIMEOUT, type ConformanceTarget, type ConformanceTestApi } from './conformance-target';
 import { loadFastCheck } from './fast-check.loader';
 import { LatencyBackend } from './latency-backend';
 import { sleep } from './time';
@@ -57,7 +57,7 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
     : 'never leaves a key to a token that gave up, whatever the timing (checked from outside, the target has no inspect: every key is free at the end of each run)';
 
   describe(`lock model with the real scheduler: ${target.name}`, () => {
-    if (target.teardown) api.afterAll(() => target.teardown!(), target.timeout);
+    if (target.teardown) api.afterAll(() => target.teardown!(), target.timeout ?? CASE_TIMEOUT);
 
     api.it(what, async () => {
       const fc = loadFastCheck();
