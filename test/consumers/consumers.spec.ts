@@ -261,12 +261,14 @@ describe('Nest 12 app, ES modules, as CLI 12 lays it out', () => {
   it('runs the conformance kit from nestjs-distributed-lock/testing under vitest, on the memory backend', async () => {
     // Type-checks the spec against the kit's published types (vitest's functions as its test API), then runs it.
     await tsc(dir, 'tsconfig.json', 'nest12-esm: tsc (the vitest spec, noEmit)', ['--noEmit']);
-    const output = await timed('nest12-esm: vitest run (the conformance kit)', () =>
-      run(process.execPath, [join(dir, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--reporter', 'verbose', '--color', 'false'], dir, COMPILE_TIMEOUT),
+    const printed = await timed('nest12-esm: vitest run (the conformance kit)', () =>
+      run(process.execPath, [join(dir, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--reporter', 'verbose'], dir, COMPILE_TIMEOUT),
     );
-    expect(output).toContain('LockBackend contract: memory (vitest)');
+    // eslint-disable-next-line no-control-regex -- the terminal colours vitest prints
+    const output = printed.replace(/\x1b\[[0-9;]*m/g, '');
+    expect(output).toContain('LockBackend contract: memory (vitest) > declares the capabilities the suite is run for (fifo, fencing strict)');
     expect(output).toContain('not checked (the target has no evict)');
-    expect(output).toMatch(/lock model with the real scheduler: memory \(vitest\).*\n.*checked from outside/);
+    expect(output).toContain('lock model with the real scheduler: memory (vitest) > never leaves a key to a token that gave up');
     const passed = /Tests\s+(\d+) passed \((\d+)\)/.exec(output);
     expect(passed && passed[1] === passed[2] && Number(passed[1]) >= 40).toBe(true);
   }, COMPILE_TIMEOUT);
