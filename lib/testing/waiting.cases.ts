@@ -71,6 +71,26 @@ export function waitingCases(ctx: ContractContext): void {
   });
 
   if (ctx.capabilities.fifo) {
+    it('hands the key to the queued waiter in the release itself: a caller right after the release does not overtake it', async () => {
+      const holder = ctx.service();
+      const waiter = ctx.service();
+      const late = ctx.service();
+      const held = (await holder.tryAcquire('no-overtake'))!;
+      const pending = waiter.acquire('no-overtake', { wait: 10_000 });
+      await ctx.backend.whenQueued(ctx.prefix + 'no-overtake');
+      await holder.release(held);
+      expect(await late.tryAcquire('no-overtake')).toBeNull();
+      const guard = await pending;
+      expect(guard.fence).toBeGreaterThan(held.fence);
+      await waiter.release(guard);
+    });
+  } else {
+    it('not claimed (fifo: false): a queued waiter that a caller right after the release cannot overtake', async () => {
+      expect(ctx.capabilities.fifo).toBe(false);
+    });
+  }
+
+  if (ctx.capabilities.fifo) {
     it('hands the key to waiters in the order they came', async () => {
       const locks = ctx.service();
       const key = 'fifo';
