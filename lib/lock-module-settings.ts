@@ -1,4 +1,4 @@
-import type { LockBackend } from './backends/lock-backend';
+import type { LockBackend, LockBackendCapabilities } from './backends/lock-backend';
 import type { DistributedLockSettings } from './distributed-lock.service';
 import { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT } from './lock.constants';
 import { InvalidLockOptionsError } from './lock.errors';
@@ -8,6 +8,8 @@ const MODULE_OPTION_NAMES = ['backend', 'keyPrefix', 'ttl', 'wait', 'isGlobal', 
 /** Options read when the module is defined (the builder's extras), not from what a factory returns. */
 const STATIC_OPTION_NAMES = ['isGlobal', 'errorFilters'] as const;
 const BACKEND_METHODS = ['tryAcquire', 'extend', 'release', 'subscribe', 'ping', 'close'] as const;
+const CAPABILITY_FLAGS = ['fifo', 'fencing'] as const satisfies ReadonlyArray<keyof LockBackendCapabilities>;
+const FENCING_VALUES = ['strict', 'per-node'] as const satisfies ReadonlyArray<LockBackendCapabilities['fencing']>;
 
 /**
  * Marks options that `forRoot` has already checked (and parsed): they reach the factory as they are,
@@ -73,6 +75,32 @@ function validateBackend(backend: unknown, where: string): asserts backend is Lo
     throw new InvalidLockOptionsError(
       `Invalid ${where} backend: expected a LockBackend such as memoryBackend(), redisBackend(...) or postgresBackend(...), ` +
         `got ${describeValue(backend)} (missing ${missing.join(', ')})`,
+    );
+  }
+  validateCapabilities(candidate!.capabilities, `${where} backend ${String(candidate!.name)}`);
+}
+
+/**
+ * A backend's `capabilities`, when it declares them: an object of known flags with their allowed
+ * values. Left out, they mean the full rules; a misspelt flag is refused rather than read as that.
+ */
+function validateCapabilities(capabilities: unknown, where: string): void {
+  if (capabilities === undefined) return;
+  const allowed = `{ fifo?: boolean, fencing?: ${FENCING_VALUES.map((v) => `'${v}'`).join(' | ')} }`;
+  if (capabilities === null || typeof capabilities !== 'object' || Array.isArray(capabilities)) {
+    throw new InvalidLockOptionsError(`Invalid ${where}: capabilities must be ${allowed}, got ${describeValue(capabilities)}`);
+  }
+  const flags = capabilities as Record<string, unknown>;
+  const unknown = Object.keys(flags).filter((flag) => !(CAPABILITY_FLAGS as readonly string[]).includes(flag));
+  if (unknown.length > 0) {
+    throw new InvalidLockOptionsError(`Invalid ${where}: unknown capabilities ${unknown.join(', ')}; allowed: ${allowed}`);
+  }
+  if (flags.fifo !== undefined && typeof flags.fifo !== 'boolean') {
+    throw new InvalidLockOptionsError(`Invalid ${where}: capabilities.fifo must be a boolean, got ${describeValue(flags.fifo)}`);
+  }
+  if (flags.fencing !== undefined && !(FENCING_VALUES as readonly unknown[]).includes(flags.fencing)) {
+    throw new InvalidLockOptionsError(
+      `Invalid ${where}: capabilities.fencing must be ${FENCING_VALUES.map((v) => `'${v}'`).join(' or ')}, got ${describeValue(flags.fencing)}`,
     );
   }
 }

@@ -7,16 +7,19 @@
  * well-formed UTF-16 without NUL, at most 1024 + 256 UTF-8 bytes); tokens are 32 lowercase hex
  * characters; TTLs are integers from 1 to 2^31-1 milliseconds.
  *
- * Rules every implementation keeps (the contract suite in `test/contract/` checks them):
+ * Rules every implementation keeps, as far as its `capabilities` claim them (the conformance kit,
+ * `nestjs-distributed-lock/testing`, checks them):
  * 1. At most one token holds a key at a time, by the backend's own clock.
  * 2. A lease ends `ttl` ms after it was granted or last extended, by the backend's own clock,
  *    unless extended or released first.
  * 3. Every grant of a key returns a fence greater than every fence returned before for that key,
- *    across releases, expiries and restarts of the backend.
+ *    across releases, expiries and restarts of the backend (`capabilities.fencing: 'strict'`; see
+ *    `'per-node'` for the weaker promise).
  * 4. `extend` and `release` act only when the given token holds the key; they never touch another
  *    token's lease.
  * 5. Waiters that joined the queue of a key (`tryAcquire` with `queue`) get the key in the order
- *    they joined; a waiter that stops refreshing its place drops out after its queue lease.
+ *    they joined; a waiter that stops refreshing its place drops out after its queue lease
+ *    (`capabilities.fifo: true`; a backend without a queue says `fifo: false`).
  * 6. A failure of the backend is thrown (any error; the service wraps it in `LockBackendError`),
  *    never reported as "busy" (`fence: null`) or "not held" (`false`).
  */
@@ -24,6 +27,14 @@
 export interface LockBackend {
   /** A short name for messages and errors, such as 'memory', 'redis' or 'postgres'. */
   readonly name: string;
+
+  /**
+   * Which of the rules above the backend keeps where some backends keep less (see
+   * `LockBackendCapabilities`). Rules 1, 2, 4 and 6 have no flag: every backend keeps them. Left
+   * out (a backend written before the flags existed), or a flag left out: the full rule, as the SPI
+   * promised before; the conformance kit then checks the full rule.
+   */
+  readonly capabilities?: LockBackendCapabilities;
 
   /**
    * How often a waiter re-checks a key in case a wake-up was lost, in milliseconds. Backends whose
@@ -82,6 +93,36 @@ export interface LockBackend {
    * that the user passed in stay open: they belong to the user.
    */
   close(): Promise<void>;
+}
+
+/**
+ * What a backend keeps of the rules that not every backend keeps in full.
+ *
+ * - `fifo` (rule 5): `true`: `tryAcquire` with `queue` puts the token in the key's FIFO queue, a
+ *   release or expiry hands the key to the oldest live waiter with a `granted` event, and nobody
+ *   overtakes a queued waiter. `false`: no queue; `queue` is ignored, waiters are woken by `released`
+ *   events (and `recheckInterval`) and retry, so the key goes to whichever retry comes first: every
+ *   waiter can still get it, but in no promised order.
+ * - `fencing` (rule 3): `'strict'`: every grant's fence is greater than every fence granted before
+ *   for the key, to any client, across releases, expiries and restarts. `'per-node'`: each server
+ *   node keeps rule 3 for its own fences, and the backend reports a combination of them (the quorum
+ *   backend: the highest of the granting majority); fences increase across the grants one backend
+ *   object makes (in an app, one process), and across processes only as far as the nodes' clocks agree.
+ */
+export interface LockBackendCapabilities {
+  readonly fifo?: boolean;
+  readonly fencing?: 'strict' | 'per-node';
+}
+
+/** Every rule in full: what a backend keeps when it declares no capabilities. */
+export const FULL_CAPABILITIES: Required<LockBackendCapabilities> = Object.freeze({ fifo: true, fencing: 'strict' });
+
+/** The capabilities `backend` claims, the flags it leaves out read as the full rule. */
+export function capabilitiesOf(backend: Pick<LockBackend, 'capabilities'>): Required<LockBackendCapabilities> {
+  return {
+    fifo: backend.capabilities?.fifo ?? FULL_CAPABILITIES.fifo,
+    fencing: backend.capabilities?.fencing ?? FULL_CAPABILITIES.fencing,
+  };
 }
 
 /** Options of a queued attempt. */

@@ -137,6 +137,8 @@ const rows: Row[] = [
   // Module options
   alone('forRoot ttl -1', () => LockModule.forRoot({ ttl: -1 }), InvalidLockOptionsError, /Invalid LockModule\.forRoot ttl/),
   alone('forRoot backend that is a string', () => LockModule.forRoot({ backend: 'redis://x' as never }), InvalidLockOptionsError, /expected a LockBackend/),
+  alone('forRoot backend with a misspelt capability', () => LockModule.forRoot({ backend: Object.assign(memoryBackend(), { capabilities: { fence: 'per-node' } }) as never }), InvalidLockOptionsError, /Invalid LockModule\.forRoot backend memory: unknown capabilities fence; allowed: \{ fifo\?: boolean, fencing\?: 'strict' \| 'per-node' \}/),
+  alone('forRoot backend with capabilities.fencing "weak"', () => LockModule.forRoot({ backend: Object.assign(memoryBackend(), { capabilities: { fifo: false, fencing: 'weak' } }) as never }), InvalidLockOptionsError, /capabilities\.fencing must be 'strict' or 'per-node', got "weak"/),
   alone('forRoot keyPrefix with NUL', () => LockModule.forRoot({ keyPrefix: 'a\u0000' }), InvalidLockOptionsError, /Invalid keyPrefix: .*NUL/),
   alone('forRoot options as an array', () => LockModule.forRoot([] as never), InvalidLockOptionsError, /Invalid LockModule\.forRoot options: expected an object/),
   alone('forRootAsync errorFilters that is a string', () => LockModule.forRootAsync({ errorFilters: 'false' as never, useFactory: () => ({}) }), InvalidLockOptionsError, /Invalid LockModule\.forRootAsync errorFilters: expected a boolean, got "false"/),

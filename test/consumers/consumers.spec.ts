@@ -13,7 +13,8 @@ import { deleteSharedKeys, SHARED_REDIS_URL, testRunPrefix } from '../support/sh
  * answers a busy @WithLock route with 409, on Express and on Fastify.
  *
  * - nest12-esm: CLI 12 (ES modules, TypeScript 6, nodenext, strict, isolatedModules), Nest 12, memory
- *   backend; also compiled with strict + skipLibCheck: false with neither ioredis nor pg installed.
+ *   backend; also compiled with strict + skipLibCheck: false with neither ioredis nor pg installed;
+ *   runs the conformance kit (`nestjs-distributed-lock/testing`) under vitest.
  * - nest11-cjs: CLI 11 (CommonJS, TypeScript 5.9, nodenext), Nest 11, the Redis and PostgreSQL
  *   backends from their subpaths; also compiled with node10 module resolution (typesVersions).
  *
@@ -91,8 +92,10 @@ async function installApp(name: string): Promise<string> {
   return dir;
 }
 
-function tsc(dir: string, project: string, what: string): Promise<string> {
-  return timed(what, () => run(process.execPath, [join(dir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', project], dir, COMPILE_TIMEOUT));
+function tsc(dir: string, project: string, what: string, extra: string[] = []): Promise<string> {
+  return timed(what, () =>
+    run(process.execPath, [join(dir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', project, ...extra], dir, COMPILE_TIMEOUT),
+  );
 }
 
 interface RunningApp {
@@ -214,7 +217,7 @@ describe('the tarball', () => {
       .map((f) => `dist/${f.split('\\').join('/')}`);
     const expected = ['package.json', 'README.md', 'CHANGELOG.md', ...modules.flatMap((m) => [`${m}.js`, `${m}.d.ts`, `${m}.js.map`]), ...scripts];
     expect([...packedFiles].sort()).toEqual(expected.sort());
-    for (const entry of ['dist/index', 'dist/redis', 'dist/postgres']) expect(modules).toContain(entry);
+    for (const entry of ['dist/index', 'dist/redis', 'dist/postgres', 'dist/testing']) expect(modules).toContain(entry);
   });
 });
 
@@ -253,6 +256,21 @@ describe('Nest 12 app, ES modules, as CLI 12 lays it out', () => {
 
   it('compiles with strict: true and skipLibCheck: false, neither ioredis nor pg installed', async () => {
     await tsc(dir, 'tsconfig.strict.json', 'nest12-esm: tsc (strict, skipLibCheck false)');
+  }, COMPILE_TIMEOUT);
+
+  it('runs the conformance kit from nestjs-distributed-lock/testing under vitest, on the memory backend', async () => {
+    // Type-checks the spec against the kit's published types (vitest's functions as its test API), then runs it.
+    await tsc(dir, 'tsconfig.json', 'nest12-esm: tsc (the vitest spec, noEmit)', ['--noEmit']);
+    const printed = await timed('nest12-esm: vitest run (the conformance kit)', () =>
+      run(process.execPath, [join(dir, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--reporter', 'verbose'], dir, COMPILE_TIMEOUT),
+    );
+    // eslint-disable-next-line no-control-regex -- the terminal colours vitest prints
+    const output = printed.replace(/\x1b\[[0-9;]*m/g, '');
+    expect(output).toContain('LockBackend contract: memory (vitest) > declares the capabilities the suite is run for (fifo, fencing strict)');
+    expect(output).toContain('not checked (the target has no evict)');
+    expect(output).toContain('lock model with the real scheduler: memory (vitest) > never leaves a key to a token that gave up');
+    const passed = /Tests\s+(\d+) passed \((\d+)\)/.exec(output);
+    expect(passed && passed[1] === passed[2] && Number(passed[1]) >= 40).toBe(true);
   }, COMPILE_TIMEOUT);
 
   it.each(['express', 'fastify'])('boots on %s and answers a busy @WithLock route with 409', async (platform) => {
@@ -295,6 +313,22 @@ describe('Nest 11 app, CommonJS, as CLI 11 lays it out, on the Redis and Postgre
     await tsc(dir, 'tsconfig.build.json', 'nest11-cjs: tsc (CLI tsconfig)');
     expect(existsSync(join(dir, 'dist', 'main.js'))).toBe(true);
   }, COMPILE_TIMEOUT);
+
+  it('loads the conformance kit without fast-check installed, and names the install when a model case runs', async () => {
+    expect(existsSync(join(dir, 'node_modules', 'fast-check'))).toBe(false);
+    // The kit's cases registered through a minimal runner, then the model case run: it needs fast-check.
+    const script = [
+      "const kit = require('nestjs-distributed-lock/testing');",
+      "const { memoryBackend } = require('nestjs-distributed-lock');",
+      'const cases = [];',
+      'const api = { describe: (n, b) => b(), it: (n, b) => cases.push(b), expect: () => ({}), beforeEach() {}, afterEach() {}, afterAll() {} };',
+      "kit.describeLockModelProperty(api, { name: 'memory', create: () => memoryBackend() });",
+      "cases[0]().then(() => console.log('no error'), (e) => console.log(e.message));",
+    ].join('\n');
+    const output = await run(process.execPath, ['-e', script], dir, COMPILE_TIMEOUT);
+    expect(output).toContain('the model tests need the "fast-check" package (version 4), an optional peer dependency');
+    expect(output).toContain('npm install --save-dev fast-check@4');
+  });
 
   it('compiles the subpath imports with node10 module resolution too', async () => {
     await tsc(dir, 'tsconfig.node10.json', 'nest11-cjs: tsc (node10 resolution)');

@@ -35,6 +35,7 @@ interface KeyState {
  */
 export class MemoryLockBackend implements LockBackend {
   readonly name = 'memory';
+  readonly capabilities = { fifo: true, fencing: 'strict' } as const;
   private readonly keys = new Map<string, KeyState>();
   private lastFence = 0n;
   private closed = false;

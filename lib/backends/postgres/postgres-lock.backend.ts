@@ -36,6 +36,7 @@ const LISTENING_RECHECK_INTERVAL = 30_000;
  */
 export class PostgresLockBackend implements LockBackend {
   readonly name = 'postgres';
+  readonly capabilities = { fifo: true, fencing: 'strict' } as const;
   private readonly logger = new Logger('PostgresLockBackend');
   private readonly options: ResolvedPostgresOptions;
   private readonly names: PostgresLockNames;

@@ -42,6 +42,7 @@ export interface RedisLockBackendSettings {
  */
 export class RedisLockBackend implements LockBackend {
   readonly name = 'redis';
+  readonly capabilities = { fifo: true, fencing: 'strict' } as const;
   readonly recheckInterval: number;
   private readonly host: LockScriptHost;
   private readonly acquireScript: LockScript;

@@ -37,6 +37,8 @@ function settle<T>(promise: Promise<T>): Promise<Outcome<T>> {
  */
 export class RedisQuorumLockBackend implements LockBackend {
   readonly name = 'redis';
+  /** No FIFO queue, and fences that are the highest of the granting majority's own (see above). */
+  readonly capabilities = { fifo: false, fencing: 'per-node' } as const;
   readonly recheckInterval: number;
   private readonly majority: number;
 

@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { DistributedLockService } from '../../../lib';
 import { postgresBackend } from '../../../lib/postgres';
-import { describeLockBackendContract } from '../../contract/lock-backend.contract';
+import { describeLockBackendContract } from '../../../lib/testing';
 import { PgBouncerServer } from '../../support/pgbouncer-server';
+import { jestApi } from '../../support/jest-api';
 import { dropSchema, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
 
 const direct = new URL(sharedDatabaseUrl());
@@ -27,7 +28,8 @@ afterAll(async () => {
 
 // The pool goes through PgBouncer in transaction mode (2 server connections shared by every
 // client); the LISTEN connection goes to PostgreSQL directly.
-describeLockBackendContract('postgres through PgBouncer (transaction mode)', {
+describeLockBackendContract(jestApi, {
+  name: 'postgres through PgBouncer (transaction mode)',
   create: async () => {
     const backend = postgresBackend({
       connection: bouncer!.url(database),

@@ -3,7 +3,8 @@ import { Cluster, type Redis } from 'ioredis';
 import { DistributedLockService, type HeldLock, type LockBackend, type LockGuard } from '../../../lib';
 import { redisBackend } from '../../../lib/redis';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
-import { describeLockBackendContract } from '../../contract/lock-backend.contract';
+import { describeLockBackendContract } from '../../../lib/testing';
+import { jestApi } from '../../support/jest-api';
 import { SpawnedRedis, type RedisServerProcess } from '../../support/redis-servers';
 import { eventually, sleep } from '../../support/time';
 
@@ -17,7 +18,8 @@ describe('redisBackend on a spawned Cluster of 3 masters + 3 replicas', () => {
   }, 60_000);
   afterAll(() => spawned.stopAll());
 
-  describeLockBackendContract('redis cluster', {
+  describeLockBackendContract(jestApi, {
+    name: 'redis cluster',
     create: () => redisBackend({ cluster: { nodes: startupNodes() } }),
   });
 

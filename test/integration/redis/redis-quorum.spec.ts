@@ -1,6 +1,11 @@
 import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import { DistributedLockService, LockBackendError, LockLostError, type LockBackend } from '../../../lib';
+import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
 import { redisBackend } from '../../../lib/redis';
+import { describeLockBackendConformance, type ConformanceTarget, type LockStateView } from '../../../lib/testing';
+import { readRedisState } from '../../contract/conformance.targets';
+import { jestApi } from '../../support/jest-api';
 import { SpawnedRedis, type RedisServerProcess } from '../../support/redis-servers';
 import { sleep } from '../../support/time';
 
@@ -26,6 +31,28 @@ describe('redisBackend({ quorum }) over 5 spawned masters', () => {
     await Promise.all(nodes.filter((n) => !n.alive).map((n) => n.restart()));
   });
   afterAll(() => spawned.stopAll());
+
+  // The conformance kit, for what the quorum claims: no FIFO queue, per-node fences.
+  const majority = 3;
+  let admins: Redis[] | undefined;
+  const adminsOfNodes = (): Redis[] => (admins ??= nodes.map((n) => spawned.admin(n)));
+  const conformanceTarget: ConformanceTarget = {
+    name: 'redis quorum of 5',
+    capabilities: { fifo: false, fencing: 'per-node' },
+    create: () => redisBackend({ quorum: nodes.map((n) => n.url) }),
+    // As a FLUSHALL or an eviction on a majority of the nodes would: the lease is gone there.
+    async evict(_backend, backendKey) {
+      await Promise.all(adminsOfNodes().slice(0, majority).map((admin) => admin.del(redisLockKeys(backendKey).lease)));
+    },
+    // The token holding the key on a majority; else on any node (a leftover of a grant not given back).
+    async inspect(_backend, key): Promise<LockStateView> {
+      const views = await Promise.all(adminsOfNodes().map((admin) => readRedisState(admin, key)));
+      const holders = views.flatMap((v) => (v.holder ? [v.holder] : []));
+      const onMajority = holders.find((h) => holders.filter((other) => other === h).length >= majority);
+      return { holder: onMajority ?? holders[0] ?? null, queued: [...new Set(views.flatMap((v) => v.queued))] };
+    },
+  };
+  describeLockBackendConformance(jestApi, conformanceTarget);
 
   it('grants a lock to one holder at a time, with increasing fences, and wakes a waiter on release', async () => {
     const a = service(quorum());

@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { DistributedLockService, LockTimeoutError, type LockGuard } from '../../lib';
-import type { ContractTarget } from './lock-backend.contract';
-import { RecordingBackend } from '../support/recording-backend';
-import { eventually } from '../support/time';
+import type { LockGuard } from '../distributed-lock';
+import { DistributedLockService } from '../distributed-lock.service';
+import { LockTimeoutError } from '../lock.errors';
+import { CASE_TIMEOUT, type ConformanceTarget, type ConformanceTestApi } from './conformance-target';
+import { RecordingBackend } from './recording-backend';
+import { eventually } from './time';
 
 /** Waiters in the crowd, all with the same deadline. */
 const CROWD = 500;
@@ -14,25 +16,31 @@ const CROWD = 500;
 const WAITER_TTL = 60_000;
 /** How long after everything settled the key may take to become free (the give-backs still running). */
 const PROMPTLY = 10_000;
+/** Each case's timeout, at least: a crowd, its give-backs, then a free key within PROMPTLY. */
+const CROWD_TIMEOUT = 60_000;
 
 /**
  * Many waiters giving up at the same moment, written once for every backend: whatever the
  * interleaving of their give-backs with each other and with the holder's release, no waiter that
  * gave up ends up with the key, nothing stays queued, and the key is free again at once.
  */
-export function describeGiveUpContract(name: string, target: ContractTarget): void {
-  describe(`give-up contract: ${name}`, () => {
+export function describeGiveUpContract(api: ConformanceTestApi, target: ConformanceTarget): void {
+  const { describe, expect } = api;
+  const timeout = Math.max(target.timeout ?? CASE_TIMEOUT, CROWD_TIMEOUT);
+  const it = (name: string, body: () => Promise<unknown>): void => api.it(name, body, timeout);
+
+  describe(`give-up contract: ${target.name}`, () => {
     let backend: RecordingBackend;
     let prefix: string;
 
-    beforeEach(async () => {
+    api.beforeEach(async () => {
       backend = new RecordingBackend(await target.create());
       prefix = `giveup:${randomBytes(6).toString('hex')}:`;
-    });
+    }, timeout);
 
-    afterEach(() => backend.close());
+    api.afterEach(() => backend.close(), timeout);
 
-    if (target.teardown) afterAll(() => target.teardown!());
+    if (target.teardown) api.afterAll(() => target.teardown!(), timeout);
 
     function service(): DistributedLockService {
       return new DistributedLockService({ backend, keyPrefix: prefix, ttl: WAITER_TTL, wait: 5_000 });
