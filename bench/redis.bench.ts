@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
-import { DistributedLockService, type ExtendItem, type HeldLock, type LockBackend } from '../lib';
+import { DistributedLockService, LockLostError, type ExtendItem, type HeldLock, type LockBackend } from '../lib';
 import { redisBackend } from '../lib/redis';
 import { inProcessMutex } from './harness/in-process-mutex';
 import {
@@ -82,8 +82,9 @@ async function manyHeld(prefix: string, admin: Redis): Promise<Record<string, st
   const heldFor = performance.now() - holdStarted;
   const calls = stats.calls.slice(callsBefore);
   release();
-  await Promise.allSettled(works);
-  const lost = held.filter((h) => h.signal.aborted).length;
+  // A lock was lost when its withLock rejected with LockLostError (its signal aborts at every end of a hold).
+  const outcomes = await Promise.allSettled(works);
+  const lost = outcomes.filter((o) => o.status === 'rejected' && o.reason instanceof LockLostError).length;
   await locks.shutdown();
   const renewals = calls.reduce((a, b) => a + b, 0);
   const periods = heldFor / (ttl / 3);
