@@ -25,8 +25,20 @@ export class Guard implements LockGuard {
 }
 
 export class Held extends Guard implements HeldLock {
-  constructor(key: string, token: string, fence: bigint, acquiredAt: number, expiresAt: number, readonly signal: AbortSignal) {
+  constructor(
+    key: string,
+    token: string,
+    fence: bigint,
+    acquiredAt: number,
+    expiresAt: number,
+    private readonly lease: WithLockLease,
+  ) {
     super(key, token, fence, acquiredAt, expiresAt);
+  }
+
+  /** Made when first read (most work never reads it), already aborted if the hold is over by then. */
+  get signal(): AbortSignal {
+    return this.lease.signal;
   }
 }
 
@@ -88,7 +100,8 @@ export class WithLockLease implements Lease, Hold {
   /** Why the lease was lost, once it was. */
   lost: LockLostError | undefined;
   releasedAtShutdown?: boolean;
-  private readonly controller = new AbortController();
+  /** Made on the first read of the signal: a hold whose work never reads it costs no controller. */
+  private controller: AbortController | undefined;
 
   constructor(
     readonly owner: object,
@@ -100,10 +113,21 @@ export class WithLockLease implements Lease, Hold {
     acquiredAt: number,
     expiresAt: number,
   ) {
-    const signal = this.controller.signal as HeldSignal;
-    Object.setPrototypeOf(signal, HELD_SIGNAL);
-    signal[LEASE] = this;
-    this.guard = new Held(key, token, fence, acquiredAt, expiresAt, signal);
+    this.guard = new Held(key, token, fence, acquiredAt, expiresAt, this);
+  }
+
+  get signal(): AbortSignal {
+    // Reading the signal is a moment user code looks: a deadline that passed unnoticed counts now.
+    this.live();
+    if (!this.controller) {
+      this.controller = new AbortController();
+      const signal = this.controller.signal as HeldSignal;
+      Object.setPrototypeOf(signal, HELD_SIGNAL);
+      signal[LEASE] = this;
+      if (this.lost) this.controller.abort(this.lost);
+      else if (this.state !== 'held') this.controller.abort(RELEASED);
+    }
+    return this.controller.signal;
   }
 
   get held(): Held {
@@ -125,7 +149,7 @@ export class WithLockLease implements Lease, Hold {
     if (this.lost || this.state === 'ended') return;
     this.lost = reason;
     this.watch?.stop();
-    this.controller.abort(reason);
+    this.controller?.abort(reason);
   }
 
   /** The hold is over (released by the holder, or the work ended): the signal aborts, if it has not yet. */
@@ -133,7 +157,7 @@ export class WithLockLease implements Lease, Hold {
     if (this.state === 'ended') return;
     this.state = state;
     this.watch?.stop();
-    this.controller.abort(RELEASED);
+    this.controller?.abort(RELEASED);
   }
 }
 

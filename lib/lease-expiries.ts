@@ -20,6 +20,11 @@ export class LeaseExpiries<T> {
     return this.due.size;
   }
 
+  /** Nodes in the heap, stale ones included: at most twice the items once more than a few are removed. */
+  get nodes(): number {
+    return this.heap.size;
+  }
+
   /** Sets (or moves) the time of `item`. */
   set(item: T, at: number): void {
     this.due.set(item, at);
@@ -28,9 +33,17 @@ export class LeaseExpiries<T> {
   }
 
   delete(item: T): void {
-    if (!this.due.delete(item) || this.due.size > 0) return;
+    if (!this.due.delete(item)) return;
+    // Removed items leave their nodes in the heap. Once they outnumber the live ones, the heap is
+    // rebuilt from the live items, so a stream of leases released before they end (the common case)
+    // keeps it at most twice the size of what is held. The timer is left armed: it finds nothing.
+    if (this.due.size === 0) this.heap.clear();
+    else if (this.heap.size > 64 && this.heap.size > 2 * this.due.size) this.rebuild();
+  }
+
+  private rebuild(): void {
     this.heap.clear();
-    this.disarm();
+    for (const [item, at] of this.due) this.heap.push({ at, item });
   }
 
   clear(): void {

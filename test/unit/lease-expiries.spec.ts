@@ -25,6 +25,23 @@ describe('LeaseExpiries', () => {
   });
 });
 
+describe('LeaseExpiries under a stream of items removed before their time', () => {
+  it('keeps its heap at most twice the items it holds', () => {
+    const expiries = new LeaseExpiries<number>(() => undefined);
+    const start = performance.now();
+    for (let i = 0; i < 100; i++) expiries.set(-i - 1, start + 60_000);
+    let largest = 0;
+    for (let i = 0; i < 100_000; i++) {
+      expiries.set(i, start + 30_000 + i);
+      expiries.delete(i);
+      largest = Math.max(largest, expiries.nodes);
+    }
+    expect(expiries.size).toBe(100);
+    expect(largest).toBeLessThanOrEqual(2 * 101);
+    expiries.clear();
+  });
+});
+
 describe('leases that end by their TTL without a release', () => {
   it('are all forgotten by the service: 5,000 unreleased leases, held count back to 0', async () => {
     const backend = memoryBackend();
