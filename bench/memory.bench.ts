@@ -1,4 +1,5 @@
-import { DistributedLockService, memoryBackend } from '../lib';
+import { memoryBackend } from '../lib';
+import { DistributedLockService } from '../lib/distributed-lock.service';
 import { inProcessMutex } from './harness/in-process-mutex';
 import { printContention, printThroughput, runContention, runThroughput } from './harness/lock-bench.harness';
 import { serviceLock } from './harness/service-lock';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Client, Pool } from 'pg';
-import { DistributedLockService } from '../lib';
+import { DistributedLockService } from '../lib/distributed-lock.service';
 import { postgresBackend } from '../lib/postgres';
 import { PostgresLockNames } from '../lib/backends/postgres/postgres-lock.names';
 import { PostgresLockStatements } from '../lib/backends/postgres/postgres-lock.statements';

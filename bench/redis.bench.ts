@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
-import { DistributedLockService, LockLostError, type ExtendItem, type HeldLock, type LockBackend } from '../lib';
+import { LockLostError, type ExtendItem, type HeldLock, type LockBackend } from '../lib';
+import { DistributedLockService } from '../lib/distributed-lock.service';
 import { redisBackend } from '../lib/redis';
 import { inProcessMutex } from './harness/in-process-mutex';
 import {

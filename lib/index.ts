@@ -1,11 +1,9 @@
 /** `nestjs-distributed-lock`: the module, the service, `@WithLock`, errors, the memory backend and the backend SPI. */
 export { LockModule } from './lock.module';
 export type { LockModuleOptions } from './lock-module-options';
-export { LOCK_MODULE_OPTIONS } from './lock.module-definition';
 export type { LockOptionsFactory } from './lock.module-definition';
 export { DistributedLock } from './distributed-lock';
 export type { AcquireOptions, HeldLock, LockGuard, TryAcquireOptions, WithLockOptions } from './distributed-lock';
-export { DistributedLockService } from './distributed-lock.service';
 export { WithLock } from './decorators/with-lock.decorator';
 export type { LockKey, WithLockDecoratorOptions } from './decorators/with-lock.decorator';
 export { currentLock } from './lock-context';
@@ -20,8 +18,8 @@ export { LockErrorFilter } from './filters/lock-error.filter';
 export type { LockErrorCode, LockErrorReply } from './filters/lock-error-reply';
 export { LOCK_BACKEND, LockBackend } from './backends/lock-backend';
 export type { AcquireResult, ExtendItem, LockBackendCapabilities, LockEvent, QueueOptions } from './backends/lock-backend';
-export { memoryBackend, MemoryLockBackend } from './backends/memory/memory-lock.backend';
-export { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT, MAX_KEY_BYTES, MAX_TIMER_DELAY } from './lock.constants';
+export { memoryBackend } from './backends/memory/memory-lock.backend';
+export type { MemoryLockBackend } from './backends/memory/memory-lock.backend';
 // The Redis and PostgreSQL backends are exported from `nestjs-distributed-lock/redis` and
 // `nestjs-distributed-lock/postgres` (lib/redis.ts, lib/postgres.ts), so that the types of this entry
 // never mention ioredis or pg.

@@ -2,5 +2,6 @@
 export { redisBackend } from './backends/redis/redis-backend.factory';
 export type { RedisBackendOptions, RedisQuorumNode } from './backends/redis/redis-backend.options';
 export type { ReplicaAcknowledgement } from './backends/redis/redis-lock.backend';
-export { RedisLockBackend } from './backends/redis/redis-lock.backend';
-export { RedisQuorumLockBackend } from './backends/redis/redis-quorum.backend';
+// The backend classes are types only: redisBackend() makes them.
+export type { RedisLockBackend } from './backends/redis/redis-lock.backend';
+export type { RedisQuorumLockBackend } from './backends/redis/redis-quorum.backend';

@@ -3,7 +3,6 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { Client, Pool } from 'pg';
 import {
-  DistributedLockService,
   InvalidLockOptionsError,
   LockBackendError,
   LockModule,
@@ -13,6 +12,7 @@ import {
   type LockBackend,
   type LockGuard,
 } from '../../lib';
+import { DistributedLockService } from '../../lib/distributed-lock.service';
 import { postgresBackend } from '../../lib/postgres';
 import { redisBackend } from '../../lib/redis';
 import { dropSchema, sharedDatabaseUrl } from '../support/postgres-database';

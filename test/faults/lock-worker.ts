@@ -9,7 +9,8 @@
  * up together, a pool whose only connection the app keeps busy.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { currentLock, DistributedLockService, LockLostError, LockTimeoutError, type HeldLock, type LockGuard } from '../../lib';
+import { currentLock, LockLostError, LockTimeoutError, type HeldLock, type LockGuard } from '../../lib';
+import { DistributedLockService } from '../../lib/distributed-lock.service';
 import { createBackend, createResource, type WorkerBehaviour, type WorkerConfig } from './worker-config';
 import type { HistoryEvent, SettledOutcome } from './history';
 import { historyNow } from './history-clock';

@@ -6,7 +6,7 @@
  * argv: databaseUrl schema rounds key[,key...]
  */
 import { Pool } from 'pg';
-import { DistributedLockService } from '../../lib';
+import { DistributedLockService } from '../../lib/distributed-lock.service';
 import { postgresBackend } from '../../lib/postgres';
 import { sleep } from './time';
 

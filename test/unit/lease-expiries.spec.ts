@@ -1,4 +1,5 @@
-import { DistributedLockService, memoryBackend } from '../../lib';
+import { memoryBackend } from '../../lib';
+import { DistributedLockService } from '../../lib/distributed-lock.service';
 import { LeaseExpiries } from '../../lib/lease-expiries';
 import { eventually } from '../support/time';
 

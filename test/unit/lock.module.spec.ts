@@ -5,7 +5,6 @@ import {
   DistributedLock,
   InvalidLockOptionsError,
   LOCK_BACKEND,
-  LOCK_MODULE_OPTIONS,
   LockBackend,
   LockErrorFilter,
   LockLostError,
@@ -15,6 +14,7 @@ import {
   type LockModuleOptions,
   type LockOptionsFactory,
 } from '../../lib';
+import { LOCK_MODULE_OPTIONS } from '../../lib/lock.module-definition';
 import { RecordingBackend } from '../support/recording-backend';
 
 @Injectable()

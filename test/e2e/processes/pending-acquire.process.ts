@@ -1,6 +1,7 @@
 // A script whose only pending work is a lock wait on the memory backend: the process must stay
 // alive until the wait settles. Prints one JSON line with the outcome.
-import { DistributedLockService, memoryBackend } from '../../../lib';
+import { memoryBackend } from '../../../lib';
+import { DistributedLockService } from '../../../lib/distributed-lock.service';
 
 async function main(): Promise<void> {
   const wait = Number(process.argv[2] ?? 300);

@@ -1,12 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Client, Pool } from 'pg';
-import {
-  DistributedLockService,
-  InvalidLockOptionsError,
-  LockBackendError,
-  LockTimeoutError,
-  type LockGuard,
-} from '../../../lib';
+import { InvalidLockOptionsError, LockBackendError, LockTimeoutError, type LockGuard } from '../../../lib';
+import { DistributedLockService } from '../../../lib/distributed-lock.service';
 import { postgresBackend, postgresLockSchemaSql, type PostgresLockBackend } from '../../../lib/postgres';
 import { RecordingBackend } from '../../support/recording-backend';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';

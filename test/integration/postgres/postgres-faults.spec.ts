@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { DistributedLockService, LockLostError } from '../../../lib';
+import { LockLostError } from '../../../lib';
+import { DistributedLockService } from '../../../lib/distributed-lock.service';
 import { postgresBackend, type PostgresLockBackend } from '../../../lib/postgres';
 import { RecordingBackend } from '../../support/recording-backend';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';

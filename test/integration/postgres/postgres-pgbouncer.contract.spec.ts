@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
-import { DistributedLockService } from '../../../lib';
+import { DistributedLockService } from '../../../lib/distributed-lock.service';
 import { postgresBackend } from '../../../lib/postgres';
 import { describeLockBackendContract } from '../../../lib/testing';
 import { PgBouncerServer } from '../../support/pgbouncer-server';

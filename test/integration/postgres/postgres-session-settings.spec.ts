@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
-import { DistributedLockService, LockBackendError } from '../../../lib';
+import { LockBackendError } from '../../../lib';
+import { DistributedLockService } from '../../../lib/distributed-lock.service';
 import { postgresBackend, type PostgresLockBackend } from '../../../lib/postgres';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
 import { eventually, sleep } from '../../support/time';

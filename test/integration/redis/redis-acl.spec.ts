@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { DistributedLockService, LockBackendError, type LockBackend } from '../../../lib';
-import { redisBackend, RedisLockBackend } from '../../../lib/redis';
+import { LockBackendError, type LockBackend } from '../../../lib';
+import { DistributedLockService } from '../../../lib/distributed-lock.service';
+import { redisBackend } from '../../../lib/redis';
+import { RedisLockBackend } from '../../../lib/backends/redis/redis-lock.backend';
 import { RedisConnection } from '../../../lib/backends/redis/redis-connection';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
 import { SpawnedRedis, type RedisServerProcess } from '../../support/redis-servers';

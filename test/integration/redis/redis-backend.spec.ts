@@ -1,12 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
-import {
-  DistributedLockService,
-  InvalidLockOptionsError,
-  LockBackendError,
-  type LockBackend,
-} from '../../../lib';
+import { InvalidLockOptionsError, LockBackendError, type LockBackend } from '../../../lib';
+import { DistributedLockService } from '../../../lib/distributed-lock.service';
 import { redisBackend, RedisLockBackend } from '../../../lib/redis';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
 import { lockScripts } from '../../../lib/backends/redis/redis-lock.scripts';

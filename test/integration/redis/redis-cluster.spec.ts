@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { Cluster, type Redis } from 'ioredis';
-import { DistributedLockService, type HeldLock, type LockBackend, type LockGuard } from '../../../lib';
+import { type HeldLock, type LockBackend, type LockGuard } from '../../../lib';
+import { DistributedLockService } from '../../../lib/distributed-lock.service';
 import { redisBackend } from '../../../lib/redis';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
 import { describeLockBackendContract } from '../../../lib/testing';

@@ -1,10 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import {
-  DistributedLockService,
-  LockBackendError,
-  LockLostError,
-  type LockBackend,
-} from '../../../lib';
+import { LockBackendError, LockLostError, type LockBackend } from '../../../lib';
+import { DistributedLockService } from '../../../lib/distributed-lock.service';
 import { redisBackend, type RedisLockBackend } from '../../../lib/redis';
 import { driftMargin } from '../../../lib/lock.constants';
 import { monotonicNow } from '../../../lib/lock-clock';

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { DistributedLockService, LockBackendError, LockLostError, type LockBackend } from '../../../lib';
+import { LockBackendError, LockLostError, type LockBackend } from '../../../lib';
+import { DistributedLockService } from '../../../lib/distributed-lock.service';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
 import { redisBackend } from '../../../lib/redis';
 import { describeLockBackendConformance, type ConformanceTarget, type LockStateView } from '../../../lib/testing';

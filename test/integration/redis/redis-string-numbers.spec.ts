@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { DistributedLockService, type AcquireResult, type LockBackend } from '../../../lib';
+import { type AcquireResult, type LockBackend } from '../../../lib';
+import { DistributedLockService } from '../../../lib/distributed-lock.service';
 import { redisBackend, type RedisLockBackend } from '../../../lib/redis';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
 import { deleteSharedKeys, sharedRedisOptions, testRunPrefix } from '../../support/shared-redis';
