@@ -126,7 +126,8 @@ export class RedisLockBackend implements LockBackend {
     const answers = await this.connection.run(`extend (${items.length} leases)`, async () => {
       if (!this.connection.cluster) {
         const pipeline = this.connection.client.pipeline() as unknown as LockScriptHost & ChainableCommander;
-        for (const item of items) pipeline[extend](redisLockKeys(item.key).lease, item.token, item.ttl);
+        // Queued on the pipeline (its results come from exec()), not a promise to await.
+        for (const item of items) void pipeline[extend](redisLockKeys(item.key).lease, item.token, item.ttl);
         const rows = (await pipeline.exec()) ?? [];
         return items.map((_, i) => (rows[i]?.[0] ? rows[i][0] : rows[i]?.[1]));
       }
@@ -259,7 +260,7 @@ export class RedisLockBackend implements LockBackend {
       'acquire',
       async () => {
         const pipeline = this.connection.client.pipeline() as unknown as LockScriptHost & ChainableCommander;
-        pipeline[this.acquireScript.name](...args);
+        void pipeline[this.acquireScript.name](...args); // queued; exec() gives the result
         if (ack.aof) pipeline.call('WAITAOF', 0, ack.replicas, ack.timeout);
         else pipeline.call('WAIT', ack.replicas, ack.timeout);
         return (await pipeline.exec()) ?? [];
