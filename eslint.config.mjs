@@ -2,7 +2,18 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', '.demo/', '.bench/', 'coverage/', 'reports/', 'node_modules/', 'test/consumers/*/**', 'test/docs/.readme-blocks/**'] },
+  {
+    ignores: [
+      'dist/',
+      '.demo/',
+      '.bench/',
+      'coverage/',
+      'reports/',
+      'node_modules/',
+      'test/consumers/*/**',
+      'test/docs/.readme-blocks/**',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -10,7 +21,10 @@ export default tseslint.config(
     // Type-aware: the library is full of deliberate fire-and-forget promises; each one is marked `void`,
     // and any other promise that is neither awaited nor handled is an error.
     languageOptions: {
-      parserOptions: { projectService: { allowDefaultProject: ['test/consumers/*.ts'] }, tsconfigRootDir: import.meta.dirname },
+      parserOptions: {
+        projectService: { allowDefaultProject: ['test/consumers/*.ts'] },
+        tsconfigRootDir: import.meta.dirname,
+      },
     },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
@@ -24,7 +38,16 @@ export default tseslint.config(
   },
   {
     files: ['**/*.js', '**/*.cjs'],
-    languageOptions: { sourceType: 'commonjs', globals: { module: 'writable', require: 'readonly', process: 'readonly', __dirname: 'readonly', console: 'readonly' } },
+    languageOptions: {
+      sourceType: 'commonjs',
+      globals: {
+        module: 'writable',
+        require: 'readonly',
+        process: 'readonly',
+        __dirname: 'readonly',
+        console: 'readonly',
+      },
+    },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
   {

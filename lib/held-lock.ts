@@ -20,7 +20,13 @@ export class Guard implements LockGuard {
 
   /** Guards go into logs: fences are bigints, which JSON.stringify cannot write on its own. */
   toJSON(): Record<string, unknown> {
-    return { key: this.key, token: this.token, fence: this.fence.toString(), acquiredAt: this.acquiredAt, expiresAt: this.expiresAt };
+    return {
+      key: this.key,
+      token: this.token,
+      fence: this.fence.toString(),
+      acquiredAt: this.acquiredAt,
+      expiresAt: this.expiresAt,
+    };
   }
 }
 
@@ -160,4 +166,3 @@ export class WithLockLease implements Lease, Hold {
     this.controller?.abort(RELEASED);
   }
 }
-

@@ -7,17 +7,17 @@ export type { AcquireOptions, HeldLock, LockGuard, TryAcquireOptions, WithLockOp
 export { WithLock } from './decorators/with-lock.decorator';
 export type { LockKey, WithLockDecoratorOptions } from './decorators/with-lock.decorator';
 export { currentLock } from './lock-context';
-export {
-  InvalidLockOptionsError,
-  LockBackendError,
-  LockError,
-  LockLostError,
-  LockTimeoutError,
-} from './lock.errors';
+export { InvalidLockOptionsError, LockBackendError, LockError, LockLostError, LockTimeoutError } from './lock.errors';
 export { LockErrorFilter } from './filters/lock-error.filter';
 export type { LockErrorCode, LockErrorReply } from './filters/lock-error-reply';
 export { LOCK_BACKEND, LockBackend } from './backends/lock-backend';
-export type { AcquireResult, ExtendItem, LockBackendCapabilities, LockEvent, QueueOptions } from './backends/lock-backend';
+export type {
+  AcquireResult,
+  ExtendItem,
+  LockBackendCapabilities,
+  LockEvent,
+  QueueOptions,
+} from './backends/lock-backend';
 export { memoryBackend } from './backends/memory/memory-lock.backend';
 export type { MemoryLockBackend } from './backends/memory/memory-lock.backend';
 // The Redis and PostgreSQL backends are exported from `nestjs-distributed-lock/redis` and

@@ -25,7 +25,8 @@ export function waitingCases(ctx: ContractContext): void {
     expect(guard.fence).toBeGreaterThan(held.fence);
     // Handed the key by the release: at most one more attempt after it, none in a loop. (Without a
     // queue, each release announcement of the store may cost a retry: the count is not bounded here.)
-    if (ctx.capabilities.fifo) expect(ctx.backend.count('tryAcquire', token)).toBeLessThanOrEqual(callsWhileWaiting + 1);
+    if (ctx.capabilities.fifo)
+      expect(ctx.backend.count('tryAcquire', token)).toBeLessThanOrEqual(callsWhileWaiting + 1);
   });
 
   it('rejects with LockTimeoutError at the deadline and leaves nothing queued', async () => {

@@ -13,9 +13,13 @@ export function loadPg(): typeof Pg {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       loaded = require('pg') as typeof Pg;
     } catch (error) {
-      throw new LockBackendError('postgres', 'the "pg" package is not installed: run `npm install pg` to use postgresBackend', {
-        cause: error,
-      });
+      throw new LockBackendError(
+        'postgres',
+        'the "pg" package is not installed: run `npm install pg` to use postgresBackend',
+        {
+          cause: error,
+        },
+      );
     }
   }
   return loaded;

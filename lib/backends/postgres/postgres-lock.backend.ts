@@ -10,7 +10,11 @@ import { PostgresHeldLeases } from './postgres-held-leases';
 import { PostgresLocalWaiters } from './postgres-local-waiters';
 import { PostgresLockEvents } from './postgres-lock.events';
 import type { PostgresLockNames } from './postgres-lock.names';
-import { resolvePostgresOptions, type PostgresBackendOptions, type ResolvedPostgresOptions } from './postgres-lock.options';
+import {
+  resolvePostgresOptions,
+  type PostgresBackendOptions,
+  type ResolvedPostgresOptions,
+} from './postgres-lock.options';
 import { PostgresLockSchema } from './postgres-lock.schema';
 import { PostgresLockStatements, type AcquireRow, type ReleaseRow } from './postgres-lock.statements';
 import { PostgresStatementRunner } from './postgres-statement-runner';
@@ -57,12 +61,22 @@ export class PostgresLockBackend implements LockBackend {
   constructor(options: PostgresBackendOptions | ResolvedPostgresOptions) {
     this.options = 'names' in options ? options : resolvePostgresOptions(options);
     this.names = this.options.names;
-    this.statements = new PostgresLockStatements(this.names, this.options.statementTimeout, this.options.durability === 'relaxed');
+    this.statements = new PostgresLockStatements(
+      this.names,
+      this.options.statementTimeout,
+      this.options.durability === 'relaxed',
+    );
     const connections = openConnections(this.options, this.logger);
     this.pool = connections.pool;
     this.ownsPool = connections.ownsPool;
     this.target = connections.target;
-    this.runner = new PostgresStatementRunner(this.pool, this.target, this.names, this.options.statementTimeout, () => this.closed);
+    this.runner = new PostgresStatementRunner(
+      this.pool,
+      this.target,
+      this.names,
+      this.options.statementTimeout,
+      () => this.closed,
+    );
     this.schema = new PostgresLockSchema({
       names: this.names,
       statements: this.statements,
@@ -129,7 +143,12 @@ export class PostgresLockBackend implements LockBackend {
     return this.attempts.track(key, token, this.attempt(key, token, ttl, queue));
   }
 
-  private async attempt(key: string, token: string, ttl: number, queue: QueueOptions | undefined): Promise<AcquireResult> {
+  private async attempt(
+    key: string,
+    token: string,
+    ttl: number,
+    queue: QueueOptions | undefined,
+  ): Promise<AcquireResult> {
     const sentAt = monotonicNow();
     if (!queue) {
       const busyFor = this.held.busyFor(key, token, sentAt);
@@ -144,7 +163,8 @@ export class PostgresLockBackend implements LockBackend {
       throw error;
     }
     // The acquire function notifies every hand-off it makes.
-    if (row.granted_token !== null && row.granted_fence !== null) this.handedOver(key, row.granted_token, row.granted_fence, sentAt, true, null);
+    if (row.granted_token !== null && row.granted_fence !== null)
+      this.handedOver(key, row.granted_token, row.granted_fence, sentAt, true, null);
     if (row.fence !== null) {
       this.waiters.forget(key, token);
       this.held.hold(key, token, sentAt, ttl);
@@ -255,7 +275,14 @@ export class PostgresLockBackend implements LockBackend {
    * A statement of this process handed `key` to `token`: wake it here if it waits here. `validFor`:
    * set when the hand-off was committed without waiting for its flush (see `sql/release.sql`).
    */
-  private handedOver(key: string, token: string, fence: string, sentAt: number, notified: boolean, validFor: number | null): void {
+  private handedOver(
+    key: string,
+    token: string,
+    fence: string,
+    sentAt: number,
+    notified: boolean,
+    validFor: number | null,
+  ): void {
     const ttl = this.waiters.ttl(key, token);
     this.waiters.forget(key, token);
     if (ttl === undefined) this.held.forget(key);
