@@ -12,7 +12,7 @@ import {
   LockTimeoutError,
 } from './lock.errors';
 import { Acquisition, type AcquisitionHost, type Grant } from './lock-acquisition';
-import { monotonicNow, settleWithin, toEpochMs } from './lock-clock';
+import { monotonicNow, scheduleAt, settleWithin, toEpochMs } from './lock-clock';
 import { findHold, runHolding } from './lock-context';
 import { Guard, WithLockLease, type Lease } from './held-lock';
 import { LeaseExpiries } from './lease-expiries';
@@ -35,6 +35,9 @@ export interface DistributedLockSettings {
   ttl: number;
   wait: number;
 }
+
+/** How long `ping()` waits for the backend by default. */
+const DEFAULT_PING_TIMEOUT = 1_000;
 
 const ACQUIRE_OPTIONS = ['ttl', 'wait', 'signal'] as const;
 const WITH_LOCK_OPTIONS = [...ACQUIRE_OPTIONS, 'minHold'] as const;
@@ -85,6 +88,25 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   /** Number of leases this service holds and has not released. */
   get heldCount(): number {
     return this.active.size;
+  }
+
+  async ping(timeout = DEFAULT_PING_TIMEOUT): Promise<void> {
+    const ms = validateTtl(timeout, 'ping timeout');
+    let cancel: (() => void) | undefined;
+    try {
+      await Promise.race([
+        this.backend.ping(),
+        new Promise<never>((_, reject) => {
+          cancel = scheduleAt(monotonicNow() + ms, () =>
+            reject(new LockBackendError(this.backend.name, `the backend did not answer a ping within ${ms} ms`)),
+          );
+        }),
+      ]);
+    } catch (error) {
+      throw this.backendFailure(error);
+    } finally {
+      cancel?.();
+    }
   }
 
   async tryAcquire(key: string, options?: TryAcquireOptions): Promise<LockGuard | null> {

@@ -80,6 +80,19 @@ export abstract class DistributedLock {
   /** Ends the lease. Idempotent; a no-op when it already expired or belongs to a later holder. */
   abstract release(guard: LockGuard): Promise<void>;
 
+  /** The kind of backend the locks live in: 'memory', 'redis', 'postgres' or a third party's name. */
+  abstract readonly backendName: string;
+
+  /**
+   * Leases this instance holds now: guards of `tryAcquire`/`acquire` not released and not yet ended
+   * by their TTL, and the holds of `withLock`/`@WithLock` whose work runs (a `minHold` tail is not
+   * counted: no work runs under it).
+   */
+  abstract readonly heldCount: number;
+
+  /** Resolves when the backend answers, within `timeout` ms (default 1000); rejects with `LockBackendError` otherwise. */
+  abstract ping(timeout?: number): Promise<void>;
+
   /**
    * Acquires the key, runs `fn` with the held lock, extends the lease every ttl/3 while `fn` runs
    * and releases it afterwards. Reentrant: a call on a key that the same async call chain already

@@ -16,6 +16,7 @@ const ENTRIES: Record<string, string> = {
   './redis': 'lib/redis.ts',
   './postgres': 'lib/postgres.ts',
   './testing': 'lib/testing.ts',
+  './terminus': 'lib/terminus.ts',
 };
 
 function exportedNames(file: string): string[] {
