@@ -1,5 +1,4 @@
-import { MAX_TIMER_DELAY } from './lock.constants';
-import { monotonicNow } from './lock-clock';
+import { monotonicNow, WakeTimer } from './lock-clock';
 import { MinHeap } from './min-heap';
 
 /**
@@ -10,8 +9,7 @@ import { MinHeap } from './min-heap';
 export class LeaseExpiries<T> {
   private readonly due = new Map<T, number>();
   private readonly heap = new MinHeap<{ at: number; item: T }>((node) => node.at);
-  private timer: NodeJS.Timeout | undefined;
-  private timerAt = Infinity;
+  private readonly timer = new WakeTimer(() => this.tick());
 
   constructor(private readonly expire: (item: T) => void) {}
 
@@ -29,7 +27,7 @@ export class LeaseExpiries<T> {
   set(item: T, at: number): void {
     this.due.set(item, at);
     this.heap.push({ at, item });
-    if (at < this.timerAt) this.arm(at);
+    if (at < this.timer.at) this.timer.arm(at);
   }
 
   delete(item: T): void {
@@ -49,25 +47,10 @@ export class LeaseExpiries<T> {
   clear(): void {
     this.due.clear();
     this.heap.clear();
-    this.disarm();
-  }
-
-  private arm(at: number): void {
-    this.disarm();
-    this.timerAt = at;
-    this.timer = setTimeout(() => this.tick(), Math.min(Math.max(0, Math.ceil(at - monotonicNow())), MAX_TIMER_DELAY));
-    this.timer.unref();
-  }
-
-  private disarm(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = Infinity;
+    this.timer.disarm();
   }
 
   private tick(): void {
-    this.timer = undefined;
-    this.timerAt = Infinity;
     const now = monotonicNow();
     for (let top = this.heap.peek(); top && top.at <= now; top = this.heap.peek()) {
       this.heap.pop();
@@ -77,6 +60,6 @@ export class LeaseExpiries<T> {
       this.expire(top.item);
     }
     const next = this.heap.peek();
-    if (next) this.arm(next.at);
+    if (next) this.timer.arm(next.at);
   }
 }

@@ -48,3 +48,34 @@ export async function settleWithin(promises: Iterable<Promise<unknown>>, ms: num
   ]);
   cancel?.();
 }
+
+/**
+ * One unref'd timer for a scheduler that keeps its own queue (the watchdog, the lease expiries):
+ * armed for the earliest time it needs, it calls `tick` at that monotonic time.
+ */
+export class WakeTimer {
+  private timer: NodeJS.Timeout | undefined;
+  /** The monotonic time it is armed for; Infinity when it is not. */
+  at = Infinity;
+
+  constructor(private readonly tick: () => void) {}
+
+  /** Arms it for `at`, replacing the time it was armed for. */
+  arm(at: number): void {
+    this.disarm();
+    this.at = at;
+    const delay = Math.min(Math.max(0, Math.ceil(at - monotonicNow())), MAX_TIMER_DELAY);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.at = Infinity;
+      this.tick();
+    }, delay);
+    this.timer.unref();
+  }
+
+  disarm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.at = Infinity;
+  }
+}

@@ -1,5 +1,5 @@
-import { driftMargin, MAX_TIMER_DELAY } from './lock.constants';
-import { monotonicNow } from './lock-clock';
+import { driftMargin } from './lock.constants';
+import { monotonicNow, WakeTimer } from './lock-clock';
 import { MinHeap } from './min-heap';
 import type { ExtendItem } from './backends/lock-backend';
 
@@ -94,8 +94,7 @@ const UNCONFIRMED = 'no extension was confirmed before the local deadline (the b
  */
 export class Watchdog {
   private readonly heap = new MinHeap<Node>((node) => node.at);
-  private timer: NodeJS.Timeout | undefined;
-  private timerAt = Infinity;
+  private readonly timer = new WakeTimer(() => this.tick());
   private entries = new Set<Entry>();
 
   constructor(private readonly extendBatch: ExtendBatch) {}
@@ -141,7 +140,7 @@ export class Watchdog {
   stopAll(): void {
     for (const entry of [...this.entries]) this.finish(entry);
     this.heap.clear();
-    this.disarm();
+    this.timer.disarm();
   }
 
   private finish(entry: Entry): void {
@@ -151,7 +150,7 @@ export class Watchdog {
     this.entries.delete(entry);
     if (this.entries.size === 0) {
       this.heap.clear();
-      this.disarm();
+      this.timer.disarm();
     }
   }
 
@@ -171,26 +170,10 @@ export class Watchdog {
     entry.version++;
     const at = entry.own ? entry.deadline : Math.min(entry.extendAt, entry.deadline);
     this.heap.push({ at, entry, version: entry.version });
-    if (at < this.timerAt) this.arm(at);
-  }
-
-  private arm(at: number): void {
-    this.disarm();
-    this.timerAt = at;
-    const delay = Math.min(Math.max(0, Math.ceil(at - monotonicNow())), MAX_TIMER_DELAY);
-    this.timer = setTimeout(() => this.tick(), delay);
-    this.timer.unref();
-  }
-
-  private disarm(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = Infinity;
+    if (at < this.timer.at) this.timer.arm(at);
   }
 
   private tick(): void {
-    this.timer = undefined;
-    this.timerAt = Infinity;
     const now = monotonicNow();
     const due: Entry[] = [];
     const lost: Entry[] = [];
@@ -215,7 +198,7 @@ export class Watchdog {
     for (const entry of lost) this.lose(entry, entry.flight ? UNCONFIRMED : PAST_DEADLINE);
     if (due.length > 0) this.extend(due, now);
     const next = this.heap.peek();
-    if (next && next.at < this.timerAt) this.arm(next.at);
+    if (next && next.at < this.timer.at) this.timer.arm(next.at);
   }
 
   private extend(entries: Entry[], sentAt: number): void {
