@@ -1,7 +1,8 @@
 import { Logger } from '@nestjs/common';
 import type { ChainableCommander } from 'ioredis';
 import { LockBackendError } from '../../lock.errors';
-import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } from '../lock-backend';
+import { BackgroundWork } from '../../background-work';
+import type { AcquireResult, ExtendItem, HandOff, LockBackend, LockEvent, QueueOptions, ReleaseResult } from '../lock-backend';
 import { RedisConnection } from './redis-connection';
 import { evictionWarning, readEvictionPolicies } from './redis-eviction-check';
 import { redisLockKeys, type RedisLockKeys } from './redis-key-layout';
@@ -38,7 +39,8 @@ export interface RedisLockBackendSettings {
  * Every operation is one Lua script (acquire, extend, release), so one round trip, atomic on the
  * server, and bounded by the command timeout. TTLs run on the server clock (PX). A release hands
  * the lock to the oldest live queued waiter inside the script and publishes the grant on the
- * lock's channel; when the waiter lives in this process, the release reply wakes it at once.
+ * lock's channel; the reply says whom it was handed to (`releaseWithHandOff`, `handedTo`), so the
+ * service wakes a waiter of its own at once.
  */
 export class RedisLockBackend implements LockBackend {
   readonly name = 'redis';
@@ -66,6 +68,8 @@ export class RedisLockBackend implements LockBackend {
   /** The check of the server's eviction policy: started by the first acquisition or ping, done once answered. */
   private evictionCheck: Promise<void> | undefined;
   private readonly logger = new Logger('RedisLockBackend');
+  /** Releases after a failed attempt, awaited by `close()`. */
+  private readonly background = new BackgroundWork();
 
   constructor(
     readonly connection: RedisConnection,
@@ -98,7 +102,7 @@ export class RedisLockBackend implements LockBackend {
     const script = this.acquireScript;
     const args: Array<string | number> = [script.sha, script.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, keys.channel, token + this.acquireSuffix, ttl];
     if (queue && queue.lease > 0) args.push(queue.lease);
-    const read = (reply: unknown): AcquireResult => this.readAcquire(key, keys, reply);
+    const read = (reply: unknown): AcquireResult => this.readAcquire(reply);
     const answer = this.settings.replicaAck
       ? this.acquireAcknowledged(key, token, args.slice(2)).then(read)
       : this.connection.evalScript('acquire', script, args, read);
@@ -148,11 +152,15 @@ export class RedisLockBackend implements LockBackend {
     });
   }
 
-  release(key: string, token: string): Promise<boolean> {
+  async release(key: string, token: string): Promise<boolean> {
+    return (await this.releaseWithHandOff(key, token)).released;
+  }
+
+  releaseWithHandOff(key: string, token: string): Promise<ReleaseResult> {
     const keys = redisLockKeys(key);
     const script = this.releaseScript;
     const args = [script.sha, script.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, keys.channel, token + this.releaseSuffix];
-    return this.connection.evalScript('release', script, args, (reply) => this.readRelease(key, keys, reply));
+    return this.connection.evalScript('release', script, args, (reply) => this.readRelease(reply));
   }
 
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
@@ -176,6 +184,7 @@ export class RedisLockBackend implements LockBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.background.settle(this.settings.commandTimeout);
     await Promise.all([this.subscriber?.close(), this.connection.close()]);
   }
 
@@ -184,7 +193,7 @@ export class RedisLockBackend implements LockBackend {
     this.observe(Number(fence));
   }
 
-  private readAcquire(key: string, keys: RedisLockKeys, reply: unknown): AcquireResult {
+  private readAcquire(reply: unknown): AcquireResult {
     const answer = readAcquireReply(this.names.acquire, reply);
     switch (answer.kind) {
       case 'granted':
@@ -192,24 +201,29 @@ export class RedisLockBackend implements LockBackend {
         return { fence: BigInt(answer.fence) };
       case 'busy':
         return { fence: null, retryIn: answer.retryIn };
-      case 'handed':
-        this.handedOver(key, keys, answer.waiter, answer.fence);
-        return { fence: null, retryIn: answer.retryIn };
+      case 'handed': {
+        const handedTo = this.handedOver(answer.waiter, answer.fence);
+        return handedTo ? { fence: null, retryIn: answer.retryIn, handedTo } : { fence: null, retryIn: answer.retryIn };
+      }
     }
   }
 
-  /** Reads a release reply; a hand-off is delivered at once to a waiter of this process. */
-  private readRelease(key: string, keys: RedisLockKeys, reply: unknown): boolean {
+  /** Reads a release reply, with the hand-off it made. */
+  private readRelease(reply: unknown): ReleaseResult {
     const answer = readReleaseReply(this.names.release, reply);
-    if (typeof answer === 'boolean') return answer;
-    this.handedOver(key, keys, answer.waiter, answer.fence);
-    return true;
+    if (typeof answer === 'boolean') return { released: answer };
+    const handedTo = this.handedOver(answer.waiter, answer.fence);
+    return handedTo ? { released: true, handedTo } : { released: true };
   }
 
-  /** A script of this process handed the lock to `waiter`: a waiter of this process is woken at once. */
-  private handedOver(key: string, keys: RedisLockKeys, waiter: string, fence: number): void {
+  /**
+   * A script of this process handed the lock to `waiter`: the hand-off the caller is told of. With
+   * replica acknowledgement none (the waiter is woken by the published grant, read as a release, and
+   * re-attempts, which waits for the replicas), as `subscribe` does.
+   */
+  private handedOver(waiter: string, fence: number): HandOff | undefined {
     this.observe(fence);
-    this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: waiter, fence: BigInt(fence) });
+    return this.settings.replicaAck ? undefined : { token: waiter, fence: BigInt(fence) };
   }
 
   private channelOf(keys: RedisLockKeys): string {
@@ -243,9 +257,10 @@ export class RedisLockBackend implements LockBackend {
     return this.evictionCheck;
   }
 
+  /** Gives back, in the background (awaited by `close()`), whatever a failed attempt may hold. */
   private releaseInBackground(key: string, token: string): void {
     if (this.closed) return;
-    this.release(key, token).catch(() => undefined);
+    this.background.run(this.release(key, token));
   }
 
   /** The acquire script and WAIT/WAITAOF in one pipeline; a grant the replicas did not confirm is given back. */

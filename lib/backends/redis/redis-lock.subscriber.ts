@@ -12,14 +12,10 @@ interface Channel {
   live: Promise<void>;
   /** Pending unsubscription once the last listener left. */
   linger?: NodeJS.Timeout;
-  /** Grants delivered by one path (reply or message) whose twin from the other path is still due. */
-  readonly delivered: Set<string>;
 }
 
 /** How long a channel stays subscribed after its last listener left, so busy keys do not churn. */
 const LINGER_MS = 2_000;
-/** Grants remembered per channel for de-duplication; older ones are forgotten (their twin was lost). */
-const MAX_REMEMBERED = 256;
 const TOKEN_LENGTH = 32;
 
 /** Reads a message published by the lock scripts: `r` (released) or `g<token><fence>` (granted). */
@@ -38,9 +34,8 @@ export function parseLockMessage(key: string, message: string): LockEvent | unde
  * Cluster so that each message stays on its shard). The connection is a duplicate of the backend's
  * client, opened on first use and closed by `close()`.
  *
- * A hand-off reaches a waiter by whichever path is first: the release reply (when the releasing
- * backend is this one) or the published message; the second is dropped, so listeners see each
- * event at most once.
+ * Listeners get the published messages only. A hand-off made by this process also reaches its
+ * waiter through the reply of the script that made it (`handedTo`, delivered by the service).
  */
 export class RedisLockSubscriber {
   private connection: RedisConnection | undefined;
@@ -57,7 +52,7 @@ export class RedisLockSubscriber {
   async subscribe(channel: string, key: string, listener: Listener): Promise<() => void> {
     let state = this.channels.get(channel);
     if (!state) {
-      const created: Channel = { key, listeners: new Set(), delivered: new Set(), live: Promise.resolve() };
+      const created: Channel = { key, listeners: new Set(), live: Promise.resolve() };
       created.live = this.send('subscribe', channel).catch((error: unknown) => {
         if (this.channels.get(channel) === created) this.channels.delete(channel);
         throw error;
@@ -94,11 +89,6 @@ export class RedisLockSubscriber {
     };
   }
 
-  /** Delivers an event this process learnt from a command reply (a hand-off by its own release). */
-  deliverLocal(channel: string, event: LockEvent): void {
-    this.dispatch(channel, event);
-  }
-
   async close(): Promise<void> {
     this.closed = true;
     for (const state of this.channels.values()) clearTimeout(state.linger);
@@ -109,12 +99,6 @@ export class RedisLockSubscriber {
   private dispatch(channel: string, event: LockEvent): void {
     const state = this.channels.get(channel);
     if (!state || state.listeners.size === 0) return;
-    if (event.type === 'granted') {
-      const id = `${event.token}:${event.fence}`;
-      if (state.delivered.delete(id)) return;
-      state.delivered.add(id);
-      if (state.delivered.size > MAX_REMEMBERED) state.delivered.delete(state.delivered.values().next().value!);
-    }
     for (const listener of [...state.listeners]) listener(event);
   }
 
