@@ -1,3 +1,4 @@
+import type { ReleaseResult } from '../backends/lock-backend';
 import type { LockGuard } from '../distributed-lock';
 import { LockTimeoutError } from '../lock.errors';
 import type { ContractContext } from './contract-context';
@@ -111,8 +112,12 @@ export function waitingCases(ctx: ContractContext): void {
       }
       expect(guard.token).toBe(queued.token);
       expect(guard.fence).toBeGreaterThan(held.fence);
-      // Woken by the answer itself: no re-check, no further attempt.
-      if (ctx.backend.releaseWithHandOff) expect(ctx.backend.count('tryAcquire', queued.token)).toBe(attempts);
+      if (ctx.backend.releaseWithHandOff) {
+        // The answer named the waiter, and woke it by itself: no re-check, no further attempt.
+        const answer = ctx.backend.calls.find((c) => c.method === 'release' && c.token === held.token)!.result as ReleaseResult;
+        expect(answer).toMatchObject({ released: true, handedTo: { token: queued.token, fence: guard.fence } });
+        expect(ctx.backend.count('tryAcquire', queued.token)).toBe(attempts);
+      }
       await locks.release(guard);
       const next = (await locks.tryAcquire('answer'))!;
       expect(next.fence).toBeGreaterThan(guard.fence);

@@ -68,6 +68,11 @@ export class RedisLockBackend implements LockBackend {
   /** The check of the server's eviction policy: started by the first acquisition or ping, done once answered. */
   private evictionCheck: Promise<void> | undefined;
   private readonly logger = new Logger('RedisLockBackend');
+  /**
+   * The release with the hand-off it made. Left out with replica acknowledgement: a hand-off the
+   * replicas have not confirmed is no grant to wake a waiter with (see `subscribe`).
+   */
+  readonly releaseWithHandOff?: (key: string, token: string) => Promise<ReleaseResult>;
   /** Releases after a failed attempt, awaited by `close()`. */
   private readonly background = new BackgroundWork();
 
@@ -82,6 +87,7 @@ export class RedisLockBackend implements LockBackend {
     defineLockScripts(connection.client, scripts);
     this.host = connection.client as unknown as LockScriptHost;
     this.recheckInterval = settings.recheckInterval;
+    if (!settings.replicaAck) this.releaseWithHandOff = (key, token) => this.releaseAndRead(key, token);
     this.publish = connection.cluster && settings.shardedPubSub ? 'SPUBLISH' : 'PUBLISH';
     this.acquireMode = this.publish === 'SPUBLISH' ? 's' : 'p';
     this.releaseMode = settings.announceReleases ? (this.acquireMode === 's' ? 'S' : 'P') : this.acquireMode;
@@ -153,10 +159,10 @@ export class RedisLockBackend implements LockBackend {
   }
 
   async release(key: string, token: string): Promise<boolean> {
-    return (await this.releaseWithHandOff(key, token)).released;
+    return (await this.releaseAndRead(key, token)).released;
   }
 
-  releaseWithHandOff(key: string, token: string): Promise<ReleaseResult> {
+  private releaseAndRead(key: string, token: string): Promise<ReleaseResult> {
     const keys = redisLockKeys(key);
     const script = this.releaseScript;
     const args = [script.sha, script.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, keys.channel, token + this.releaseSuffix];
@@ -219,7 +225,7 @@ export class RedisLockBackend implements LockBackend {
   /**
    * A script of this process handed the lock to `waiter`: the hand-off the caller is told of. With
    * replica acknowledgement none (the waiter is woken by the published grant, read as a release, and
-   * re-attempts, which waits for the replicas), as `subscribe` does.
+   * re-attempts, which waits for the replicas), as in `subscribe`.
    */
   private handedOver(waiter: string, fence: number): HandOff | undefined {
     this.observe(fence);
