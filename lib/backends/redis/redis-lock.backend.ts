@@ -39,8 +39,8 @@ export interface RedisLockBackendSettings {
  * Every operation is one Lua script (acquire, extend, release), so one round trip, atomic on the
  * server, and bounded by the command timeout. TTLs run on the server clock (PX). A release hands
  * the lock to the oldest live queued waiter inside the script and publishes the grant on the
- * lock's channel; the reply says whom it was handed to (`releaseWithHandOff`, `handedTo`), so the
- * service wakes a waiter of its own at once.
+ * lock's channel; when the waiter lives in this process, the release reply wakes it at once (every
+ * subscriber of this backend, and the service through `handedTo`).
  */
 export class RedisLockBackend implements LockBackend {
   readonly name = 'redis';
@@ -108,7 +108,7 @@ export class RedisLockBackend implements LockBackend {
     const script = this.acquireScript;
     const args: Array<string | number> = [script.sha, script.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, keys.channel, token + this.acquireSuffix, ttl];
     if (queue && queue.lease > 0) args.push(queue.lease);
-    const read = (reply: unknown): AcquireResult => this.readAcquire(reply);
+    const read = (reply: unknown): AcquireResult => this.readAcquire(key, keys, reply);
     const answer = this.settings.replicaAck
       ? this.acquireAcknowledged(key, token, args.slice(2)).then(read)
       : this.connection.evalScript('acquire', script, args, read);
@@ -166,7 +166,7 @@ export class RedisLockBackend implements LockBackend {
     const keys = redisLockKeys(key);
     const script = this.releaseScript;
     const args = [script.sha, script.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, keys.channel, token + this.releaseSuffix];
-    return this.connection.evalScript('release', script, args, (reply) => this.readRelease(reply));
+    return this.connection.evalScript('release', script, args, (reply) => this.readRelease(key, keys, reply));
   }
 
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
@@ -199,7 +199,7 @@ export class RedisLockBackend implements LockBackend {
     this.observe(Number(fence));
   }
 
-  private readAcquire(reply: unknown): AcquireResult {
+  private readAcquire(key: string, keys: RedisLockKeys, reply: unknown): AcquireResult {
     const answer = readAcquireReply(this.names.acquire, reply);
     switch (answer.kind) {
       case 'granted':
@@ -208,27 +208,29 @@ export class RedisLockBackend implements LockBackend {
       case 'busy':
         return { fence: null, retryIn: answer.retryIn };
       case 'handed': {
-        const handedTo = this.handedOver(answer.waiter, answer.fence);
+        const handedTo = this.handedOver(key, keys, answer.waiter, answer.fence);
         return handedTo ? { fence: null, retryIn: answer.retryIn, handedTo } : { fence: null, retryIn: answer.retryIn };
       }
     }
   }
 
-  /** Reads a release reply, with the hand-off it made. */
-  private readRelease(reply: unknown): ReleaseResult {
+  /** Reads a release reply, with the hand-off it made (delivered at once to a waiter of this process). */
+  private readRelease(key: string, keys: RedisLockKeys, reply: unknown): ReleaseResult {
     const answer = readReleaseReply(this.names.release, reply);
     if (typeof answer === 'boolean') return { released: answer };
-    const handedTo = this.handedOver(answer.waiter, answer.fence);
+    const handedTo = this.handedOver(key, keys, answer.waiter, answer.fence);
     return handedTo ? { released: true, handedTo } : { released: true };
   }
 
   /**
-   * A script of this process handed the lock to `waiter`: the hand-off the caller is told of. With
-   * replica acknowledgement none (the waiter is woken by the published grant, read as a release, and
-   * re-attempts, which waits for the replicas), as in `subscribe`.
+   * A script of this process handed the lock to `waiter`: a subscriber of this backend is woken at
+   * once (the published grant that follows is then dropped), and the caller is told. With replica
+   * acknowledgement the caller is told nothing: the grant reaches subscribers as a release (see
+   * `subscribe`), and the waiter's re-attempt waits for the replicas.
    */
-  private handedOver(waiter: string, fence: number): HandOff | undefined {
+  private handedOver(key: string, keys: RedisLockKeys, waiter: string, fence: number): HandOff | undefined {
     this.observe(fence);
+    this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: waiter, fence: BigInt(fence) });
     return this.settings.replicaAck ? undefined : { token: waiter, fence: BigInt(fence) };
   }
 

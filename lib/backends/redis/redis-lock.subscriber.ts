@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
+import { BoundedSet } from '../../bounded-set';
 import { LockBackendError } from '../../lock.errors';
 import type { LockEvent } from '../lock-backend';
 import { RedisConnection } from './redis-connection';
@@ -12,10 +13,14 @@ interface Channel {
   live: Promise<void>;
   /** Pending unsubscription once the last listener left. */
   linger?: NodeJS.Timeout;
+  /** Grants delivered by one path (reply or message) whose twin from the other path is still due. */
+  readonly delivered: BoundedSet;
 }
 
 /** How long a channel stays subscribed after its last listener left, so busy keys do not churn. */
 const LINGER_MS = 2_000;
+/** Grants remembered per channel for de-duplication; older ones are forgotten (their twin was lost). */
+const MAX_REMEMBERED = 256;
 const TOKEN_LENGTH = 32;
 
 /** Reads a message published by the lock scripts: `r` (released) or `g<token><fence>` (granted). */
@@ -34,8 +39,9 @@ export function parseLockMessage(key: string, message: string): LockEvent | unde
  * Cluster so that each message stays on its shard). The connection is a duplicate of the backend's
  * client, opened on first use and closed by `close()`.
  *
- * Listeners get the published messages only. A hand-off made by this process also reaches its
- * waiter through the reply of the script that made it (`handedTo`, delivered by the service).
+ * A hand-off reaches a waiter by whichever path is first: the release reply (when the releasing
+ * backend is this one) or the published message; the second is dropped, so listeners see each
+ * event at most once.
  */
 export class RedisLockSubscriber {
   private connection: RedisConnection | undefined;
@@ -52,7 +58,7 @@ export class RedisLockSubscriber {
   async subscribe(channel: string, key: string, listener: Listener): Promise<() => void> {
     let state = this.channels.get(channel);
     if (!state) {
-      const created: Channel = { key, listeners: new Set(), live: Promise.resolve() };
+      const created: Channel = { key, listeners: new Set(), delivered: new BoundedSet(MAX_REMEMBERED), live: Promise.resolve() };
       created.live = this.send('subscribe', channel).catch((error: unknown) => {
         if (this.channels.get(channel) === created) this.channels.delete(channel);
         throw error;
@@ -89,6 +95,11 @@ export class RedisLockSubscriber {
     };
   }
 
+  /** Delivers an event this process learnt from a command reply (a hand-off by its own release). */
+  deliverLocal(channel: string, event: LockEvent): void {
+    this.dispatch(channel, event);
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     for (const state of this.channels.values()) clearTimeout(state.linger);
@@ -99,6 +110,11 @@ export class RedisLockSubscriber {
   private dispatch(channel: string, event: LockEvent): void {
     const state = this.channels.get(channel);
     if (!state || state.listeners.size === 0) return;
+    if (event.type === 'granted') {
+      const id = `${event.token}:${event.fence}`;
+      if (state.delivered.delete(id)) return;
+      state.delivered.add(id);
+    }
     for (const listener of [...state.listeners]) listener(event);
   }
 

@@ -200,9 +200,9 @@ describe('redisBackend on the shared Redis', () => {
 
     it('waits in close() for the release it sends in the background after a failed attempt', async () => {
       const b = backend();
-      // The lease key holds another type: the attempt fails on the server, so the backend gives back
-      // in the background whatever the attempt may have taken.
-      await raw.hset(redisLockKeys('lock:failed-attempt').lease, 'x', '1');
+      // A key of the lock holds another type: the attempt fails on the server, so the backend gives
+      // back in the background whatever the attempt may have taken.
+      await raw.set(redisLockKeys('lock:failed-attempt').waiters, 'not a hash');
       let letGo!: () => void;
       const gate = new Promise<void>((resolve) => (letGo = resolve));
       let backgroundRelease: Promise<unknown> | undefined;
