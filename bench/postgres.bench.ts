@@ -4,7 +4,13 @@ import { DistributedLockService } from '../lib';
 import { postgresBackend } from '../lib/postgres';
 import { PostgresLockNames } from '../lib/backends/postgres/postgres-lock.names';
 import { PostgresLockStatements } from '../lib/backends/postgres/postgres-lock.statements';
-import { runContention, runThroughput, type ContentionResult, type LockUnderTest, type ThroughputResult } from './harness/lock-bench.harness';
+import {
+  runContention,
+  runThroughput,
+  type ContentionResult,
+  type LockUnderTest,
+  type ThroughputResult,
+} from './harness/lock-bench.harness';
 import { advisoryLockPackage, leaseFloor, sessionAdvisoryLocks } from './harness/postgres-anchors';
 import { serviceLock } from './harness/service-lock';
 
@@ -14,7 +20,8 @@ const RELAXED = "postgresBackend (durability 'relaxed')";
 const ADVISORY_PACKAGE = 'advisory-lock 2.0.0';
 const ADVISORY_CEILING = 'session advisory locks, 8 dedicated conns';
 
-const fixed = (n: number | undefined, digits: number): string => (n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits));
+const fixed = (n: number | undefined, digits: number): string =>
+  n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits);
 
 /**
  * `npm run bench:postgres`: the PostgreSQL backend side by side with the raw floor (the same lease
@@ -27,9 +34,19 @@ async function main(): Promise<void> {
   const backend = postgresBackend({ connection: url, schema, applicationName: 'dl-bench' });
   await backend.ready();
   const locks = new DistributedLockService({ backend, keyPrefix: 'bench:', ttl: 30_000, wait: 60_000 });
-  const relaxedBackend = postgresBackend({ connection: url, schema, applicationName: 'dl-bench-relaxed', durability: 'relaxed' });
+  const relaxedBackend = postgresBackend({
+    connection: url,
+    schema,
+    applicationName: 'dl-bench-relaxed',
+    durability: 'relaxed',
+  });
   await relaxedBackend.ready();
-  const relaxedLocks = new DistributedLockService({ backend: relaxedBackend, keyPrefix: 'bench-relaxed:', ttl: 30_000, wait: 60_000 });
+  const relaxedLocks = new DistributedLockService({
+    backend: relaxedBackend,
+    keyPrefix: 'bench-relaxed:',
+    ttl: 30_000,
+    wait: 60_000,
+  });
   const floorPool = new Pool({ connectionString: url, max: 10, application_name: 'dl-bench-floor' });
   const statements = new PostgresLockStatements(new PostgresLockNames({ schema }), 5_000, false);
   const library = serviceLock(locks);
@@ -56,7 +73,11 @@ async function main(): Promise<void> {
       for (const [name] of order) {
         const mine = runs.filter((r) => r.name === name);
         console.error(`  ${name}: ${mine.map((r) => r.opsPerSecond.toFixed(0)).join(' / ')} ops/s`);
-        throughput.push({ name, concurrency, opsPerSecond: mine.reduce((sum, r) => sum + r.opsPerSecond, 0) / mine.length });
+        throughput.push({
+          name,
+          concurrency,
+          opsPerSecond: mine.reduce((sum, r) => sum + r.opsPerSecond, 0) / mine.length,
+        });
       }
       throughput.push(await runThroughput(ADVISORY_PACKAGE, advisory, { concurrency }));
     }
@@ -101,8 +122,12 @@ async function main(): Promise<void> {
     'PostgreSQL backend: uncontended acquire+release (mean of 2 × 2 s, mirrored order; advisory-lock 1 × 3 s) and contended (8 workers, 1 key, hold 2 ms, think 1 ms, 5 s)',
   );
   console.table(rows);
-  console.log('Targets: seq and 8 in flight ≥ 0.90 × floor; contended utilisation ≥ 0.75, p99 ≤ 30 ms, Jain ≥ 0.98, 0 overlaps.');
-  console.log("The floor sends the statements of durability 'full'. × floor of the 'relaxed' row compares different durability.");
+  console.log(
+    'Targets: seq and 8 in flight ≥ 0.90 × floor; contended utilisation ≥ 0.75, p99 ≤ 30 ms, Jain ≥ 0.98, 0 overlaps.',
+  );
+  console.log(
+    "The floor sends the statements of durability 'full'. × floor of the 'relaxed' row compares different durability.",
+  );
 }
 
 void main().catch((error: unknown) => {

@@ -26,7 +26,9 @@ const SEMAPHORE = 'redis-semaphore 5.8.0';
 function countingExtensions(backend: LockBackend): { backend: LockBackend; calls: number[]; failures: number } {
   const stats = { backend, calls: [] as number[], failures: 0 };
   const inner = backend.extendMany!.bind(backend);
-  (backend as { extendMany: (items: readonly ExtendItem[]) => Promise<Array<boolean | Error>> }).extendMany = async (items) => {
+  (backend as { extendMany: (items: readonly ExtendItem[]) => Promise<Array<boolean | Error>> }).extendMany = async (
+    items,
+  ) => {
     stats.calls.push(items.length);
     const results = await inner(items);
     stats.failures += results.filter((r) => r !== true).length;
@@ -121,7 +123,12 @@ async function main(): Promise<void> {
   const floorAutoClient = new Redis(REDIS_URL, { keyPrefix: prefix, enableAutoPipelining: true });
   const redlockClient = new Redis(REDIS_URL, { keyPrefix: prefix });
   const semaphoreClient = new Redis(REDIS_URL, { keyPrefix: prefix });
-  const locks = new DistributedLockService({ backend: redisBackend({ url: REDIS_URL }), keyPrefix: prefix, ttl: 30_000, wait: 60_000 });
+  const locks = new DistributedLockService({
+    backend: redisBackend({ url: REDIS_URL }),
+    keyPrefix: prefix,
+    ttl: 30_000,
+    wait: 60_000,
+  });
 
   const candidates: Array<[string, ReturnType<typeof serviceLock>]> = [
     [LIBRARY, serviceLock(locks)],
@@ -132,13 +139,19 @@ async function main(): Promise<void> {
   ];
   try {
     console.log(`Redis at ${new URL(REDIS_URL).host}; Node ${process.version}; other work may share this machine.\n`);
-    console.log(`Uncontended acquire+release (median of ${ROUNDS} interleaved rounds of 1 s each, so load from other work hits every candidate alike)`);
+    console.log(
+      `Uncontended acquire+release (median of ${ROUNDS} interleaved rounds of 1 s each, so load from other work hits every candidate alike)`,
+    );
     const throughput: ThroughputResult[] = [];
     for (const concurrency of [1, 64]) {
       const rounds = new Map<string, number[]>(candidates.map(([name]) => [name, []]));
       for (let round = 0; round < ROUNDS; round++) {
         for (const [name, lock] of candidates) {
-          const result = await runThroughput(name, lock, { concurrency, durationMs: 1_000, prefix: `tp:${concurrency}` });
+          const result = await runThroughput(name, lock, {
+            concurrency,
+            durationMs: 1_000,
+            prefix: `tp:${concurrency}`,
+          });
           rounds.get(name)!.push(result.opsPerSecond);
         }
       }
@@ -157,14 +170,16 @@ async function main(): Promise<void> {
     const many = await manyHeld(prefix, admin);
     console.table([many]);
 
-    const tp = (name: string, c: number): number => throughput.find((r) => r.name === name && r.concurrency === c)!.opsPerSecond;
+    const tp = (name: string, c: number): number =>
+      throughput.find((r) => r.name === name && r.concurrency === c)!.opsPerSecond;
     const ct = (name: string): ContentionResult => contention.find((r) => r.name === name)!;
     const ours = ct(LIBRARY);
     const rows: Array<Record<string, string>> = [];
     const row = (metric: string, values: Record<string, number>, digits: number, lowerIsBetter = false): void => {
       const mine = values[LIBRARY];
       const r: Record<string, string> = { metric };
-      for (const [name, value] of Object.entries(values)) r[name] = Number.isFinite(value) ? value.toFixed(digits) : '-';
+      for (const [name, value] of Object.entries(values))
+        r[name] = Number.isFinite(value) ? value.toFixed(digits) : '-';
       for (const anchor of [FLOOR, REDLOCK, SEMAPHORE]) {
         const other = values[anchor];
         r[`vs ${anchor.split(' ')[0] === 'raw' ? 'floor' : anchor.split(' ')[0]}`] =
@@ -177,11 +192,33 @@ async function main(): Promise<void> {
     }
     const contended = (pick: (r: ContentionResult) => number): Record<string, number> =>
       Object.fromEntries([LIBRARY, REDLOCK, SEMAPHORE].map((n) => [n, pick(ct(n))]));
-    row('utilisation', contended((r) => r.utilisation), 3);
-    row('p99 wait ms (ratio: x better)', contended((r) => r.p99Wait), 1, true);
-    row('max wait ms (ratio: x better)', contended((r) => r.maxWait), 1, true);
-    row('Jain fairness', contended((r) => r.fairness), 3);
-    row('overlaps', contended((r) => r.overlaps), 0);
+    row(
+      'utilisation',
+      contended((r) => r.utilisation),
+      3,
+    );
+    row(
+      'p99 wait ms (ratio: x better)',
+      contended((r) => r.p99Wait),
+      1,
+      true,
+    );
+    row(
+      'max wait ms (ratio: x better)',
+      contended((r) => r.maxWait),
+      1,
+      true,
+    );
+    row(
+      'Jain fairness',
+      contended((r) => r.fairness),
+      3,
+    );
+    row(
+      'overlaps',
+      contended((r) => r.overlaps),
+      0,
+    );
     console.log(`Summary (ratios: ${LIBRARY} against each anchor; above 1 is better)`);
     console.table(rows);
     console.log(

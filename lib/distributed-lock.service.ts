@@ -1,16 +1,17 @@
 import { Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { releaseOn, type HandOff, type LockBackend } from './backends/lock-backend';
 import { BackgroundWork } from './background-work';
-import type {
-  AcquireOptions,
-  HeldLock,
-  LockGuard,
-  TryAcquireOptions,
-  WithLockOptions,
-} from './distributed-lock';
+import type { AcquireOptions, HeldLock, LockGuard, TryAcquireOptions, WithLockOptions } from './distributed-lock';
 import { DistributedLock } from './distributed-lock';
 import { driftMargin, SHUTDOWN_RELEASE_TIMEOUT } from './lock.constants';
-import { errorText, InvalidLockOptionsError, LockBackendError, LockError, LockLostError, LockTimeoutError } from './lock.errors';
+import {
+  errorText,
+  InvalidLockOptionsError,
+  LockBackendError,
+  LockError,
+  LockLostError,
+  LockTimeoutError,
+} from './lock.errors';
 import { Acquisition, type AcquisitionHost, type Grant } from './lock-acquisition';
 import { monotonicNow, settleWithin, toEpochMs } from './lock-clock';
 import { findHold, runHolding } from './lock-context';
@@ -234,7 +235,8 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     for (const lease of leases) {
       this.forget(lease);
       lease.releasedAtShutdown = true;
-      if (lease instanceof WithLockLease) lease.lose(new LockLostError(lease.guard.key, 'the application is shutting down'));
+      if (lease instanceof WithLockLease)
+        lease.lose(new LockLostError(lease.guard.key, 'the application is shutting down'));
     }
     const releases = leases.map((lease) => this.releaseOnBackend(lease.backendKey, lease.token));
     // Stopped waits give back what they may hold once their last call returns.
@@ -250,10 +252,12 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     try {
       value = await runHolding(outer, () => fn(outer.guard));
     } catch (error) {
-      if (outer.lost) throw new LockLostError(outer.guard.key, outer.lost.detail, { workSucceeded: false, cause: error });
+      if (outer.lost)
+        throw new LockLostError(outer.guard.key, outer.lost.detail, { workSucceeded: false, cause: error });
       throw error;
     }
-    if (!outer.live() && outer.lost) throw new LockLostError(outer.guard.key, outer.lost.detail, { workSucceeded: true });
+    if (!outer.live() && outer.lost)
+      throw new LockLostError(outer.guard.key, outer.lost.detail, { workSucceeded: true });
     return value;
   }
 
@@ -365,7 +369,9 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     try {
       return await this.backend.extend(lease.backendKey, lease.token, ms);
     } catch (error) {
-      this.logger.warn(`Keeping lock "${lease.guard.key}" for its minHold failed (it ends by its TTL instead): ${errorText(error)}`);
+      this.logger.warn(
+        `Keeping lock "${lease.guard.key}" for its minHold failed (it ends by its TTL instead): ${errorText(error)}`,
+      );
       return undefined;
     }
   }
@@ -386,7 +392,9 @@ export class DistributedLockService extends DistributedLock implements OnApplica
 
   /** A backend's failure as the service reports it: a LockError as it is, anything else as LockBackendError. */
   private backendFailure(error: unknown): LockError {
-    return error instanceof LockError ? error : new LockBackendError(this.backend.name, errorText(error), { cause: error });
+    return error instanceof LockError
+      ? error
+      : new LockBackendError(this.backend.name, errorText(error), { cause: error });
   }
 
   private async extendBatch(items: { key: string; token: string; ttl: number }[]): Promise<Array<boolean | Error>> {

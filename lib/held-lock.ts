@@ -20,12 +20,25 @@ export class Guard implements LockGuard {
 
   /** Guards go into logs: fences are bigints, which JSON.stringify cannot write on its own. */
   toJSON(): Record<string, unknown> {
-    return { key: this.key, token: this.token, fence: this.fence.toString(), acquiredAt: this.acquiredAt, expiresAt: this.expiresAt };
+    return {
+      key: this.key,
+      token: this.token,
+      fence: this.fence.toString(),
+      acquiredAt: this.acquiredAt,
+      expiresAt: this.expiresAt,
+    };
   }
 }
 
 export class Held extends Guard implements HeldLock {
-  constructor(key: string, token: string, fence: bigint, acquiredAt: number, expiresAt: number, readonly signal: AbortSignal) {
+  constructor(
+    key: string,
+    token: string,
+    fence: bigint,
+    acquiredAt: number,
+    expiresAt: number,
+    readonly signal: AbortSignal,
+  ) {
     super(key, token, fence, acquiredAt, expiresAt);
   }
 }
@@ -136,4 +149,3 @@ export class WithLockLease implements Lease, Hold {
     this.controller.abort(RELEASED);
   }
 }
-

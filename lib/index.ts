@@ -9,17 +9,19 @@ export { DistributedLockService } from './distributed-lock.service';
 export { WithLock } from './decorators/with-lock.decorator';
 export type { LockKey, WithLockDecoratorOptions } from './decorators/with-lock.decorator';
 export { currentLock } from './lock-context';
-export {
-  InvalidLockOptionsError,
-  LockBackendError,
-  LockError,
-  LockLostError,
-  LockTimeoutError,
-} from './lock.errors';
+export { InvalidLockOptionsError, LockBackendError, LockError, LockLostError, LockTimeoutError } from './lock.errors';
 export { LockErrorFilter } from './filters/lock-error.filter';
 export type { LockErrorCode, LockErrorReply } from './filters/lock-error-reply';
 export { LOCK_BACKEND, LockBackend } from './backends/lock-backend';
-export type { AcquireResult, ExtendItem, HandOff, LockBackendCapabilities, LockEvent, QueueOptions, ReleaseResult } from './backends/lock-backend';
+export type {
+  AcquireResult,
+  ExtendItem,
+  HandOff,
+  LockBackendCapabilities,
+  LockEvent,
+  QueueOptions,
+  ReleaseResult,
+} from './backends/lock-backend';
 export { memoryBackend, MemoryLockBackend } from './backends/memory/memory-lock.backend';
 export { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT, MAX_KEY_BYTES, MAX_TIMER_DELAY } from './lock.constants';
 // The Redis and PostgreSQL backends are exported from `nestjs-distributed-lock/redis` and

@@ -94,7 +94,9 @@ export class Acquisition {
       const onAbort = (): void => this.stop(signal!.reason);
       signal?.addEventListener('abort', onAbort, { once: true });
       // A pending wait with a deadline keeps the process alive until it is answered.
-      const cancelDeadline = Number.isFinite(this.wait) ? scheduleAt(this.deadline, () => this.stop(this.timeout()), true) : undefined;
+      const cancelDeadline = Number.isFinite(this.wait)
+        ? scheduleAt(this.deadline, () => this.stop(this.timeout()), true)
+        : undefined;
       this.host.waiting.set(this.token, this);
       const done = (): void => {
         signal?.removeEventListener('abort', onAbort);
@@ -143,7 +145,8 @@ export class Acquisition {
         this.ttl,
         queueLease === undefined ? undefined : { lease: queueLease },
       );
-      if (result.fence === null && result.retryIn !== undefined) this.holderLeft = { retryIn: result.retryIn, at: monotonicNow() };
+      if (result.fence === null && result.retryIn !== undefined)
+        this.holderLeft = { retryIn: result.retryIn, at: monotonicNow() };
       if (result.handedTo) this.host.handedOver(this.backendKey, result.handedTo);
       return result;
     } catch (error) {

@@ -2,7 +2,13 @@ import type { LockBackend, LockBackendCapabilities } from './backends/lock-backe
 import type { DistributedLockSettings } from './distributed-lock.service';
 import { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT } from './lock.constants';
 import { InvalidLockOptionsError } from './lock.errors';
-import { describeValue, validateKeyPrefix, validateOptionsObject, validateTtlOption, validateWaitOption } from './lock.validation';
+import {
+  describeValue,
+  validateKeyPrefix,
+  validateOptionsObject,
+  validateTtlOption,
+  validateWaitOption,
+} from './lock.validation';
 
 const MODULE_OPTION_NAMES = ['backend', 'keyPrefix', 'ttl', 'wait', 'isGlobal', 'errorFilters'] as const;
 /** Options read when the module is defined (the builder's extras), not from what a factory returns. */
@@ -88,15 +94,21 @@ function validateCapabilities(capabilities: unknown, where: string): void {
   if (capabilities === undefined) return;
   const allowed = `{ fifo?: boolean, fencing?: ${FENCING_VALUES.map((v) => `'${v}'`).join(' | ')} }`;
   if (capabilities === null || typeof capabilities !== 'object' || Array.isArray(capabilities)) {
-    throw new InvalidLockOptionsError(`Invalid ${where}: capabilities must be ${allowed}, got ${describeValue(capabilities)}`);
+    throw new InvalidLockOptionsError(
+      `Invalid ${where}: capabilities must be ${allowed}, got ${describeValue(capabilities)}`,
+    );
   }
   const flags = capabilities as Record<string, unknown>;
   const unknown = Object.keys(flags).filter((flag) => !(CAPABILITY_FLAGS as readonly string[]).includes(flag));
   if (unknown.length > 0) {
-    throw new InvalidLockOptionsError(`Invalid ${where}: unknown capabilities ${unknown.join(', ')}; allowed: ${allowed}`);
+    throw new InvalidLockOptionsError(
+      `Invalid ${where}: unknown capabilities ${unknown.join(', ')}; allowed: ${allowed}`,
+    );
   }
   if (flags.fifo !== undefined && typeof flags.fifo !== 'boolean') {
-    throw new InvalidLockOptionsError(`Invalid ${where}: capabilities.fifo must be a boolean, got ${describeValue(flags.fifo)}`);
+    throw new InvalidLockOptionsError(
+      `Invalid ${where}: capabilities.fifo must be a boolean, got ${describeValue(flags.fifo)}`,
+    );
   }
   if (flags.fencing !== undefined && !(FENCING_VALUES as readonly unknown[]).includes(flags.fencing)) {
     throw new InvalidLockOptionsError(

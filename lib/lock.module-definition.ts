@@ -11,7 +11,10 @@ export const {
   .setFactoryMethodName('createLockOptions')
   // Options read when the module is defined, not from a factory: `isGlobal`, and `errorFilters`
   // (whether the module registers LockErrorFilter; LockModule adds its providers).
-  .setExtras({ isGlobal: false, errorFilters: true }, (definition, extras) => ({ ...definition, global: extras.isGlobal === true }))
+  .setExtras({ isGlobal: false, errorFilters: true }, (definition, extras) => ({
+    ...definition,
+    global: extras.isGlobal === true,
+  }))
   .build();
 
 /** A class for `forRootAsync({ useClass })` / `useExisting`: it returns the module's options. */

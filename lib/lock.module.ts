@@ -8,7 +8,12 @@ import { LockErrorFilter } from './filters/lock-error.filter';
 import { LockGatewayFilters } from './filters/lock-gateway-filters';
 import { errorText } from './lock.errors';
 import type { LockModuleOptions } from './lock-module-options';
-import { CHECKED_OPTIONS, resolveModuleSettings, validateModuleOptions, validateStaticModuleOptions } from './lock-module-settings';
+import {
+  CHECKED_OPTIONS,
+  resolveModuleSettings,
+  validateModuleOptions,
+  validateStaticModuleOptions,
+} from './lock-module-settings';
 import {
   ConfigurableLockModule,
   LOCK_MODULE_ASYNC_OPTIONS_TYPE,
@@ -23,7 +28,10 @@ import {
 const ERROR_FILTER_PROVIDERS: Provider[] = [{ provide: APP_FILTER, useClass: LockErrorFilter }, LockGatewayFilters];
 
 /** The module as the builder defined it, global when asked, with the error filters unless turned off. */
-function withStaticOptions(definition: DynamicModule, options: { isGlobal?: boolean; errorFilters?: boolean }): DynamicModule {
+function withStaticOptions(
+  definition: DynamicModule,
+  options: { isGlobal?: boolean; errorFilters?: boolean },
+): DynamicModule {
   return {
     ...definition,
     global: options.isGlobal === true,
@@ -72,9 +80,7 @@ export class LockModule extends ConfigurableLockModule implements OnApplicationB
    */
   onApplicationBootstrap(): void {
     this.backend.ping().catch((error: unknown) => {
-      new Logger('DistributedLock').warn(
-        `Lock backend ${this.backend.name} does not answer yet: ${errorText(error)}`,
-      );
+      new Logger('DistributedLock').warn(`Lock backend ${this.backend.name} does not answer yet: ${errorText(error)}`);
     });
   }
 
@@ -83,7 +89,10 @@ export class LockModule extends ConfigurableLockModule implements OnApplicationB
     const checked = validateModuleOptions(options, 'LockModule.forRoot');
     // The options provider gets only the lock options, whatever the builder of this Nest version keeps.
     const { isGlobal: _isGlobal, errorFilters: _errorFilters, ...lockOptions } = checked;
-    return withStaticOptions(super.forRoot({ ...lockOptions, [CHECKED_OPTIONS]: true } as typeof LOCK_MODULE_OPTIONS_TYPE), options);
+    return withStaticOptions(
+      super.forRoot({ ...lockOptions, [CHECKED_OPTIONS]: true } as typeof LOCK_MODULE_OPTIONS_TYPE),
+      options,
+    );
   }
 
   /**

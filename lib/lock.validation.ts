@@ -18,13 +18,17 @@ const KEY_RULE = `a non-empty string of at most ${MAX_KEY_BYTES} UTF-8 bytes, wi
 
 function checkKeyText(what: string, value: unknown, maxBytes: number, rule: string, allowEmpty: boolean): string {
   if (typeof value !== 'string') {
-    throw new InvalidLockOptionsError(`Invalid ${what}: expected ${rule}, got ${describeValue(value)} (${typeof value})`);
+    throw new InvalidLockOptionsError(
+      `Invalid ${what}: expected ${rule}, got ${describeValue(value)} (${typeof value})`,
+    );
   }
   if (value.length === 0 && !allowEmpty) {
     throw new InvalidLockOptionsError(`Invalid ${what}: expected ${rule}, got an empty string`);
   }
   if (value.includes('\u0000')) {
-    throw new InvalidLockOptionsError(`Invalid ${what}: expected ${rule}, got ${describeValue(value)} with a NUL character`);
+    throw new InvalidLockOptionsError(
+      `Invalid ${what}: expected ${rule}, got ${describeValue(value)} with a NUL character`,
+    );
   }
   if (!value.isWellFormed()) {
     throw new InvalidLockOptionsError(
@@ -33,7 +37,9 @@ function checkKeyText(what: string, value: unknown, maxBytes: number, rule: stri
   }
   const bytes = Buffer.byteLength(value, 'utf8');
   if (bytes > maxBytes) {
-    throw new InvalidLockOptionsError(`Invalid ${what}: expected ${rule}, got ${describeValue(value)} of ${bytes} bytes`);
+    throw new InvalidLockOptionsError(
+      `Invalid ${what}: expected ${rule}, got ${describeValue(value)} of ${bytes} bytes`,
+    );
   }
   return value;
 }
@@ -82,7 +88,8 @@ export function validateWait(wait: unknown, where = 'wait'): number {
 /** What a duration string may look like: `'30000'` (ms), `'500ms'`, `'30s'`, `'1.5m'`, `'1h'`. */
 const DURATION_PATTERN = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/;
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
-const DURATION_RULE = "or a string of digits with an optional unit ms, s, m or h, such as '30000', '500ms', '30s', '2m' or '1h'";
+const DURATION_RULE =
+  "or a string of digits with an optional unit ms, s, m or h, such as '30000', '500ms', '30s', '2m' or '1h'";
 
 /**
  * A module-level duration in milliseconds. Numbers pass through unchanged; strings, as read from the
@@ -132,7 +139,9 @@ function fromString(text: string, check: () => number): number {
 export function validateSignal(signal: unknown): AbortSignal | undefined {
   if (signal === undefined) return undefined;
   if (!(signal instanceof AbortSignal)) {
-    throw new InvalidLockOptionsError(`Invalid signal: expected an AbortSignal or undefined, got ${describeValue(signal)}`);
+    throw new InvalidLockOptionsError(
+      `Invalid signal: expected an AbortSignal or undefined, got ${describeValue(signal)}`,
+    );
   }
   return signal;
 }

@@ -28,7 +28,9 @@ export function loadOptionalPeer<T>(name: string, peer: OptionalPeer): T {
   try {
     module = peer.load() as T;
   } catch (error) {
-    throw new MissingPeerDependencyError(name, peer.install ?? `npm install ${name}`, peer.neededBy, peer.version, { cause: error });
+    throw new MissingPeerDependencyError(name, peer.install ?? `npm install ${name}`, peer.neededBy, peer.version, {
+      cause: error,
+    });
   }
   loaded.set(name, module);
   return module;

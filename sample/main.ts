@@ -28,13 +28,17 @@ async function main(): Promise<void> {
   const apps: INestApplication[] = [];
   try {
     for (let i = 0; i < instances; i++) {
-      const app = await NestFactory.create(AppModule.register(backendFromName(backendName)), { logger: ['error', 'warn'] });
+      const app = await NestFactory.create(AppModule.register(backendFromName(backendName)), {
+        logger: ['error', 'warn'],
+      });
       await app.listen(0, '127.0.0.1');
       apps.push(app);
     }
     const urls = await Promise.all(apps.map((app) => app.getUrl()));
     console.log(`Counter app on the ${backendName} backend: ${instances} instance(s) at ${urls.join(', ')}`);
-    console.log(`Each run: ${requests} concurrent POSTs, spread over the instances; each reads the counter, waits, writes it + 1.\n`);
+    console.log(
+      `Each run: ${requests} concurrent POSTs, spread over the instances; each reads the counter, waits, writes it + 1.\n`,
+    );
 
     const rows = [];
     for (const endpoint of ['unsafe', 'safe'] as const) {

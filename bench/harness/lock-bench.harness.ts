@@ -61,7 +61,8 @@ export async function runContention(
   await Promise.all(Array.from({ length: workers }, (_, id) => worker(id)));
 
   waits.sort((a, b) => a - b);
-  const pick = (q: number): number => (waits.length ? waits[Math.min(waits.length - 1, Math.floor(q * waits.length))] : NaN);
+  const pick = (q: number): number =>
+    waits.length ? waits[Math.min(waits.length - 1, Math.floor(q * waits.length))] : NaN;
   const sum = counts.reduce((a, b) => a + b, 0);
   const sumSq = counts.reduce((a, b) => a + b * b, 0);
   return {

@@ -16,7 +16,11 @@ async function lastRow(pool: Pool, text: string): Promise<Row> {
  * The raw floor: the very statements the backend sends, from a bare pg pool, with no service, no
  * queue and no notifications. A busy key is polled again every `pollMs`.
  */
-export function leaseFloor(pool: Pool, statements: PostgresLockStatements, { ttl = 30_000, pollMs = 1 } = {}): LockUnderTest {
+export function leaseFloor(
+  pool: Pool,
+  statements: PostgresLockStatements,
+  { ttl = 30_000, pollMs = 1 } = {},
+): LockUnderTest {
   return async (key) => {
     const token = randomBytes(16).toString('hex');
     for (;;) {
@@ -40,7 +44,10 @@ export function advisoryLockPackage(url: string): LockUnderTest {
  * Session advisory locks on dedicated connections (one per concurrent holder or waiter): the server
  * itself wakes the next waiter and nothing is WAL-logged, the hand-off ceiling of the server.
  */
-export async function sessionAdvisoryLocks(url: string, connections: number): Promise<{ lock: LockUnderTest; close: () => Promise<void> }> {
+export async function sessionAdvisoryLocks(
+  url: string,
+  connections: number,
+): Promise<{ lock: LockUnderTest; close: () => Promise<void> }> {
   const clients = await Promise.all(
     Array.from({ length: connections }, async () => {
       const client = new Client({ connectionString: url, application_name: 'dl-bench-advisory' });

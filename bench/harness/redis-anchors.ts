@@ -13,7 +13,9 @@ const COMPARE_AND_DELETE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return
  */
 export function rawIoredisFloor(client: Redis, ttl = 30_000): LockUnderTest {
   client.defineCommand('benchFloorRelease', { numberOfKeys: 1, lua: COMPARE_AND_DELETE });
-  const release = (client as unknown as { benchFloorRelease(key: string, token: string): Promise<number> }).benchFloorRelease.bind(client);
+  const release = (
+    client as unknown as { benchFloorRelease(key: string, token: string): Promise<number> }
+  ).benchFloorRelease.bind(client);
   return async (key) => {
     const token = randomBytes(16).toString('hex');
     for (let i = 0; ; i++) {

@@ -3,7 +3,14 @@ import { PROPERTY_DEPS_METADATA } from '@nestjs/common/constants';
 import { DistributedLock } from '../distributed-lock';
 import { LOCK_SERVICE_PROPERTY, WITH_LOCK_METADATA } from '../lock.constants';
 import { errorText, InvalidLockOptionsError, LockTimeoutError } from '../lock.errors';
-import { describeValue, validateKey, validateMinHold, validateOptionsObject, validateTtl, validateWait } from '../lock.validation';
+import {
+  describeValue,
+  validateKey,
+  validateMinHold,
+  validateOptionsObject,
+  validateTtl,
+  validateWait,
+} from '../lock.validation';
 
 /** The key of a `@WithLock` method: a string, or a function of the method's arguments (`this` is the instance). */
 export type LockKey<TArgs extends unknown[] = any[]> = string | ((this: any, ...args: TArgs) => string);
@@ -51,7 +58,10 @@ const logger = new Logger('DistributedLock');
  */
 export function WithLock(key: LockKey, options?: WithLockDecoratorOptions): MethodDecorator;
 export function WithLock(options: WithLockMetadata): MethodDecorator;
-export function WithLock(keyOrOptions: LockKey | WithLockMetadata, options?: WithLockDecoratorOptions): MethodDecorator {
+export function WithLock(
+  keyOrOptions: LockKey | WithLockMetadata,
+  options?: WithLockDecoratorOptions,
+): MethodDecorator {
   const metadata = readDecoratorOptions(keyOrOptions, options);
   return (target, propertyKey, descriptor) => {
     const original = descriptor.value as unknown;
@@ -116,7 +126,9 @@ function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLock
     opts = validateOptionsObject('@WithLock options', options, OPTION_NAMES);
   } else if (keyOrOptions !== null && typeof keyOrOptions === 'object' && !Array.isArray(keyOrOptions)) {
     if (options !== undefined) {
-      throw new InvalidLockOptionsError('Invalid @WithLock call: pass either (key, options) or ({ key, ...options }), not both');
+      throw new InvalidLockOptionsError(
+        'Invalid @WithLock call: pass either (key, options) or ({ key, ...options }), not both',
+      );
     }
     const { key: k, ...rest } = keyOrOptions as Record<string, unknown>;
     key = k;
@@ -136,7 +148,9 @@ function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLock
   if (opts.wait !== undefined) validateWait(opts.wait, '@WithLock wait');
   if (opts.minHold !== undefined) validateMinHold(opts.minHold, '@WithLock minHold');
   if (opts.onBusy !== undefined && opts.onBusy !== 'throw' && opts.onBusy !== 'skip') {
-    throw new InvalidLockOptionsError(`Invalid @WithLock onBusy: expected 'throw' or 'skip', got ${describeValue(opts.onBusy)}`);
+    throw new InvalidLockOptionsError(
+      `Invalid @WithLock onBusy: expected 'throw' or 'skip', got ${describeValue(opts.onBusy)}`,
+    );
   }
   return {
     key: key as LockKey,

@@ -47,7 +47,8 @@ export class LockErrorFilter implements ExceptionFilter {
     const response = host.switchToHttp().getResponse<unknown>();
     if (error instanceof LockTimeoutError) {
       // Whole seconds, rounded up, when the backend told how long the holder's lease has left.
-      if (error.retryIn !== undefined) adapter.setHeader(response, 'Retry-After', String(Math.max(1, Math.ceil(error.retryIn / 1000))));
+      if (error.retryIn !== undefined)
+        adapter.setHeader(response, 'Retry-After', String(Math.max(1, Math.ceil(error.retryIn / 1000))));
       adapter.reply(
         response,
         { statusCode: HttpStatus.CONFLICT, error: 'Conflict', message: error.message, key: error.key },

@@ -38,11 +38,14 @@ export class LockGatewayFilters implements OnApplicationBootstrap {
 
   onApplicationBootstrap(): void {
     for (const [gateway, hadOwn] of this.gateways) {
-      const filters = ((Reflect.getOwnMetadata(EXCEPTION_FILTERS_METADATA, gateway) as unknown[] | undefined) ?? []).filter(
-        (filter) => filter !== this.filter,
-      );
-      const inherited = (Reflect.getMetadata(EXCEPTION_FILTERS_METADATA, Object.getPrototypeOf(gateway) as object) as unknown[] | undefined) ?? [];
-      const onlyInherited = filters.length === inherited.length && filters.every((filter, i) => filter === inherited[i]);
+      const filters = (
+        (Reflect.getOwnMetadata(EXCEPTION_FILTERS_METADATA, gateway) as unknown[] | undefined) ?? []
+      ).filter((filter) => filter !== this.filter);
+      const inherited =
+        (Reflect.getMetadata(EXCEPTION_FILTERS_METADATA, Object.getPrototypeOf(gateway) as object) as
+          unknown[] | undefined) ?? [];
+      const onlyInherited =
+        filters.length === inherited.length && filters.every((filter, i) => filter === inherited[i]);
       if (!hadOwn && onlyInherited) Reflect.deleteMetadata(EXCEPTION_FILTERS_METADATA, gateway);
       else Reflect.defineMetadata(EXCEPTION_FILTERS_METADATA, filters, gateway);
     }

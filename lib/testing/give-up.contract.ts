@@ -48,7 +48,10 @@ export function describeGiveUpContract(api: ConformanceTestApi, target: Conforma
 
     /** The key is free: a fresh caller takes it (and, queued behind it, the next one gets it on release). */
     async function expectFreeSoon(locks: DistributedLockService, key: string): Promise<void> {
-      const first = await eventually(() => locks.tryAcquire(key, { ttl: 5_000 }), { within: PROMPTLY, what: `"${key}" to be free` });
+      const first = await eventually(() => locks.tryAcquire(key, { ttl: 5_000 }), {
+        within: PROMPTLY,
+        what: `"${key}" to be free`,
+      });
       const next = locks.acquire(key, { wait: PROMPTLY });
       await backend.whenQueued(prefix + key, 1);
       await locks.release(first);
@@ -59,7 +62,9 @@ export function describeGiveUpContract(api: ConformanceTestApi, target: Conforma
     it(`${CROWD} waiters whose deadlines pass together leave nothing held or queued`, async () => {
       const locks = service();
       const holder = (await locks.tryAcquire('crowd'))!;
-      const outcomes = await Promise.allSettled(Array.from({ length: CROWD }, () => locks.acquire('crowd', { wait: 300 })));
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: CROWD }, () => locks.acquire('crowd', { wait: 300 })),
+      );
       const timedOut = outcomes.filter((o) => o.status === 'rejected' && o.reason instanceof LockTimeoutError).length;
       expect(timedOut).toBe(CROWD);
       await locks.release(holder);
@@ -72,11 +77,15 @@ export function describeGiveUpContract(api: ConformanceTestApi, target: Conforma
       const controller = new AbortController();
       setMaxListeners(CROWD + 10, controller.signal);
       // Their places in the queue would outlast the test: only their give-backs can remove them.
-      const waiters = Array.from({ length: CROWD }, () => locks.acquire('aborted', { wait: 30_000, signal: controller.signal }));
+      const waiters = Array.from({ length: CROWD }, () =>
+        locks.acquire('aborted', { wait: 30_000, signal: controller.signal }),
+      );
       await backend.whenQueued(prefix + 'aborted', CROWD);
       controller.abort(new Error('the caller gave up'));
       const outcomes = await Promise.allSettled(waiters);
-      expect(outcomes.filter((o) => o.status === 'rejected' && String(o.reason).includes('the caller gave up')).length).toBe(CROWD);
+      expect(
+        outcomes.filter((o) => o.status === 'rejected' && String(o.reason).includes('the caller gave up')).length,
+      ).toBe(CROWD);
       await locks.release(holder);
       await expectFreeSoon(locks, 'aborted');
     });
@@ -95,7 +104,9 @@ export function describeGiveUpContract(api: ConformanceTestApi, target: Conforma
       await backend.whenQueued(prefix + 'midway', 50);
       await locks.release(holder);
       const outcomes = await Promise.allSettled(waiters);
-      const failures = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected' && !(o.reason instanceof LockTimeoutError));
+      const failures = outcomes.filter(
+        (o): o is PromiseRejectedResult => o.status === 'rejected' && !(o.reason instanceof LockTimeoutError),
+      );
       expect(failures.map((f) => String(f.reason))).toEqual([]);
       expect(served.length).toBeGreaterThan(0);
       // One holder after another: fences in the order the waiters were served.

@@ -58,7 +58,9 @@ export function heldLeaseCases(ctx: ContractContext): void {
           await later;
           const current = currentLock();
           const aborted = lock.signal.aborted;
-          const nested = await a.withLock('escape', () => 'ran inside a stale hold', { wait: 150 }).catch((e: unknown) => e);
+          const nested = await a
+            .withLock('escape', () => 'ran inside a stale hold', { wait: 150 })
+            .catch((e: unknown) => e);
           return { current, aborted, nested };
         })();
       });
@@ -181,7 +183,12 @@ export function heldLeaseCases(ctx: ContractContext): void {
         // The other holder is another instance of the app, with a backend of its own (of the same
         // store; an in-process store is the case's backend itself).
         const otherBackend = ctx.target.inProcess ? ctx.backend.inner : await ctx.target.create();
-        const b = new DistributedLockService({ backend: otherBackend, keyPrefix: ctx.prefix, ttl: 10_000, wait: 5_000 });
+        const b = new DistributedLockService({
+          backend: otherBackend,
+          keyPrefix: ctx.prefix,
+          ttl: 10_000,
+          wait: 5_000,
+        });
         let other: LockGuard | null = null;
         const error = await a
           .withLock('vanished', async () => {

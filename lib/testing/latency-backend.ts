@@ -57,7 +57,9 @@ export class LatencyBackend implements LockBackend {
   tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
     if (!this.tokens.includes(token)) this.tokens.push(token);
     this.onAttempt?.(token);
-    return this.delayed({ method: 'tryAcquire', key, tokens: [token] }, () => this.inner.tryAcquire(key, token, ttl, queue));
+    return this.delayed({ method: 'tryAcquire', key, tokens: [token] }, () =>
+      this.inner.tryAcquire(key, token, ttl, queue),
+    );
   }
 
   extend(key: string, token: string, ttl: number): Promise<boolean> {
@@ -68,7 +70,9 @@ export class LatencyBackend implements LockBackend {
     const inner = this.inner.extendMany?.bind(this.inner);
     if (!inner) return undefined;
     return (items: readonly ExtendItem[]) =>
-      this.delayed({ method: 'extendMany', key: items[0]?.key ?? '', tokens: items.map((i) => i.token) }, () => inner(items));
+      this.delayed({ method: 'extendMany', key: items[0]?.key ?? '', tokens: items.map((i) => i.token) }, () =>
+        inner(items),
+      );
   }
 
   release(key: string, token: string): Promise<boolean> {
@@ -78,7 +82,8 @@ export class LatencyBackend implements LockBackend {
   get releaseWithHandOff(): LockBackend['releaseWithHandOff'] {
     const inner = this.inner.releaseWithHandOff?.bind(this.inner);
     if (!inner) return undefined;
-    return (key: string, token: string) => this.delayed({ method: 'release', key, tokens: [token] }, () => inner(key, token));
+    return (key: string, token: string) =>
+      this.delayed({ method: 'release', key, tokens: [token] }, () => inner(key, token));
   }
 
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {

@@ -80,7 +80,10 @@ export function leaseCases(ctx: ContractContext): void {
     const other = ctx.service();
     const guard = (await locks.tryAcquire('shorten', { ttl: 10_000 }))!;
     expect(await locks.extend(guard, 200)).toBe(true);
-    const next = await eventually(() => other.tryAcquire('shorten'), { within: 3_000, what: 'the shortened lease to end' });
+    const next = await eventually(() => other.tryAcquire('shorten'), {
+      within: 3_000,
+      what: 'the shortened lease to end',
+    });
     expect(next.fence).toBeGreaterThan(guard.fence);
   });
 
@@ -136,7 +139,16 @@ export function leaseCases(ctx: ContractContext): void {
 
   it('keeps keys with CR/LF, emoji and 1024 bytes apart from their neighbours', async () => {
     const locks = ctx.service();
-    const keys = ['line\r\nbreak', 'line\nbreak', 'emoji 🔒', 'emoji 🔓', 'x'.repeat(1024), `${'x'.repeat(1023)}y`, '{tag}', '{tag}x'];
+    const keys = [
+      'line\r\nbreak',
+      'line\nbreak',
+      'emoji 🔒',
+      'emoji 🔓',
+      'x'.repeat(1024),
+      `${'x'.repeat(1023)}y`,
+      '{tag}',
+      '{tag}x',
+    ];
     const guards = await Promise.all(keys.map((key) => locks.tryAcquire(key)));
     guards.forEach((guard, i) => expect(guard?.key).toBe(keys[i]));
     for (const key of keys) expect(await locks.tryAcquire(key)).toBeNull();
@@ -153,7 +165,10 @@ export function leaseCases(ctx: ContractContext): void {
     const slot = (actor: number, key: string): string => `${actor}/${key}`;
 
     class TryAcquire implements FC.AsyncCommand<Model, Real> {
-      constructor(readonly actor: number, readonly key: string) {}
+      constructor(
+        readonly actor: number,
+        readonly key: string,
+      ) {}
       check = (): boolean => true;
       async run(m: Model, r: Real): Promise<void> {
         const guard = await r.locks[this.actor].tryAcquire(this.key);
@@ -170,7 +185,10 @@ export function leaseCases(ctx: ContractContext): void {
       toString = (): string => `tryAcquire(${this.actor}, ${this.key})`;
     }
     class Release implements FC.AsyncCommand<Model, Real> {
-      constructor(readonly actor: number, readonly key: string) {}
+      constructor(
+        readonly actor: number,
+        readonly key: string,
+      ) {}
       check = (): boolean => true;
       async run(m: Model, r: Real): Promise<void> {
         const guard = r.guards.get(slot(this.actor, this.key));
@@ -182,7 +200,10 @@ export function leaseCases(ctx: ContractContext): void {
       toString = (): string => `release(${this.actor}, ${this.key})`;
     }
     class Extend implements FC.AsyncCommand<Model, Real> {
-      constructor(readonly actor: number, readonly key: string) {}
+      constructor(
+        readonly actor: number,
+        readonly key: string,
+      ) {}
       check = (): boolean => true;
       async run(m: Model, r: Real): Promise<void> {
         const guard = r.guards.get(slot(this.actor, this.key));
@@ -196,12 +217,15 @@ export function leaseCases(ctx: ContractContext): void {
       fc.tuple(fc.constantFrom(...actors), fc.constantFrom(...keys)).map(([actor, key]) => new C(actor, key));
 
     await fc.assert(
-      fc.asyncProperty(fc.commands([command(TryAcquire), command(Release), command(Extend)], { maxCommands: 25 }), async (commands) => {
-        ctx.prefix = `contract:${randomBytes(6).toString('hex')}:`;
-        const real: Real = { locks: actors.map(() => ctx.service({ ttl: 60_000 })), guards: new Map() };
-        await fc.asyncModelRun(() => ({ model: { holder: new Map(), fence: new Map() }, real }), commands);
-        await Promise.all([...real.guards].map(([s, g]) => real.locks[Number(s.split('/')[0])].release(g)));
-      }),
+      fc.asyncProperty(
+        fc.commands([command(TryAcquire), command(Release), command(Extend)], { maxCommands: 25 }),
+        async (commands) => {
+          ctx.prefix = `contract:${randomBytes(6).toString('hex')}:`;
+          const real: Real = { locks: actors.map(() => ctx.service({ ttl: 60_000 })), guards: new Map() };
+          await fc.asyncModelRun(() => ({ model: { holder: new Map(), fence: new Map() }, real }), commands);
+          await Promise.all([...real.guards].map(([s, g]) => real.locks[Number(s.split('/')[0])].release(g)));
+        },
+      ),
       { numRuns: 25 },
     );
   });

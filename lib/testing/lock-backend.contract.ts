@@ -1,6 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { capabilitiesOf } from '../backends/lock-backend';
-import { CASE_TIMEOUT, describeCapabilities, type ConformanceTarget, type ConformanceTestApi } from './conformance-target';
+import {
+  CASE_TIMEOUT,
+  describeCapabilities,
+  type ConformanceTarget,
+  type ConformanceTestApi,
+} from './conformance-target';
 import { contractContext } from './contract-context';
 import { heldLeaseCases } from './held-lease.cases';
 import { leaseCases } from './lease.cases';

@@ -59,48 +59,65 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
   describe(`lock model with the real scheduler: ${target.name}`, () => {
     if (target.teardown) api.afterAll(() => target.teardown!(), target.timeout ?? CASE_TIMEOUT);
 
-    api.it(what, async () => {
-      const fc = loadFastCheck();
-      await fc.assert(
-        fc.asyncProperty(commands(fc), fc.integer({ min: 1, max: 2 ** 30 }), fc.constantFrom(0, 5, 20, 40), async (cmds, seed, latency) => {
-          const inner = await target.create();
-          const backend = new LatencyBackend(inner, generator(seed), (token) => {
-            const attempt = making.getStore();
-            if (attempt && attempt.token === undefined) attempt.token = token;
-          });
-          backend.maxDelay = latency;
-          backend.reorder = target.ordered !== true;
-          const prefix = `model:${randomBytes(5).toString('hex')}:`;
-          const real: Real = {
-            backend,
-            inner,
-            prefix,
-            attempts: [],
-            unexpected: [],
-            locks: ACTORS.map(() => new DistributedLockService({ backend, keyPrefix: prefix, ttl: 10_000, wait: 1_000 })),
-          };
-          try {
-            await fc.asyncModelRun(() => ({ model: {}, real }), cmds);
-            await finish(real);
-          } finally {
-            for (const attempt of real.attempts) attempt.controller.abort(GAVE_UP);
-            await Promise.all(real.attempts.map((a) => a.settled));
-            backend.maxDelay = 0;
-            await Promise.all(real.attempts.filter((a) => a.state === 'held').map((a) => real.locks[a.actor].release(a.guard!).catch(() => undefined)));
-            await quiesce(real, new Set(real.backend.tokens));
-            await inner.close();
-          }
-        }),
-        // Bounded for `npm test`; LOCK_MODEL_RUNS raises the count for a longer local search.
-        {
-          numRuns: Number(process.env.LOCK_MODEL_RUNS ?? 40),
-          interruptAfterTimeLimit: Number(process.env.LOCK_MODEL_RUNS ?? 0) > 40 ? 600_000 : 20_000,
-          markInterruptAsFailure: false,
-          // A failure prints its seed and path: LOCK_MODEL_REPLAY='{"seed":…,"path":"…"}' replays it.
-          ...(process.env.LOCK_MODEL_REPLAY ? (JSON.parse(process.env.LOCK_MODEL_REPLAY) as { seed: number; path: string }) : {}),
-        },
-      );
-    }, Math.max(target.timeout ?? 0, Number(process.env.LOCK_MODEL_RUNS ?? 0) > 40 ? 700_000 : 90_000));
+    api.it(
+      what,
+      async () => {
+        const fc = loadFastCheck();
+        await fc.assert(
+          fc.asyncProperty(
+            commands(fc),
+            fc.integer({ min: 1, max: 2 ** 30 }),
+            fc.constantFrom(0, 5, 20, 40),
+            async (cmds, seed, latency) => {
+              const inner = await target.create();
+              const backend = new LatencyBackend(inner, generator(seed), (token) => {
+                const attempt = making.getStore();
+                if (attempt && attempt.token === undefined) attempt.token = token;
+              });
+              backend.maxDelay = latency;
+              backend.reorder = target.ordered !== true;
+              const prefix = `model:${randomBytes(5).toString('hex')}:`;
+              const real: Real = {
+                backend,
+                inner,
+                prefix,
+                attempts: [],
+                unexpected: [],
+                locks: ACTORS.map(
+                  () => new DistributedLockService({ backend, keyPrefix: prefix, ttl: 10_000, wait: 1_000 }),
+                ),
+              };
+              try {
+                await fc.asyncModelRun(() => ({ model: {}, real }), cmds);
+                await finish(real);
+              } finally {
+                for (const attempt of real.attempts) attempt.controller.abort(GAVE_UP);
+                await Promise.all(real.attempts.map((a) => a.settled));
+                backend.maxDelay = 0;
+                await Promise.all(
+                  real.attempts
+                    .filter((a) => a.state === 'held')
+                    .map((a) => real.locks[a.actor].release(a.guard!).catch(() => undefined)),
+                );
+                await quiesce(real, new Set(real.backend.tokens));
+                await inner.close();
+              }
+            },
+          ),
+          // Bounded for `npm test`; LOCK_MODEL_RUNS raises the count for a longer local search.
+          {
+            numRuns: Number(process.env.LOCK_MODEL_RUNS ?? 40),
+            interruptAfterTimeLimit: Number(process.env.LOCK_MODEL_RUNS ?? 0) > 40 ? 600_000 : 20_000,
+            markInterruptAsFailure: false,
+            // A failure prints its seed and path: LOCK_MODEL_REPLAY='{"seed":…,"path":"…"}' replays it.
+            ...(process.env.LOCK_MODEL_REPLAY
+              ? (JSON.parse(process.env.LOCK_MODEL_REPLAY) as { seed: number; path: string })
+              : {}),
+          },
+        );
+      },
+      Math.max(target.timeout ?? 0, Number(process.env.LOCK_MODEL_RUNS ?? 0) > 40 ? 700_000 : 90_000),
+    );
   });
 
   /**
@@ -118,7 +135,8 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
         throw new Error(`"${key}" is held by token ${view.holder}, whose ${story(real, view.holder)}`);
       }
       for (const token of view.queued) {
-        if (gaveUp.has(token)) throw new Error(`"${key}" has a live queue place for token ${token}, whose ${story(real, token)}`);
+        if (gaveUp.has(token))
+          throw new Error(`"${key}" has a live queue place for token ${token}, whose ${story(real, token)}`);
       }
     }
     expect(real.unexpected).toEqual([]);
@@ -156,14 +174,14 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
         // Acquires are drawn three times as often as the rest: most interesting steps need a holder and a waiter.
         ...[0, 1, 2].map(() =>
           fc
-          .record({
-            actor,
-            key,
-            ttl,
-            wait: fc.constantFrom(0, 20, 100, 2_000),
-            abortAfter: fc.constantFrom<number | null>(null, null, 0, 1, 5, 20, 50, 100),
-          })
-          .map((o) => new Acquire(o.actor, o.key, o.ttl, o.wait, o.abortAfter)),
+            .record({
+              actor,
+              key,
+              ttl,
+              wait: fc.constantFrom(0, 20, 100, 2_000),
+              abortAfter: fc.constantFrom<number | null>(null, null, 0, 1, 5, 20, 50, 100),
+            })
+            .map((o) => new Acquire(o.actor, o.key, o.ttl, o.wait, o.abortAfter)),
         ),
         fc.nat(20).map((i) => new Abort(i)),
         fc.record({ actor, key }).map((o) => new Release(o.actor, o.key)),
@@ -212,7 +230,8 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
       );
       await step(real);
     }
-    toString = (): string => `acquire(${this.actor}, ${this.key}, ttl ${this.ttl}, wait ${this.wait}, abort ${this.abortAfter ?? 'never'})`;
+    toString = (): string =>
+      `acquire(${this.actor}, ${this.key}, ttl ${this.ttl}, wait ${this.wait}, abort ${this.abortAfter ?? 'never'})`;
   }
 
   class Abort implements FC.AsyncCommand<Model, Real> {
@@ -227,7 +246,10 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
   }
 
   class Release implements FC.AsyncCommand<Model, Real> {
-    constructor(readonly actor: number, readonly key: string) {}
+    constructor(
+      readonly actor: number,
+      readonly key: string,
+    ) {}
     check = (): boolean => true;
     async run(_m: Model, real: Real): Promise<void> {
       const attempt = real.attempts.find((a) => a.state === 'held' && a.actor === this.actor && a.key === this.key);
@@ -241,7 +263,11 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
   }
 
   class Extend implements FC.AsyncCommand<Model, Real> {
-    constructor(readonly actor: number, readonly key: string, readonly ttl: number) {}
+    constructor(
+      readonly actor: number,
+      readonly key: string,
+      readonly ttl: number,
+    ) {}
     check = (): boolean => true;
     async run(_m: Model, real: Real): Promise<void> {
       const attempt = real.attempts.find((a) => a.state === 'held' && a.actor === this.actor && a.key === this.key);
@@ -274,7 +300,9 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
 }
 
 function tokensThatGaveUp(real: Real): Set<string> {
-  return new Set(real.attempts.filter((a) => (a.state === 'gave-up' || a.state === 'released') && a.token).map((a) => a.token!));
+  return new Set(
+    real.attempts.filter((a) => (a.state === 'gave-up' || a.state === 'released') && a.token).map((a) => a.token!),
+  );
 }
 
 function story(real: Real, token: string): string {

@@ -61,7 +61,9 @@ export function minHoldCases(ctx: ContractContext): void {
 
     it('forgets leases that ended by their TTL without a release, and releases none of them at shutdown', async () => {
       const locks = ctx.service();
-      const guards = await Promise.all(Array.from({ length: 50 }, (_, i) => locks.tryAcquire(`ttl-end-${i}`, { ttl: 100 })));
+      const guards = await Promise.all(
+        Array.from({ length: 50 }, (_, i) => locks.tryAcquire(`ttl-end-${i}`, { ttl: 100 })),
+      );
       expect(guards.every((g) => g !== null)).toBe(true);
       expect(locks.heldCount).toBe(50);
       await eventually(() => locks.heldCount === 0, { within: 5_000, what: 'the ended leases to be forgotten' });
@@ -86,14 +88,18 @@ export function minHoldCases(ctx: ContractContext): void {
             'lost-logged',
             async (held) => {
               await ctx.backend.release(ctx.prefix + 'lost-logged', held.token);
-              await new Promise<void>((resolve) => held.signal.addEventListener('abort', () => resolve(), { once: true }));
+              await new Promise<void>((resolve) =>
+                held.signal.addEventListener('abort', () => resolve(), { once: true }),
+              );
               warnedBeforeEnd = [...warnings];
               return 'done';
             },
             { ttl: 300 },
           )
           .catch(() => undefined);
-        expect(warnedBeforeEnd).toEqual([expect.stringMatching(/^Lock "lost-logged" \(fence \d+\) was lost: .*should stop/)]);
+        expect(warnedBeforeEnd).toEqual([
+          expect.stringMatching(/^Lock "lost-logged" \(fence \d+\) was lost: .*should stop/),
+        ]);
       } finally {
         restore();
       }

@@ -55,7 +55,14 @@ export class RecordingBackend implements LockBackend {
   /** Resolves when a queued attempt on `key` came back busy: a waiter has joined the queue. */
   whenQueued(key: string, nth = 1): Promise<RecordedCall> {
     let seen = 0;
-    return this.whenSettled((c) => c.method === 'tryAcquire' && c.key === key && c.queued === true && (c.result as AcquireResult)?.fence === null && ++seen >= nth);
+    return this.whenSettled(
+      (c) =>
+        c.method === 'tryAcquire' &&
+        c.key === key &&
+        c.queued === true &&
+        (c.result as AcquireResult)?.fence === null &&
+        ++seen >= nth,
+    );
   }
 
   tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
@@ -72,7 +79,9 @@ export class RecordingBackend implements LockBackend {
     const inner = this.inner.extendMany?.bind(this.inner);
     if (!inner) return undefined;
     return (items: readonly ExtendItem[]) =>
-      this.record({ method: 'extendMany', key: items[0]?.key ?? '', result: items.length, settled: false }, () => inner(items));
+      this.record({ method: 'extendMany', key: items[0]?.key ?? '', result: items.length, settled: false }, () =>
+        inner(items),
+      );
   }
 
   release(key: string, token: string): Promise<boolean> {
@@ -82,7 +91,8 @@ export class RecordingBackend implements LockBackend {
   get releaseWithHandOff(): LockBackend['releaseWithHandOff'] {
     const inner = this.inner.releaseWithHandOff?.bind(this.inner);
     if (!inner) return undefined;
-    return (key: string, token: string) => this.record({ method: 'release', key, token, settled: false }, () => inner(key, token));
+    return (key: string, token: string) =>
+      this.record({ method: 'release', key, token, settled: false }, () => inner(key, token));
   }
 
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {

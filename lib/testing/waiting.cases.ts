@@ -27,7 +27,8 @@ export function waitingCases(ctx: ContractContext): void {
     expect(guard.fence).toBeGreaterThan(held.fence);
     // Handed the key by the release: at most one more attempt after it, none in a loop. (Without a
     // queue, each release announcement of the store may cost a retry: the count is not bounded here.)
-    if (ctx.capabilities.fifo) expect(ctx.backend.count('tryAcquire', token)).toBeLessThanOrEqual(callsWhileWaiting + 1);
+    if (ctx.capabilities.fifo)
+      expect(ctx.backend.count('tryAcquire', token)).toBeLessThanOrEqual(callsWhileWaiting + 1);
   });
 
   it('rejects with LockTimeoutError at the deadline and leaves nothing queued', async () => {
@@ -114,7 +115,8 @@ export function waitingCases(ctx: ContractContext): void {
       expect(guard.fence).toBeGreaterThan(held.fence);
       if (ctx.backend.releaseWithHandOff) {
         // The answer named the waiter, and woke it by itself: no re-check, no further attempt.
-        const answer = ctx.backend.calls.find((c) => c.method === 'release' && c.token === held.token)!.result as ReleaseResult;
+        const answer = ctx.backend.calls.find((c) => c.method === 'release' && c.token === held.token)!
+          .result as ReleaseResult;
         expect(answer).toMatchObject({ released: true, handedTo: { token: queued.token, fence: guard.fence } });
         expect(ctx.backend.count('tryAcquire', queued.token)).toBe(attempts);
       }

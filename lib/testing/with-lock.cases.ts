@@ -60,7 +60,9 @@ export function withLockCases(ctx: ContractContext): void {
           async (held) => {
             // Another party ends the lease behind the holder's back.
             await ctx.backend.release(ctx.prefix + 'lost', held.token);
-            await new Promise<void>((resolve) => held.signal.addEventListener('abort', () => resolve(), { once: true }));
+            await new Promise<void>((resolve) =>
+              held.signal.addEventListener('abort', () => resolve(), { once: true }),
+            );
             reason = held.signal.reason;
             return 'done';
           },

@@ -51,9 +51,20 @@ interface Row {
 
 const guardShaped = { key: 'k', token: 'a'.repeat(32), fence: 1n, acquiredAt: 0, expiresAt: 0 };
 const all: BackendKind[] = ['memory', 'redis', 'postgres'];
-const invalid = (name: string, run: Row['run'], message: RegExp, on: BackendKind[] = all): Row => ({ name, on, run, error: InvalidLockOptionsError, message });
+const invalid = (name: string, run: Row['run'], message: RegExp, on: BackendKind[] = all): Row => ({
+  name,
+  on,
+  run,
+  error: InvalidLockOptionsError,
+  message,
+});
 const accepted = (name: string, run: Row['run'], on: BackendKind[] = all): Row => ({ name, on, run });
-const alone = (name: string, run: () => unknown, error: Row['error'], message: RegExp): Row => ({ name, run, error, message });
+const alone = (name: string, run: () => unknown, error: Row['error'], message: RegExp): Row => ({
+  name,
+  run,
+  error,
+  message,
+});
 
 /**
  * The first lock call on `backend`, which throws the row's error; that error never shows `secret`.
@@ -83,38 +94,76 @@ const rows: Row[] = [
   invalid('key with NUL', (c) => c.locks.withLock('a\u0000b', () => 1), /with a NUL character/),
   invalid('key of 10 kB', (c) => c.locks.tryAcquire('x'.repeat(10_240)), /at most 1024 UTF-8 bytes.* of 10240 bytes/),
   invalid('key with an unpaired surrogate', (c) => c.locks.tryAcquire('\udc00'), /unpaired surrogate/),
-  accepted('key with CR/LF', (c) => c.locks.withLock('line\r\nbreak', (held) => expect(held.key).toBe('line\r\nbreak'))),
+  accepted('key with CR/LF', (c) =>
+    c.locks.withLock('line\r\nbreak', (held) => expect(held.key).toBe('line\r\nbreak')),
+  ),
   accepted('key with emoji', (c) => c.locks.withLock('🔒 lock', (held) => expect(held.key).toBe('🔒 lock'))),
   accepted('key of exactly 1024 bytes', (c) => c.locks.withLock('é'.repeat(512), () => undefined)),
   // TTL and wait
-  invalid('ttl 0', (c) => c.locks.tryAcquire('k', { ttl: 0 }), /Invalid ttl: expected an integer number of milliseconds from 1 to 2147483647/),
+  invalid(
+    'ttl 0',
+    (c) => c.locks.tryAcquire('k', { ttl: 0 }),
+    /Invalid ttl: expected an integer number of milliseconds from 1 to 2147483647/,
+  ),
   invalid('ttl NaN', (c) => c.locks.acquire('k', { ttl: Number.NaN }), /Invalid ttl: .* got NaN/),
   invalid('ttl Infinity', (c) => c.locks.withLock('k', () => 1, { ttl: Infinity }), /Invalid ttl: .* got Infinity/),
   invalid('ttl 1.5', (c) => c.locks.tryAcquire('k', { ttl: 1.5 }), /Invalid ttl: .* got 1\.5/),
-  invalid('ttl over the timer limit', (c) => c.locks.tryAcquire('k', { ttl: TIMER_LIMIT + 1 }), /\(2\^31-1, the timer limit\), got 2147483648/),
+  invalid(
+    'ttl over the timer limit',
+    (c) => c.locks.tryAcquire('k', { ttl: TIMER_LIMIT + 1 }),
+    /\(2\^31-1, the timer limit\), got 2147483648/,
+  ),
   accepted('ttl at the timer limit', async (c) => {
     const guard = (await c.locks.tryAcquire('limit', { ttl: TIMER_LIMIT }))!;
     await c.locks.release(guard);
   }),
   invalid('wait -1', (c) => c.locks.acquire('k', { wait: -1 }), /Invalid wait: expected a number of milliseconds >= 0/),
   invalid('wait NaN', (c) => c.locks.withLock('k', () => 1, { wait: Number.NaN }), /Invalid wait: .* got NaN/),
-  invalid('signal that is not an AbortSignal', (c) => c.locks.acquire('k', { signal: 'stop' as never }), /Invalid signal: expected an AbortSignal/),
-  invalid('unknown option', (c) => c.locks.acquire('k', { retries: 3 } as never), /unknown option "retries"; allowed: ttl, wait, signal/),
-  invalid('work that is not a function', (c) => c.locks.withLock('k', null as never), /Invalid withLock work: expected a function, got null/),
+  invalid(
+    'signal that is not an AbortSignal',
+    (c) => c.locks.acquire('k', { signal: 'stop' as never }),
+    /Invalid signal: expected an AbortSignal/,
+  ),
+  invalid(
+    'unknown option',
+    (c) => c.locks.acquire('k', { retries: 3 } as never),
+    /unknown option "retries"; allowed: ttl, wait, signal/,
+  ),
+  invalid(
+    'work that is not a function',
+    (c) => c.locks.withLock('k', null as never),
+    /Invalid withLock work: expected a function, got null/,
+  ),
   // Guards
   invalid('guard null', (c) => c.locks.release(null as never), /Invalid guard: expected a LockGuard/),
-  invalid('guard without token', (c) => c.locks.extend({ ...guardShaped, token: undefined } as never), /but its token is undefined/),
-  invalid('guard without fence', (c) => c.locks.release({ ...guardShaped, fence: undefined } as never), /but its fence is undefined/),
-  invalid('guard with a string fence', (c) => c.locks.release({ ...guardShaped, fence: '1' } as never), /but its fence is "1"/),
-  invalid('guard from another DistributedLock', async (c) => {
-    const other = new DistributedLockService({ backend: memoryBackend(), keyPrefix: 'other:', ttl: 1_000, wait: 0 });
-    const foreign = (await other.tryAcquire('k'))!;
-    try {
-      await c.locks.release(foreign);
-    } finally {
-      await other.shutdown();
-    }
-  }, /issued by another DistributedLock/),
+  invalid(
+    'guard without token',
+    (c) => c.locks.extend({ ...guardShaped, token: undefined } as never),
+    /but its token is undefined/,
+  ),
+  invalid(
+    'guard without fence',
+    (c) => c.locks.release({ ...guardShaped, fence: undefined } as never),
+    /but its fence is undefined/,
+  ),
+  invalid(
+    'guard with a string fence',
+    (c) => c.locks.release({ ...guardShaped, fence: '1' } as never),
+    /but its fence is "1"/,
+  ),
+  invalid(
+    'guard from another DistributedLock',
+    async (c) => {
+      const other = new DistributedLockService({ backend: memoryBackend(), keyPrefix: 'other:', ttl: 1_000, wait: 0 });
+      const foreign = (await other.tryAcquire('k'))!;
+      try {
+        await c.locks.release(foreign);
+      } finally {
+        await other.shutdown();
+      }
+    },
+    /issued by another DistributedLock/,
+  ),
   accepted('forged guard with a random token: a no-op that frees nothing', async (c) => {
     const real = await c.held();
     await c.locks.release({ ...real, token: randomBytes(16).toString('hex') });
@@ -124,57 +173,194 @@ const rows: Row[] = [
   }),
   invalid('extend with ttl 0', async (c) => c.locks.extend(await c.held(), 0), /Invalid ttl: .* got 0/),
   // The decorator
-  alone('@WithLock on a getter', () => WithLock('k')({}, 'value', { get: () => 1 }), InvalidLockOptionsError, /can only decorate methods/),
-  alone("@WithLock onBusy 'queue'", () => WithLock('k', { onBusy: 'queue' as never }), InvalidLockOptionsError, /expected 'throw' or 'skip'/),
-  alone('@WithLock without a key', () => WithLock(undefined as never), InvalidLockOptionsError, /Invalid @WithLock key/),
-  alone('@WithLock without LockModule', () => {
-    class Orphan {
-      @WithLock('orphan')
-      async run(): Promise<void> {}
-    }
-    return new Orphan().run();
-  }, InvalidLockOptionsError, /import LockModule\.forRoot/),
+  alone(
+    '@WithLock on a getter',
+    () => WithLock('k')({}, 'value', { get: () => 1 }),
+    InvalidLockOptionsError,
+    /can only decorate methods/,
+  ),
+  alone(
+    "@WithLock onBusy 'queue'",
+    () => WithLock('k', { onBusy: 'queue' as never }),
+    InvalidLockOptionsError,
+    /expected 'throw' or 'skip'/,
+  ),
+  alone(
+    '@WithLock without a key',
+    () => WithLock(undefined as never),
+    InvalidLockOptionsError,
+    /Invalid @WithLock key/,
+  ),
+  alone(
+    '@WithLock without LockModule',
+    () => {
+      class Orphan {
+        @WithLock('orphan')
+        async run(): Promise<void> {}
+      }
+      return new Orphan().run();
+    },
+    InvalidLockOptionsError,
+    /import LockModule\.forRoot/,
+  ),
   // Module options
-  alone('forRoot ttl -1', () => LockModule.forRoot({ ttl: -1 }), InvalidLockOptionsError, /Invalid LockModule\.forRoot ttl/),
-  alone('forRoot backend that is a string', () => LockModule.forRoot({ backend: 'redis://x' as never }), InvalidLockOptionsError, /expected a LockBackend/),
-  alone('forRoot backend with a misspelt capability', () => LockModule.forRoot({ backend: Object.assign(memoryBackend(), { capabilities: { fence: 'per-node' } }) as never }), InvalidLockOptionsError, /Invalid LockModule\.forRoot backend memory: unknown capabilities fence; allowed: \{ fifo\?: boolean, fencing\?: 'strict' \| 'per-node' \}/),
-  alone('forRoot backend with capabilities.fencing "weak"', () => LockModule.forRoot({ backend: Object.assign(memoryBackend(), { capabilities: { fifo: false, fencing: 'weak' } }) as never }), InvalidLockOptionsError, /capabilities\.fencing must be 'strict' or 'per-node', got "weak"/),
-  alone('forRoot keyPrefix with NUL', () => LockModule.forRoot({ keyPrefix: 'a\u0000' }), InvalidLockOptionsError, /Invalid keyPrefix: .*NUL/),
-  alone('forRoot options as an array', () => LockModule.forRoot([] as never), InvalidLockOptionsError, /Invalid LockModule\.forRoot options: expected an object/),
-  alone('forRootAsync errorFilters that is a string', () => LockModule.forRootAsync({ errorFilters: 'false' as never, useFactory: () => ({}) }), InvalidLockOptionsError, /Invalid LockModule\.forRootAsync errorFilters: expected a boolean, got "false"/),
+  alone(
+    'forRoot ttl -1',
+    () => LockModule.forRoot({ ttl: -1 }),
+    InvalidLockOptionsError,
+    /Invalid LockModule\.forRoot ttl/,
+  ),
+  alone(
+    'forRoot backend that is a string',
+    () => LockModule.forRoot({ backend: 'redis://x' as never }),
+    InvalidLockOptionsError,
+    /expected a LockBackend/,
+  ),
+  alone(
+    'forRoot backend with a misspelt capability',
+    () =>
+      LockModule.forRoot({ backend: Object.assign(memoryBackend(), { capabilities: { fence: 'per-node' } }) as never }),
+    InvalidLockOptionsError,
+    /Invalid LockModule\.forRoot backend memory: unknown capabilities fence; allowed: \{ fifo\?: boolean, fencing\?: 'strict' \| 'per-node' \}/,
+  ),
+  alone(
+    'forRoot backend with capabilities.fencing "weak"',
+    () =>
+      LockModule.forRoot({
+        backend: Object.assign(memoryBackend(), { capabilities: { fifo: false, fencing: 'weak' } }) as never,
+      }),
+    InvalidLockOptionsError,
+    /capabilities\.fencing must be 'strict' or 'per-node', got "weak"/,
+  ),
+  alone(
+    'forRoot keyPrefix with NUL',
+    () => LockModule.forRoot({ keyPrefix: 'a\u0000' }),
+    InvalidLockOptionsError,
+    /Invalid keyPrefix: .*NUL/,
+  ),
+  alone(
+    'forRoot options as an array',
+    () => LockModule.forRoot([] as never),
+    InvalidLockOptionsError,
+    /Invalid LockModule\.forRoot options: expected an object/,
+  ),
+  alone(
+    'forRootAsync errorFilters that is a string',
+    () => LockModule.forRootAsync({ errorFilters: 'false' as never, useFactory: () => ({}) }),
+    InvalidLockOptionsError,
+    /Invalid LockModule\.forRootAsync errorFilters: expected a boolean, got "false"/,
+  ),
   // Redis backend options
-  alone('redisBackend url that is not redis://', () => redisBackend({ url: 'http://127.0.0.1:6379' }), InvalidLockOptionsError, /must be a string starting with redis:\/\/ or rediss:\/\//),
-  alone('redisBackend commandTimeout 0', () => redisBackend({ url: REDIS_URL, commandTimeout: 0 }), InvalidLockOptionsError, /commandTimeout must be an integer number of milliseconds/),
-  alone('redisBackend quorum of 2', () => redisBackend({ quorum: [REDIS_URL, REDIS_URL] }), InvalidLockOptionsError, /odd number \(at least 3\)/),
-  alone('redisBackend client that is not ioredis', () => redisBackend({ client: {} as never }), InvalidLockOptionsError, /client must be an ioredis Redis or Cluster instance/),
-  alone('redisBackend unknown option', () => redisBackend({ host: 'x' } as never), InvalidLockOptionsError, /Invalid redisBackend options/),
-  alone('Redis down at start', async () => {
-    const backend = redisBackend({ url: `redis://127.0.0.1:${closedPort}` });
-    await firstLockCall(backend, 'down:');
-  }, LockBackendError, new RegExp(`cannot reach (Redis at )?127\\.0\\.0\\.1:${'\\d+'}`)),
-  alone('Redis with a user it does not have, the password never shown', async () => {
-    const backend = redisBackend({ url: `${REDIS_URL.replace('redis://', 'redis://nobody:s3cret-pw@')}` });
-    await firstLockCall(backend, 'auth:', 's3cret-pw');
-  }, LockBackendError, /Lock backend redis failed/),
+  alone(
+    'redisBackend url that is not redis://',
+    () => redisBackend({ url: 'http://127.0.0.1:6379' }),
+    InvalidLockOptionsError,
+    /must be a string starting with redis:\/\/ or rediss:\/\//,
+  ),
+  alone(
+    'redisBackend commandTimeout 0',
+    () => redisBackend({ url: REDIS_URL, commandTimeout: 0 }),
+    InvalidLockOptionsError,
+    /commandTimeout must be an integer number of milliseconds/,
+  ),
+  alone(
+    'redisBackend quorum of 2',
+    () => redisBackend({ quorum: [REDIS_URL, REDIS_URL] }),
+    InvalidLockOptionsError,
+    /odd number \(at least 3\)/,
+  ),
+  alone(
+    'redisBackend client that is not ioredis',
+    () => redisBackend({ client: {} as never }),
+    InvalidLockOptionsError,
+    /client must be an ioredis Redis or Cluster instance/,
+  ),
+  alone(
+    'redisBackend unknown option',
+    () => redisBackend({ host: 'x' } as never),
+    InvalidLockOptionsError,
+    /Invalid redisBackend options/,
+  ),
+  alone(
+    'Redis down at start',
+    async () => {
+      const backend = redisBackend({ url: `redis://127.0.0.1:${closedPort}` });
+      await firstLockCall(backend, 'down:');
+    },
+    LockBackendError,
+    new RegExp(`cannot reach (Redis at )?127\\.0\\.0\\.1:${'\\d+'}`),
+  ),
+  alone(
+    'Redis with a user it does not have, the password never shown',
+    async () => {
+      const backend = redisBackend({ url: `${REDIS_URL.replace('redis://', 'redis://nobody:s3cret-pw@')}` });
+      await firstLockCall(backend, 'auth:', 's3cret-pw');
+    },
+    LockBackendError,
+    /Lock backend redis failed/,
+  ),
   // PostgreSQL backend options
-  alone('postgresBackend table with a quote', () => postgresBackend({ connection: DATABASE_URL, table: 'locks"; drop' }), InvalidLockOptionsError, /Invalid postgresBackend table: expected an identifier/),
-  alone('postgresBackend pool and connection', () => postgresBackend({ connection: DATABASE_URL, pool: new Pool() }), InvalidLockOptionsError, /give exactly one of `pool`/),
-  alone('postgresBackend statementTimeout 0', () => postgresBackend({ connection: DATABASE_URL, statementTimeout: 0 }), InvalidLockOptionsError, /Invalid postgresBackend statementTimeout/),
-  alone("postgresBackend durability 'fast'", () => postgresBackend({ connection: DATABASE_URL, durability: 'fast' as never }), InvalidLockOptionsError, /expected 'full' or 'relaxed'/),
-  alone('PostgreSQL down at start', async () => {
-    const backend = postgresBackend({ connection: `postgres://postgres:pw-hidden@127.0.0.1:${closedPort}/test`, applicationName: appName });
-    await firstLockCall(backend, 'down:', 'pw-hidden');
-  }, LockBackendError, /cannot reach PostgreSQL at 127\.0\.0\.1:\d+, database "test", user "postgres"/),
-  alone('PostgreSQL with a user that does not exist', async () => {
-    const url = new URL(DATABASE_URL);
-    url.username = 'no_such_user_dl';
-    const backend = postgresBackend({ connection: url.toString(), schema, applicationName: appName });
-    await firstLockCall(backend, 'auth:');
-  }, LockBackendError, /user "no_such_user_dl".*role "no_such_user_dl" does not exist/),
-  alone('PostgreSQL table missing with migrate: false, the SQL shown', async () => {
-    const backend = postgresBackend({ connection: DATABASE_URL, schema: `${schema}_missing`, migrate: false, applicationName: appName });
-    await firstLockCall(backend, 'missing:');
-  }, LockBackendError, /missing .* and migrate is false\. Create them with this SQL .*\n.*CREATE TABLE IF NOT EXISTS/s),
+  alone(
+    'postgresBackend table with a quote',
+    () => postgresBackend({ connection: DATABASE_URL, table: 'locks"; drop' }),
+    InvalidLockOptionsError,
+    /Invalid postgresBackend table: expected an identifier/,
+  ),
+  alone(
+    'postgresBackend pool and connection',
+    () => postgresBackend({ connection: DATABASE_URL, pool: new Pool() }),
+    InvalidLockOptionsError,
+    /give exactly one of `pool`/,
+  ),
+  alone(
+    'postgresBackend statementTimeout 0',
+    () => postgresBackend({ connection: DATABASE_URL, statementTimeout: 0 }),
+    InvalidLockOptionsError,
+    /Invalid postgresBackend statementTimeout/,
+  ),
+  alone(
+    "postgresBackend durability 'fast'",
+    () => postgresBackend({ connection: DATABASE_URL, durability: 'fast' as never }),
+    InvalidLockOptionsError,
+    /expected 'full' or 'relaxed'/,
+  ),
+  alone(
+    'PostgreSQL down at start',
+    async () => {
+      const backend = postgresBackend({
+        connection: `postgres://postgres:pw-hidden@127.0.0.1:${closedPort}/test`,
+        applicationName: appName,
+      });
+      await firstLockCall(backend, 'down:', 'pw-hidden');
+    },
+    LockBackendError,
+    /cannot reach PostgreSQL at 127\.0\.0\.1:\d+, database "test", user "postgres"/,
+  ),
+  alone(
+    'PostgreSQL with a user that does not exist',
+    async () => {
+      const url = new URL(DATABASE_URL);
+      url.username = 'no_such_user_dl';
+      const backend = postgresBackend({ connection: url.toString(), schema, applicationName: appName });
+      await firstLockCall(backend, 'auth:');
+    },
+    LockBackendError,
+    /user "no_such_user_dl".*role "no_such_user_dl" does not exist/,
+  ),
+  alone(
+    'PostgreSQL table missing with migrate: false, the SQL shown',
+    async () => {
+      const backend = postgresBackend({
+        connection: DATABASE_URL,
+        schema: `${schema}_missing`,
+        migrate: false,
+        applicationName: appName,
+      });
+      await firstLockCall(backend, 'missing:');
+    },
+    LockBackendError,
+    /missing .* and migrate is false\. Create them with this SQL .*\n.*CREATE TABLE IF NOT EXISTS/s,
+  ),
 ];
 
 /** Timers and sockets created while a row runs, and not yet gone: what the row left behind. */
@@ -255,7 +441,12 @@ describe('bad input', () => {
             ? redisBackend({ url: REDIS_URL })
             : postgresBackend({ connection: DATABASE_URL, schema, applicationName: appName });
       const locks = new DistributedLockService({ backend, keyPrefix: prefix, ttl: 5_000, wait: 200 });
-      ctx = { locks, backend, kind, held: async () => (await locks.tryAcquire(`held-${randomBytes(2).toString('hex')}`))! };
+      ctx = {
+        locks,
+        backend,
+        kind,
+        held: async () => (await locks.tryAcquire(`held-${randomBytes(2).toString('hex')}`))!,
+      };
     }
 
     let outcome: unknown;
@@ -285,10 +476,14 @@ describe('bad input', () => {
     expect(left).toEqual([]);
     expect(await admin.keys(`*${prefix}*`)).toEqual([]);
     const leftRows = await pg
-      .query(`SELECT count(*)::int AS n FROM "${schema}".distributed_locks WHERE key LIKE $1 AND token IS NOT NULL`, [`${prefix}%`])
+      .query(`SELECT count(*)::int AS n FROM "${schema}".distributed_locks WHERE key LIKE $1 AND token IS NOT NULL`, [
+        `${prefix}%`,
+      ])
       .catch(() => ({ rows: [{ n: 0 }] }));
     expect(leftRows.rows[0].n).toBe(0);
-    const sessions = await pg.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1`, [`${appName}%`]);
+    const sessions = await pg.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE $1`, [
+      `${appName}%`,
+    ]);
     expect(sessions.rows[0].n).toBe(0);
   });
 });

@@ -28,7 +28,8 @@ const COMPILE_TIMEOUT = 3 * 60_000;
 /** The environment for npm and the apps: without the npm_* variables of the `npm run` that started us. */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) if (!name.startsWith('npm_') && name !== 'INIT_CWD') env[name] = value;
+  for (const [name, value] of Object.entries(process.env))
+    if (!name.startsWith('npm_') && name !== 'INIT_CWD') env[name] = value;
   return { ...env, ...extra };
 }
 
@@ -47,7 +48,12 @@ function run(command: string, args: string[], cwd: string, timeout: number): Pro
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
       if (code === 0) resolvePromise(output);
-      else reject(new Error(`${command} ${args.join(' ')} (in ${cwd}) ${signal ? `was killed (${signal}, limit ${timeout} ms)` : `exited with ${code}`}:\n${output.slice(-6000)}`));
+      else
+        reject(
+          new Error(
+            `${command} ${args.join(' ')} (in ${cwd}) ${signal ? `was killed (${signal}, limit ${timeout} ms)` : `exited with ${code}`}:\n${output.slice(-6000)}`,
+          ),
+        );
     });
   });
 }
@@ -70,8 +76,13 @@ let packedFiles: string[];
 beforeAll(async () => {
   workDir = mkdtempSync(join(tmpdir(), 'ndl-consumers-'));
   // prepack builds dist/ first, so the tarball is what `npm publish` would upload.
-  const packed = await timed('npm pack', () => run('npm', ['pack', '--json', '--pack-destination', workDir], ROOT, COMPILE_TIMEOUT));
-  const [{ filename, files }] = JSON.parse(packed.slice(packed.indexOf('[\n'))) as Array<{ filename: string; files: Array<{ path: string }> }>;
+  const packed = await timed('npm pack', () =>
+    run('npm', ['pack', '--json', '--pack-destination', workDir], ROOT, COMPILE_TIMEOUT),
+  );
+  const [{ filename, files }] = JSON.parse(packed.slice(packed.indexOf('[\n'))) as Array<{
+    filename: string;
+    files: Array<{ path: string }>;
+  }>;
   tarball = join(workDir, filename);
   packedFiles = files.map((f) => f.path);
 }, COMPILE_TIMEOUT);
@@ -94,7 +105,12 @@ async function installApp(name: string): Promise<string> {
 
 function tsc(dir: string, project: string, what: string, extra: string[] = []): Promise<string> {
   return timed(what, () =>
-    run(process.execPath, [join(dir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', project, ...extra], dir, COMPILE_TIMEOUT),
+    run(
+      process.execPath,
+      [join(dir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', project, ...extra],
+      dir,
+      COMPILE_TIMEOUT,
+    ),
   );
 }
 
@@ -172,7 +188,12 @@ async function expectBusyRouteAnswers409(app: RunningApp, backend: string): Prom
   const busy = await call(`${app.url}/orders/1/hold`, 'POST');
   expect(busy).toEqual({
     status: 409,
-    body: { statusCode: 409, error: 'Conflict', message: expect.stringMatching(/^Lock "order:1" is busy/), key: 'order:1' },
+    body: {
+      statusCode: 409,
+      error: 'Conflict',
+      message: expect.stringMatching(/^Lock "order:1" is busy/),
+      key: 'order:1',
+    },
   });
   expect(await call(`${app.url}/orders/1/release`, 'POST')).toEqual({ status: 201, body: { released: true } });
   const held = await holder;
@@ -196,12 +217,16 @@ function declarationImports(entry: string): Set<string> {
     seen.add(file);
     for (const [, spec] of readFileSync(file, 'utf8').matchAll(/(?:from|import)\s*\(?\s*['"]([^'"]+)['"]/g)) {
       if (!spec.startsWith('.')) modules.add(spec);
-      else for (const candidate of [`${resolve(dirname(file), spec)}.d.ts`, join(resolve(dirname(file), spec), 'index.d.ts')]) {
-        if (existsSync(candidate)) {
-          visit(candidate);
-          break;
+      else
+        for (const candidate of [
+          `${resolve(dirname(file), spec)}.d.ts`,
+          join(resolve(dirname(file), spec), 'index.d.ts'),
+        ]) {
+          if (existsSync(candidate)) {
+            visit(candidate);
+            break;
+          }
         }
-      }
     }
   };
   visit(entry);
@@ -215,7 +240,13 @@ describe('the tarball', () => {
     const scripts = readdirSync(join(ROOT, 'lib'), { recursive: true, encoding: 'utf8' })
       .filter((f) => /\.(sql|lua)$/.test(f))
       .map((f) => `dist/${f.split('\\').join('/')}`);
-    const expected = ['package.json', 'README.md', 'CHANGELOG.md', ...modules.flatMap((m) => [`${m}.js`, `${m}.d.ts`, `${m}.js.map`]), ...scripts];
+    const expected = [
+      'package.json',
+      'README.md',
+      'CHANGELOG.md',
+      ...modules.flatMap((m) => [`${m}.js`, `${m}.d.ts`, `${m}.js.map`]),
+      ...scripts,
+    ];
     expect([...packedFiles].sort()).toEqual(expected.sort());
     for (const entry of ['dist/index', 'dist/redis', 'dist/postgres', 'dist/testing']) expect(modules).toContain(entry);
   });
@@ -243,44 +274,72 @@ describe('Nest 12 app, ES modules, as CLI 12 lays it out', () => {
     const maps = readdirSync(dist, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js.map'));
     expect(maps.length).toBeGreaterThan(30);
     for (const file of maps) {
-      const map = JSON.parse(readFileSync(join(dist, file), 'utf8')) as { sources: string[]; sourcesContent?: string[] };
+      const map = JSON.parse(readFileSync(join(dist, file), 'utf8')) as {
+        sources: string[];
+        sourcesContent?: string[];
+      };
       expect(map.sourcesContent?.length).toBe(map.sources.length);
       expect(map.sourcesContent!.every((text) => text.length > 0)).toBe(true);
     }
   });
 
-  it('compiles with the CLI 12 tsconfig (TypeScript 6, nodenext, isolatedModules, emitDecoratorMetadata)', async () => {
-    await tsc(dir, 'tsconfig.build.json', 'nest12-esm: tsc (CLI tsconfig)');
-    expect(existsSync(join(dir, 'dist', 'main.js'))).toBe(true);
-  }, COMPILE_TIMEOUT);
+  it(
+    'compiles with the CLI 12 tsconfig (TypeScript 6, nodenext, isolatedModules, emitDecoratorMetadata)',
+    async () => {
+      await tsc(dir, 'tsconfig.build.json', 'nest12-esm: tsc (CLI tsconfig)');
+      expect(existsSync(join(dir, 'dist', 'main.js'))).toBe(true);
+    },
+    COMPILE_TIMEOUT,
+  );
 
-  it('compiles with strict: true and skipLibCheck: false, neither ioredis nor pg installed', async () => {
-    await tsc(dir, 'tsconfig.strict.json', 'nest12-esm: tsc (strict, skipLibCheck false)');
-  }, COMPILE_TIMEOUT);
+  it(
+    'compiles with strict: true and skipLibCheck: false, neither ioredis nor pg installed',
+    async () => {
+      await tsc(dir, 'tsconfig.strict.json', 'nest12-esm: tsc (strict, skipLibCheck false)');
+    },
+    COMPILE_TIMEOUT,
+  );
 
-  it('runs the conformance kit from nestjs-distributed-lock/testing under vitest, on the memory backend', async () => {
-    // Type-checks the spec against the kit's published types (vitest's functions as its test API), then runs it.
-    await tsc(dir, 'tsconfig.json', 'nest12-esm: tsc (the vitest spec, noEmit)', ['--noEmit']);
-    const printed = await timed('nest12-esm: vitest run (the conformance kit)', () =>
-      run(process.execPath, [join(dir, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--reporter', 'verbose'], dir, COMPILE_TIMEOUT),
-    );
-    // eslint-disable-next-line no-control-regex -- the terminal colours vitest prints
-    const output = printed.replace(/\x1b\[[0-9;]*m/g, '');
-    expect(output).toContain('LockBackend contract: memory (vitest) > declares the capabilities the suite is run for (fifo, fencing strict)');
-    expect(output).toContain('not checked (the target has no evict)');
-    expect(output).toContain('lock model with the real scheduler: memory (vitest) > never leaves a key to a token that gave up');
-    const passed = /Tests\s+(\d+) passed \((\d+)\)/.exec(output);
-    expect(passed && passed[1] === passed[2] && Number(passed[1]) >= 40).toBe(true);
-  }, COMPILE_TIMEOUT);
+  it(
+    'runs the conformance kit from nestjs-distributed-lock/testing under vitest, on the memory backend',
+    async () => {
+      // Type-checks the spec against the kit's published types (vitest's functions as its test API), then runs it.
+      await tsc(dir, 'tsconfig.json', 'nest12-esm: tsc (the vitest spec, noEmit)', ['--noEmit']);
+      const printed = await timed('nest12-esm: vitest run (the conformance kit)', () =>
+        run(
+          process.execPath,
+          [join(dir, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--reporter', 'verbose'],
+          dir,
+          COMPILE_TIMEOUT,
+        ),
+      );
+      // eslint-disable-next-line no-control-regex -- the terminal colours vitest prints
+      const output = printed.replace(/\x1b\[[0-9;]*m/g, '');
+      expect(output).toContain(
+        'LockBackend contract: memory (vitest) > declares the capabilities the suite is run for (fifo, fencing strict)',
+      );
+      expect(output).toContain('not checked (the target has no evict)');
+      expect(output).toContain(
+        'lock model with the real scheduler: memory (vitest) > never leaves a key to a token that gave up',
+      );
+      const passed = /Tests\s+(\d+) passed \((\d+)\)/.exec(output);
+      expect(passed && passed[1] === passed[2] && Number(passed[1]) >= 40).toBe(true);
+    },
+    COMPILE_TIMEOUT,
+  );
 
-  it.each(['express', 'fastify'])('boots on %s and answers a busy @WithLock route with 409', async (platform) => {
-    const app = await boot(dir, { PLATFORM: platform, LOCK_TTL: '30s', LOCK_WAIT: '0' });
-    try {
-      await expectBusyRouteAnswers409(app, 'memory');
-    } finally {
-      await app.stop();
-    }
-  }, 90_000);
+  it.each(['express', 'fastify'])(
+    'boots on %s and answers a busy @WithLock route with 409',
+    async (platform) => {
+      const app = await boot(dir, { PLATFORM: platform, LOCK_TTL: '30s', LOCK_WAIT: '0' });
+      try {
+        await expectBusyRouteAnswers409(app, 'memory');
+      } finally {
+        await app.stop();
+      }
+    },
+    90_000,
+  );
 
   it('maps a stack trace inside the library to its TypeScript lines (--enable-source-maps)', async () => {
     const app = await boot(dir, { PLATFORM: 'express' }, ['--enable-source-maps']);
@@ -309,10 +368,14 @@ describe('Nest 11 app, CommonJS, as CLI 11 lays it out, on the Redis and Postgre
     await dropSchema(sharedDatabaseUrl(), schema);
   });
 
-  it('compiles with the CLI 11 tsconfig (TypeScript 5.9, nodenext, CommonJS)', async () => {
-    await tsc(dir, 'tsconfig.build.json', 'nest11-cjs: tsc (CLI tsconfig)');
-    expect(existsSync(join(dir, 'dist', 'main.js'))).toBe(true);
-  }, COMPILE_TIMEOUT);
+  it(
+    'compiles with the CLI 11 tsconfig (TypeScript 5.9, nodenext, CommonJS)',
+    async () => {
+      await tsc(dir, 'tsconfig.build.json', 'nest11-cjs: tsc (CLI tsconfig)');
+      expect(existsSync(join(dir, 'dist', 'main.js'))).toBe(true);
+    },
+    COMPILE_TIMEOUT,
+  );
 
   it('loads the conformance kit without fast-check installed, and names the install when a model case runs', async () => {
     expect(existsSync(join(dir, 'node_modules', 'fast-check'))).toBe(false);
@@ -330,28 +393,36 @@ describe('Nest 11 app, CommonJS, as CLI 11 lays it out, on the Redis and Postgre
     expect(output).toContain('npm install --save-dev fast-check@4');
   });
 
-  it('compiles the subpath imports with node10 module resolution too', async () => {
-    await tsc(dir, 'tsconfig.node10.json', 'nest11-cjs: tsc (node10 resolution)');
-  }, COMPILE_TIMEOUT);
+  it(
+    'compiles the subpath imports with node10 module resolution too',
+    async () => {
+      await tsc(dir, 'tsconfig.node10.json', 'nest11-cjs: tsc (node10 resolution)');
+    },
+    COMPILE_TIMEOUT,
+  );
 
   it.each([
     ['express', 'redis'],
     ['fastify', 'postgres'],
-  ])('boots on %s with the %s backend and answers a busy @WithLock route with 409', async (platform, store) => {
-    const app = await boot(dir, {
-      PLATFORM: platform,
-      LOCK_STORE: store,
-      LOCK_PREFIX: prefix,
-      LOCK_SCHEMA: schema,
-      LOCK_TTL: '30000',
-      LOCK_WAIT: '0',
-      REDIS_URL: SHARED_REDIS_URL,
-      DATABASE_URL: sharedDatabaseUrl(),
-    });
-    try {
-      await expectBusyRouteAnswers409(app, store);
-    } finally {
-      await app.stop();
-    }
-  }, 90_000);
+  ])(
+    'boots on %s with the %s backend and answers a busy @WithLock route with 409',
+    async (platform, store) => {
+      const app = await boot(dir, {
+        PLATFORM: platform,
+        LOCK_STORE: store,
+        LOCK_PREFIX: prefix,
+        LOCK_SCHEMA: schema,
+        LOCK_TTL: '30000',
+        LOCK_WAIT: '0',
+        REDIS_URL: SHARED_REDIS_URL,
+        DATABASE_URL: sharedDatabaseUrl(),
+      });
+      try {
+        await expectBusyRouteAnswers409(app, store);
+      } finally {
+        await app.stop();
+      }
+    },
+    90_000,
+  );
 });

@@ -16,7 +16,8 @@ import { deleteSharedKeys, sharedRedisOptions, testRunPrefix } from '../support/
  */
 
 type MemoryState = { lease?: { token: string; endsAt: number }; queue: Array<{ token: string; until: number }> };
-const memoryKeys = (backend: LockBackend): Map<string, MemoryState> => (backend as unknown as { keys: Map<string, MemoryState> }).keys;
+const memoryKeys = (backend: LockBackend): Map<string, MemoryState> =>
+  (backend as unknown as { keys: Map<string, MemoryState> }).keys;
 
 /** The memory backend, read from its own Map (a lease or a place counts while it has not run out). */
 export function memoryTarget(): ConformanceTarget {
@@ -78,7 +79,11 @@ export function redisTarget(): ConformanceTarget {
 /** What one Redis server holds for `key`. */
 export async function readRedisState(redis: Redis, key: string): Promise<LockStateView> {
   const names = redisLockKeys(key);
-  const [lease, waiters, [seconds, micros]] = await Promise.all([redis.get(names.lease), redis.hgetall(names.waiters), redis.time()]);
+  const [lease, waiters, [seconds, micros]] = await Promise.all([
+    redis.get(names.lease),
+    redis.hgetall(names.waiters),
+    redis.time(),
+  ]);
   const serverNow = Number(seconds) * 1_000 + Number(micros) / 1_000;
   return {
     holder: lease ? lease.slice(0, 32) : null,
@@ -96,7 +101,11 @@ export function postgresTarget(): ConformanceTarget {
   return {
     name: 'postgres',
     async create() {
-      const backend = postgresBackend({ connection: url, schema, applicationName: `dl-contract-${randomBytes(3).toString('hex')}` });
+      const backend = postgresBackend({
+        connection: url,
+        schema,
+        applicationName: `dl-contract-${randomBytes(3).toString('hex')}`,
+      });
       await backend.ready();
       return backend;
     },

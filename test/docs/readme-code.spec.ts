@@ -47,7 +47,12 @@ function readmeBlocks(): Block[] {
     const code = lines.slice(start, end).join('\n');
     const named = /^\/\/ ([\w.-]+\.ts)\b/.exec(lines[start] ?? '');
     const slug = section.toLowerCase().replace(/[^a-z0-9]+/g, '-');
-    blocks.push({ line: start + 1, section, file: join(BLOCKS_DIR, slug, named ? named[1] : `block-${start + 1}.ts`), code });
+    blocks.push({
+      line: start + 1,
+      section,
+      file: join(BLOCKS_DIR, slug, named ? named[1] : `block-${start + 1}.ts`),
+      code,
+    });
     i = end;
   }
   return blocks;
@@ -62,7 +67,8 @@ function declaredNames(code: string): Set<string> {
       const clause = statement.importClause;
       if (clause?.name) names.add(clause.name.text);
       const bindings = clause?.namedBindings;
-      if (bindings && ts.isNamedImports(bindings)) for (const element of bindings.elements) names.add(element.name.text);
+      if (bindings && ts.isNamedImports(bindings))
+        for (const element of bindings.elements) names.add(element.name.text);
       if (bindings && ts.isNamespaceImport(bindings)) names.add(bindings.name.text);
     } else if ((ts.isClassDeclaration(statement) || ts.isFunctionDeclaration(statement)) && statement.name) {
       names.add(statement.name.text);
@@ -118,7 +124,9 @@ function typeCheck(blocks: Block[], format: 'module' | 'commonjs'): string[] {
     files.get(file)?.text ?? (packageJsons.has(file) ? JSON.stringify({ type: format }) : readFile.call(host, file));
   host.getSourceFile = (file, language, onError, create) => {
     const virtual = files.get(file);
-    return virtual ? ts.createSourceFile(file, virtual.text, language) : getSourceFile.call(host, file, language, onError, create);
+    return virtual
+      ? ts.createSourceFile(file, virtual.text, language)
+      : getSourceFile.call(host, file, language, onError, create);
   };
   const program = ts.createProgram({ rootNames: [...files.keys()], options, host });
   const problems: string[] = [];
@@ -127,7 +135,9 @@ function typeCheck(blocks: Block[], format: 'module' | 'commonjs'): string[] {
     if (!virtual) continue; // the library's own files are checked by the typecheck script
     const { line } = diagnostic.file!.getLineAndCharacterOfPosition(diagnostic.start ?? 0);
     const readmeLine = virtual.block.line + line - virtual.preludeLines;
-    problems.push(`README.md:${readmeLine} (${format}): TS${diagnostic.code} ${ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n')}`);
+    problems.push(
+      `README.md:${readmeLine} (${format}): TS${diagnostic.code} ${ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n')}`,
+    );
   }
   return problems;
 }

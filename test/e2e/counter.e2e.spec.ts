@@ -18,9 +18,15 @@ describe.each([
   let run = 0;
   const unique = (name: string): string => `${name}-${_platform}-${++run}`;
 
-  const post = async (path: string): Promise<{ status: number; body: Record<string, unknown>; retryAfter: string | null }> => {
+  const post = async (
+    path: string,
+  ): Promise<{ status: number; body: Record<string, unknown>; retryAfter: string | null }> => {
     const response = await fetch(`${url}${path}`, { method: 'POST' });
-    return { status: response.status, body: (await response.json()) as Record<string, unknown>, retryAfter: response.headers.get('retry-after') };
+    return {
+      status: response.status,
+      body: (await response.json()) as Record<string, unknown>,
+      retryAfter: response.headers.get('retry-after'),
+    };
   };
   const count = async (name: string): Promise<number> =>
     ((await (await fetch(`${url}/counters/${name}`)).json()) as { value: number }).value;

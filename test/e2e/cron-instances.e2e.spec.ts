@@ -17,7 +17,16 @@ interface Instance {
 function startInstance(kind: string, connection: string, keyPrefix: string, skew: number, minHold: number): Instance {
   const child = spawn(
     process.execPath,
-    ['-r', join(__dirname, '../support/transpile-on-require.js'), join(__dirname, 'processes/cron-instance.process.ts'), kind, connection, keyPrefix, String(skew), String(minHold)],
+    [
+      '-r',
+      join(__dirname, '../support/transpile-on-require.js'),
+      join(__dirname, 'processes/cron-instance.process.ts'),
+      kind,
+      connection,
+      keyPrefix,
+      String(skew),
+      String(minHold),
+    ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const runs: number[] = [];
@@ -48,7 +57,10 @@ async function stop(instance: Instance): Promise<void> {
  * Returns the number of runs of each tick, over TICKS ticks that both instances saw.
  */
 async function runsPerTick(kind: string, connection: string, keyPrefix: string, minHold: number): Promise<number[]> {
-  const instances = [startInstance(kind, connection, keyPrefix, 0, minHold), startInstance(kind, connection, keyPrefix, -40, minHold)];
+  const instances = [
+    startInstance(kind, connection, keyPrefix, 0, minHold),
+    startInstance(kind, connection, keyPrefix, -40, minHold),
+  ];
   try {
     await Promise.all(instances.map((i) => i.ready));
     // The first whole tick after both are up, and TICKS ticks from there.
@@ -75,8 +87,12 @@ describe('@Cron on two instances with skewed clocks, under @WithLock with minHol
   it.each([
     ['redis', SHARED_REDIS_URL],
     ['postgres', sharedDatabaseUrl()],
-  ])('runs every tick exactly once on %s', async (kind, connection) => {
-    const counts = await runsPerTick(kind, connection, `${prefix}_${kind}`, 1_000);
-    expect(counts).toEqual(new Array(TICKS).fill(1));
-  }, 60_000);
+  ])(
+    'runs every tick exactly once on %s',
+    async (kind, connection) => {
+      const counts = await runsPerTick(kind, connection, `${prefix}_${kind}`, 1_000);
+      expect(counts).toEqual(new Array(TICKS).fill(1));
+    },
+    60_000,
+  );
 });

@@ -53,7 +53,9 @@ describe('a busy lock in an @OnEvent handler', () => {
     expect(listener.runs).toBe(0);
     const errors = logger.at('error');
     expect(errors).toHaveLength(1);
-    expect(errors[0].text).toMatch(/^Lock "report" is busy: not acquired within 0 ms LockTimeoutError: Lock "report" is busy[\s\S]* at [\s\S]* Event$/);
+    expect(errors[0].text).toMatch(
+      /^Lock "report" is busy: not acquired within 0 ms LockTimeoutError: Lock "report" is busy[\s\S]* at [\s\S]* Event$/,
+    );
   });
 
   it('is logged the same after a plain emit, which returns before the handler ends', async () => {

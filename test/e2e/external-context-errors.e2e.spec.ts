@@ -23,7 +23,10 @@ describe('a busy lock in a GraphQL-style external context', () => {
 
   beforeEach(async () => {
     logger = new RecordingLogger();
-    const moduleRef = await Test.createTestingModule({ imports: [LockModule.forRoot()], providers: [ReportResolver] }).compile();
+    const moduleRef = await Test.createTestingModule({
+      imports: [LockModule.forRoot()],
+      providers: [ReportResolver],
+    }).compile();
     app = moduleRef.createNestApplication({ logger });
     await app.init();
   });
@@ -33,7 +36,17 @@ describe('a busy lock in a GraphQL-style external context', () => {
     const resolver = app.get(ReportResolver);
     const call = app
       .get(ExternalContextCreator)
-      .create(resolver, resolver.report, 'report', undefined, undefined, undefined, undefined, undefined, 'graphql') as () => Promise<unknown>;
+      .create(
+        resolver,
+        resolver.report,
+        'report',
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        'graphql',
+      ) as () => Promise<unknown>;
     await expect(call()).resolves.toBe('ran');
     await app.get(DistributedLock).tryAcquire('report');
     const error = await call().catch((e: unknown) => e);

@@ -103,7 +103,11 @@ describe.each([
     it('answers LOCK_BACKEND_UNAVAILABLE without the cause, and logs the cause once', async () => {
       backend.fail.add('tryAcquire');
       const error = await sendError(client, 'report');
-      expect(error).toEqual({ status: 'error', code: 'LOCK_BACKEND_UNAVAILABLE', message: 'Lock backend memory is unavailable' });
+      expect(error).toEqual({
+        status: 'error',
+        code: 'LOCK_BACKEND_UNAVAILABLE',
+        message: 'Lock backend memory is unavailable',
+      });
       expect(JSON.stringify(error)).not.toContain('injected failure');
       expect(logger.at('error')).toHaveLength(1);
       expect(logger.at('error', /Lock backend memory failed: injected failure: tryAcquire/)).toHaveLength(1);
@@ -127,8 +131,13 @@ describe.each([
 describe('a busy lock in a hybrid app (HTTP + TCP microservice, inheritAppConfig)', () => {
   it('answers the microservice client with LOCK_BUSY', async () => {
     const port = await freePort();
-    const app = await NestFactory.create(ReportModule.register(new RecordingBackend(memoryBackend())), { logger: new RecordingLogger() });
-    app.connectMicroservice({ transport: Transport.TCP, options: { host: '127.0.0.1', port } }, { inheritAppConfig: true });
+    const app = await NestFactory.create(ReportModule.register(new RecordingBackend(memoryBackend())), {
+      logger: new RecordingLogger(),
+    });
+    app.connectMicroservice(
+      { transport: Transport.TCP, options: { host: '127.0.0.1', port } },
+      { inheritAppConfig: true },
+    );
     await app.startAllMicroservices();
     await app.init();
     const client = ClientProxyFactory.create({ transport: Transport.TCP, options: { host: '127.0.0.1', port } });

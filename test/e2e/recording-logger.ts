@@ -45,7 +45,9 @@ export class RecordingLogger implements LoggerService {
   }
 
   private record(level: LogEntry['level'], args: unknown[]): void {
-    const text = args.map((a) => (a instanceof Error ? (a.stack ?? a.message) : typeof a === 'string' ? a : JSON.stringify(a))).join(' ');
+    const text = args
+      .map((a) => (a instanceof Error ? (a.stack ?? a.message) : typeof a === 'string' ? a : JSON.stringify(a)))
+      .join(' ');
     this.entries.push({ level, text });
   }
 }

@@ -1,4 +1,14 @@
-import { Catch, Controller, Module, Post, UseFilters, type ArgumentsHost, type DynamicModule, type ExceptionFilter, type INestApplication } from '@nestjs/common';
+import {
+  Catch,
+  Controller,
+  Module,
+  Post,
+  UseFilters,
+  type ArgumentsHost,
+  type DynamicModule,
+  type ExceptionFilter,
+  type INestApplication,
+} from '@nestjs/common';
 import { EXCEPTION_FILTERS_METADATA } from '@nestjs/common/constants';
 import { NestFactory } from '@nestjs/core';
 import { SubscribeMessage, WebSocketGateway } from '@nestjs/websockets';
@@ -150,7 +160,11 @@ describe('a busy lock in a socket.io gateway', () => {
     await app!.get(DistributedLock).tryAcquire('report');
     const exception = next(client, 'exception');
     client.emit('report', { id: 7 });
-    expect(await exception).toEqual({ status: 'error', message: 'Internal server error', cause: { pattern: 'report', data: { id: 7 } } });
+    expect(await exception).toEqual({
+      status: 'error',
+      message: 'Internal server error',
+      cause: { pattern: 'report', data: { id: 7 } },
+    });
     expect(logger.at('error', /LockTimeoutError: Lock "report" is busy/)).toHaveLength(1);
     const response = await fetch(`${await app!.getUrl()}/reports`, { method: 'POST' });
     expect(response.status).toBe(500);

@@ -23,7 +23,14 @@ export interface CaseShape {
   knob: number;
 }
 
-export const QUICK_SHAPE: CaseShape = { workers: 4, ttl: 1_000, workMs: 5, durationMs: 4_000, faultAfterMs: 800, knob: 0 };
+export const QUICK_SHAPE: CaseShape = {
+  workers: 4,
+  ttl: 1_000,
+  workMs: 5,
+  durationMs: 4_000,
+  faultAfterMs: 800,
+  knob: 0,
+};
 
 /** A fault case with the servers it needs: `prepare` starts them, the returned `cleanup` stops them. */
 export interface FaultCaseDefinition {
@@ -48,7 +55,12 @@ const exclusive = (shape: CaseShape): CheckOptions => ({ exclusive: true, livene
 
 /** The resource every Redis case writes to: the shared Redis, reached directly (never through a fault). */
 export function redisResource(fenceCheck: boolean): ResourceSpec {
-  return { kind: 'redis', url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', prefix: `faults:resource:${randomBytes(4).toString('hex')}:`, fenceCheck };
+  return {
+    kind: 'redis',
+    url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    prefix: `faults:resource:${randomBytes(4).toString('hex')}:`,
+    fenceCheck,
+  };
 }
 
 export function postgresResource(schema: string, fenceCheck: boolean): ResourceSpec {
@@ -56,7 +68,10 @@ export function postgresResource(schema: string, fenceCheck: boolean): ResourceS
 }
 
 /** One Redis server of the case's own, optionally behind a fault proxy. */
-export async function privateRedis(withProxy = false, options?: Parameters<typeof RedisServerProcess.start>[0]): Promise<{ server: RedisServerProcess; proxy?: TcpFaultProxy; url: string; cleanup: () => Promise<void> }> {
+export async function privateRedis(
+  withProxy = false,
+  options?: Parameters<typeof RedisServerProcess.start>[0],
+): Promise<{ server: RedisServerProcess; proxy?: TcpFaultProxy; url: string; cleanup: () => Promise<void> }> {
   const server = await RedisServerProcess.start(options);
   const proxy = withProxy ? await TcpFaultProxy.start(server.port) : undefined;
   return {
@@ -71,7 +86,11 @@ export async function privateRedis(withProxy = false, options?: Parameters<typeo
 }
 
 /** Waits for the workers to be busy, then for a holder in the act (acquired, or inside its work). */
-export async function holderOf(run: FaultRun, shape: CaseShape, type: 'acquired' | 'read' = 'acquired'): Promise<HistoryEvent> {
+export async function holderOf(
+  run: FaultRun,
+  shape: CaseShape,
+  type: 'acquired' | 'read' = 'acquired',
+): Promise<HistoryEvent> {
   await sleep(shape.faultAfterMs);
   return run.next((e) => e.type === type);
 }
@@ -85,7 +104,13 @@ function longWork(shape: CaseShape): Pick<FaultCase, 'workMs'> {
 }
 
 /** A fault that lasts `ms` on the given worker-independent resource, recorded in the history. */
-export async function window(run: FaultRun, name: string, ms: number, start: () => Promise<void> | void, end: () => Promise<void> | void): Promise<void> {
+export async function window(
+  run: FaultRun,
+  name: string,
+  ms: number,
+  start: () => Promise<void> | void,
+  end: () => Promise<void> | void,
+): Promise<void> {
   run.mark('*', name, 'start');
   await start();
   await sleep(ms);
@@ -97,16 +122,29 @@ function processFaults(backend: 'redis' | 'postgres'): FaultCaseDefinition[] {
   const setup = async (fenceCheck: boolean) => {
     if (backend === 'redis') {
       const redis = await privateRedis();
-      return { spec: { kind: 'redis', url: redis.url } as BackendSpec, resource: redisResource(fenceCheck), cleanup: redis.cleanup };
+      return {
+        spec: { kind: 'redis', url: redis.url } as BackendSpec,
+        resource: redisResource(fenceCheck),
+        cleanup: redis.cleanup,
+      };
     }
     const schema = `dl_faults_${randomBytes(4).toString('hex')}`;
     return {
-      spec: { kind: 'postgres', connection: sharedDatabaseUrl(), schema, applicationName: `dl-faults-${schema}` } as BackendSpec,
+      spec: {
+        kind: 'postgres',
+        connection: sharedDatabaseUrl(),
+        schema,
+        applicationName: `dl-faults-${schema}`,
+      } as BackendSpec,
       resource: postgresResource(schema, fenceCheck),
       cleanup: () => dropSchema(sharedDatabaseUrl(), schema),
     };
   };
-  const define = (fault: string, build: (shape: CaseShape) => Partial<FaultCase> & Pick<FaultCase, 'check'>, unfenced = false): FaultCaseDefinition => ({
+  const define = (
+    fault: string,
+    build: (shape: CaseShape) => Partial<FaultCase> & Pick<FaultCase, 'check'>,
+    unfenced = false,
+  ): FaultCaseDefinition => ({
     name: `${backend}: ${fault}${unfenced ? ' (fence check off)' : ''}`,
     backend,
     fault,
@@ -114,7 +152,13 @@ function processFaults(backend: 'redis' | 'postgres'): FaultCaseDefinition[] {
     async prepare(shape) {
       const env = await setup(!unfenced);
       return {
-        faultCase: { name: `${backend}-${fault.replace(/\W+/g, '-')}`, backend: env.spec, resource: env.resource, ...shape, ...build(shape) },
+        faultCase: {
+          name: `${backend}-${fault.replace(/\W+/g, '-')}`,
+          backend: env.spec,
+          resource: env.resource,
+          ...shape,
+          ...build(shape),
+        },
         cleanup: env.cleanup,
       };
     },
@@ -151,14 +195,24 @@ function processFaults(backend: 'redis' | 'postgres'): FaultCaseDefinition[] {
  * partition (connections cut, new ones refused) for 1.5 × TTL each.
  */
 function proxyFaults<Env extends { proxy?: TcpFaultProxy }>(
-  define: (fault: string, inject: (env: Env, run: FaultRun, shape: CaseShape) => Promise<void>, withProxy: boolean) => FaultCaseDefinition,
+  define: (
+    fault: string,
+    inject: (env: Env, run: FaultRun, shape: CaseShape) => Promise<void>,
+    withProxy: boolean,
+  ) => FaultCaseDefinition,
 ): FaultCaseDefinition[] {
   const through = (fault: string, name: string, ttls: number, mode: ProxyMode): FaultCaseDefinition =>
     define(
       fault,
       async (env, run, shape) => {
         await holderOf(run, shape, 'read');
-        await window(run, name, shape.ttl * ttls, () => env.proxy!.set(mode), () => env.proxy!.set({ kind: 'pass' }));
+        await window(
+          run,
+          name,
+          shape.ttl * ttls,
+          () => env.proxy!.set(mode),
+          () => env.proxy!.set({ kind: 'pass' }),
+        );
       },
       true,
     );
@@ -207,11 +261,23 @@ function redisServerFaults(): FaultCaseDefinition[] {
     // stays down longer than the TTL (a delayed restart), and fences hold because they carry the clock.
     define('redis-server kill -9, restart after the TTL', async (redis, run, shape) => {
       await holderOf(run, shape, 'read');
-      await window(run, 'kill -9', shape.ttl * 1.5, () => redis.server.kill(), () => redis.server.restart());
+      await window(
+        run,
+        'kill -9',
+        shape.ttl * 1.5,
+        () => redis.server.kill(),
+        () => redis.server.restart(),
+      );
     }),
     define('CLIENT PAUSE longer than the TTL', async (redis, run, shape) => {
       await holderOf(run, shape, 'read');
-      await window(run, 'CLIENT PAUSE', shape.ttl * 1.5, () => admin(redis.server, 'CLIENT', 'PAUSE', String(Math.round(shape.ttl * 1.5)), 'ALL'), () => undefined);
+      await window(
+        run,
+        'CLIENT PAUSE',
+        shape.ttl * 1.5,
+        () => admin(redis.server, 'CLIENT', 'PAUSE', String(Math.round(shape.ttl * 1.5)), 'ALL'),
+        () => undefined,
+      );
     }),
     define('CLIENT KILL of every client', async (redis, run, shape) => {
       await holderOf(run, shape, 'read');
@@ -225,7 +291,10 @@ function redisServerFaults(): FaultCaseDefinition[] {
 }
 
 function quorumFaults(): FaultCaseDefinition[] {
-  const define = (fault: string, inject?: (servers: RedisServerProcess[], run: FaultRun, shape: CaseShape) => Promise<void>): FaultCaseDefinition => ({
+  const define = (
+    fault: string,
+    inject?: (servers: RedisServerProcess[], run: FaultRun, shape: CaseShape) => Promise<void>,
+  ): FaultCaseDefinition => ({
     name: `redis quorum of 3: ${fault}`,
     backend: 'redis-quorum',
     fault,
@@ -259,7 +328,11 @@ function quorumFaults(): FaultCaseDefinition[] {
 function postgresServerFaults(): FaultCaseDefinition[] {
   const shared = (
     fault: string,
-    inject: (env: { schema: string; appName: string; proxy?: TcpFaultProxy }, run: FaultRun, shape: CaseShape) => Promise<void>,
+    inject: (
+      env: { schema: string; appName: string; proxy?: TcpFaultProxy },
+      run: FaultRun,
+      shape: CaseShape,
+    ) => Promise<void>,
     withProxy = false,
   ): FaultCaseDefinition => ({
     name: `postgres: ${fault}`,
@@ -268,7 +341,9 @@ function postgresServerFaults(): FaultCaseDefinition[] {
     async prepare(shape) {
       const schema = `dl_faults_${randomBytes(4).toString('hex')}`;
       const appName = `dl-faults-${schema}`;
-      const proxy = withProxy ? await TcpFaultProxy.start(Number(new URL(sharedDatabaseUrl()).port || 5432)) : undefined;
+      const proxy = withProxy
+        ? await TcpFaultProxy.start(Number(new URL(sharedDatabaseUrl()).port || 5432))
+        : undefined;
       const url = new URL(sharedDatabaseUrl());
       if (proxy) {
         url.hostname = '127.0.0.1';
@@ -295,7 +370,9 @@ function postgresServerFaults(): FaultCaseDefinition[] {
     const client = new Client({ connectionString: sharedDatabaseUrl() });
     await client.connect();
     try {
-      await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE $1', [`${appName}%`]);
+      await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE $1', [
+        `${appName}%`,
+      ]);
     } finally {
       await client.end();
     }
@@ -325,7 +402,13 @@ function postgresServerFaults(): FaultCaseDefinition[] {
             check: exclusive(shape),
             fault: async (run) => {
               await holderOf(run, shape, 'read');
-              await window(run, 'restart', 0, () => server.restart('fast'), () => undefined);
+              await window(
+                run,
+                'restart',
+                0,
+                () => server.restart('fast'),
+                () => undefined,
+              );
             },
           },
           cleanup: async () => {
@@ -340,5 +423,11 @@ function postgresServerFaults(): FaultCaseDefinition[] {
 
 /** Every infrastructure case, on every backend where it applies (the client dimension: client-cases.ts). */
 export function faultCaseDefinitions(): FaultCaseDefinition[] {
-  return [...processFaults('redis'), ...redisServerFaults(), ...quorumFaults(), ...processFaults('postgres'), ...postgresServerFaults()];
+  return [
+    ...processFaults('redis'),
+    ...redisServerFaults(),
+    ...quorumFaults(),
+    ...processFaults('postgres'),
+    ...postgresServerFaults(),
+  ];
 }

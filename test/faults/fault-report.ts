@@ -3,7 +3,9 @@ import type { FaultCaseResult } from './fault-runner';
 /** One line per case for logs and failure messages: what was checked and what was found. */
 export function summarise(result: FaultCaseResult): string {
   const r = result.report;
-  const paused = r.pausedHolders.map((p) => `paused ${p.worker}: signal ${p.signalFired ? 'fired' : 'SILENT'}, stale writes ${p.staleAcceptedWrites}`);
+  const paused = r.pausedHolders.map(
+    (p) => `paused ${p.worker}: signal ${p.signalFired ? 'fired' : 'SILENT'}, stale writes ${p.staleAcceptedWrites}`,
+  );
   return [
     `${result.name}: ${r.events} events, ${r.holds} holds, ${r.acceptedWrites} writes accepted, ${r.rejectedWrites} rejected`,
     `overlaps ${r.overlaps.length}, lost writes ${r.lostWrites.length}, out-of-order ${r.outOfOrderWrites.length}, liveness ${r.livenessViolations.length}`,

@@ -3,11 +3,21 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { historyNow } from './history-clock';
 import { checkHistory, type CheckOptions, type CheckReport, type HistoryEvent } from './history';
-import { createResource, type BackendSpec, type ResourceSpec, type WorkerBehaviour, type WorkerConfig } from './worker-config';
+import {
+  createResource,
+  type BackendSpec,
+  type ResourceSpec,
+  type WorkerBehaviour,
+  type WorkerConfig,
+} from './worker-config';
 
 const ROOT = join(__dirname, '..', '..');
 /** Workers run the TypeScript sources, transpiled as they load (jest's own run type-checks them). */
-const WORKER_ARGS = ['-r', join(ROOT, 'test/support/transpile-on-require.js'), join(ROOT, 'test/faults/lock-worker.ts')];
+const WORKER_ARGS = [
+  '-r',
+  join(ROOT, 'test/support/transpile-on-require.js'),
+  join(ROOT, 'test/faults/lock-worker.ts'),
+];
 
 export interface FaultCase {
   name: string;
@@ -138,7 +148,8 @@ export async function runFaultCase(c: FaultCase): Promise<FaultCaseResult> {
         new Promise<void>((resolve) => {
           child.on('exit', (code, signal) => {
             markReady();
-            if (code !== 0 && signal !== 'SIGKILL') workerErrors.push(`${id} exited ${code ?? signal}: ${stderr.trim()}`);
+            if (code !== 0 && signal !== 'SIGKILL')
+              workerErrors.push(`${id} exited ${code ?? signal}: ${stderr.trim()}`);
             resolve();
           });
         }),

@@ -15,44 +15,48 @@ const BLOCKING = /kill -9, restart|CLIENT PAUSE|proxy drop|proxy partition/;
  */
 export function describeFaultCases(title: string, definitions: FaultCaseDefinition[]): void {
   describe(title, () => {
-    it.each(definitions.map((definition) => [definition.name, definition] as const))('%s', async (_name, definition) => {
-      const { faultCase, cleanup } = await definition.prepare(QUICK_SHAPE);
-      try {
-        const result = await runFaultCase(faultCase);
-        const { report } = result;
-        const context = summarise(result);
-        mkdirSync(join(__dirname, '../../reports'), { recursive: true });
-        appendFileSync(join(__dirname, '../../reports/faults-quick.log'), `${new Date().toISOString()} ${context}\n`);
-        expect({ context, workerErrors: result.workerErrors }).toEqual({ context, workerErrors: [] });
-        expect(report.acceptedWrites).toBeGreaterThan(0);
-        // The case's own behaviour (an escaped callback, a CPU block, an eviction...) did happen.
-        expect({ context, missed: definition.missed?.(result.history) }).toEqual({ context, missed: undefined });
+    it.each(definitions.map((definition) => [definition.name, definition] as const))(
+      '%s',
+      async (_name, definition) => {
+        const { faultCase, cleanup } = await definition.prepare(QUICK_SHAPE);
+        try {
+          const result = await runFaultCase(faultCase);
+          const { report } = result;
+          const context = summarise(result);
+          mkdirSync(join(__dirname, '../../reports'), { recursive: true });
+          appendFileSync(join(__dirname, '../../reports/faults-quick.log'), `${new Date().toISOString()} ${context}\n`);
+          expect({ context, workerErrors: result.workerErrors }).toEqual({ context, workerErrors: [] });
+          expect(report.acceptedWrites).toBeGreaterThan(0);
+          // The case's own behaviour (an escaped callback, a CPU block, an eviction...) did happen.
+          expect({ context, missed: definition.missed?.(result.history) }).toEqual({ context, missed: undefined });
 
-        if (definition.unfenced) {
-          // The demonstration: without the fence check a paused holder's late write is accepted and
-          // an update is lost. With the check (the case before it) the same workload loses none.
-          expect(report.lostWrites.length).toBeGreaterThan(0);
-          return;
+          if (definition.unfenced) {
+            // The demonstration: without the fence check a paused holder's late write is accepted and
+            // an update is lost. With the check (the case before it) the same workload loses none.
+            expect(report.lostWrites.length).toBeGreaterThan(0);
+            return;
+          }
+          expect({ context, violations: report.violations }).toEqual({ context, violations: 0 });
+          expect(result.finalValue).toBe(report.acceptedWrites);
+          if (definition.fault.startsWith('holder SIGSTOP')) {
+            expect(report.pausedHolders).toHaveLength(1);
+            expect(report.pausedHolders[0]).toMatchObject({ signalFired: true, staleAcceptedWrites: 0 });
+            expect(report.rejectedWrites).toBeGreaterThanOrEqual(1);
+          }
+          if (definition.fault === 'holder SIGKILL') {
+            expect(result.history.some((e) => e.type === 'fault' && e.fault === 'SIGKILL')).toBe(true);
+          }
+          if (BLOCKING.test(definition.fault)) {
+            // The fault did bite: the holder caught in it was told (its signal fired), the lock was
+            // unavailable for at least a TTL, and the work went on afterwards.
+            expect(report.disturbances.lost).toBeGreaterThanOrEqual(1);
+            expect(report.longestAcquisitionGap).toBeGreaterThanOrEqual(QUICK_SHAPE.ttl);
+          }
+        } finally {
+          await cleanup();
         }
-        expect({ context, violations: report.violations }).toEqual({ context, violations: 0 });
-        expect(result.finalValue).toBe(report.acceptedWrites);
-        if (definition.fault.startsWith('holder SIGSTOP')) {
-          expect(report.pausedHolders).toHaveLength(1);
-          expect(report.pausedHolders[0]).toMatchObject({ signalFired: true, staleAcceptedWrites: 0 });
-          expect(report.rejectedWrites).toBeGreaterThanOrEqual(1);
-        }
-        if (definition.fault === 'holder SIGKILL') {
-          expect(result.history.some((e) => e.type === 'fault' && e.fault === 'SIGKILL')).toBe(true);
-        }
-        if (BLOCKING.test(definition.fault)) {
-          // The fault did bite: the holder caught in it was told (its signal fired), the lock was
-          // unavailable for at least a TTL, and the work went on afterwards.
-          expect(report.disturbances.lost).toBeGreaterThanOrEqual(1);
-          expect(report.longestAcquisitionGap).toBeGreaterThanOrEqual(QUICK_SHAPE.ttl);
-        }
-      } finally {
-        await cleanup();
-      }
-    }, 90_000);
+      },
+      90_000,
+    );
   });
 }

@@ -61,7 +61,9 @@ export class PostgresFencedResource implements FencedResource {
   }
 
   async value(name: string): Promise<number> {
-    const { rows } = await this.pool.query<{ value: string }>(`SELECT value FROM ${this.table} WHERE name = $1`, [name]);
+    const { rows } = await this.pool.query<{ value: string }>(`SELECT value FROM ${this.table} WHERE name = $1`, [
+      name,
+    ]);
     return Number(rows[0].value);
   }
 
@@ -113,15 +115,25 @@ export class RedisFencedResource implements FencedResource {
   }
 
   async read(name: string, fence: bigint): Promise<{ value: number; ok: boolean }> {
-    const [value, ok] = (await this.redis.eval(READ_SCRIPT, 1, this.prefix + name, fence.toString(), this.fenceCheck ? '1' : '0')) as [
-      string,
-      number,
-    ];
+    const [value, ok] = (await this.redis.eval(
+      READ_SCRIPT,
+      1,
+      this.prefix + name,
+      fence.toString(),
+      this.fenceCheck ? '1' : '0',
+    )) as [string, number];
     return { value: Number(value), ok: ok === 1 };
   }
 
   async write(name: string, fence: bigint, value: number): Promise<boolean> {
-    const accepted = await this.redis.eval(WRITE_SCRIPT, 1, this.prefix + name, fence.toString(), String(value), this.fenceCheck ? '1' : '0');
+    const accepted = await this.redis.eval(
+      WRITE_SCRIPT,
+      1,
+      this.prefix + name,
+      fence.toString(),
+      String(value),
+      this.fenceCheck ? '1' : '0',
+    );
     return accepted === 1;
   }
 

@@ -18,7 +18,17 @@ export type HistoryEvent =
   /** The worker read the resource, presenting its fence; `ok` false when the resource refused the fence. */
   | { t: number; worker: string; call?: number; type: 'read'; key: string; fence: string; value: number; ok: boolean }
   /** The worker wrote `value` with `fence`; `accepted` is the resource's answer. */
-  | { t: number; worker: string; call?: number; type: 'write'; key: string; fence: string; value: number; accepted: boolean; signalAborted: boolean }
+  | {
+      t: number;
+      worker: string;
+      call?: number;
+      type: 'write';
+      key: string;
+      fence: string;
+      value: number;
+      accepted: boolean;
+      signalAborted: boolean;
+    }
   /**
    * User code asked whether it still holds the lock of `fence` (`lock.signal.aborted`, or the
    * signal of `currentLock()`), synchronously, and was told `aborted`. A `false` answer is a claim
@@ -145,7 +155,8 @@ export function holdsOf(events: HistoryEvent[]): Hold[] {
         open.delete(callOf(event));
       }
       const mine = last.get(callOf(event));
-      if (event.type === 'release' && mine && mine.fence === BigInt(event.fence) && mine.workEnd === Infinity) mine.workEnd = event.t;
+      if (event.type === 'release' && mine && mine.fence === BigInt(event.fence) && mine.workEnd === Infinity)
+        mine.workEnd = event.t;
     } else if (event.type === 'settled') {
       const mine = last.get(callOf(event));
       if (mine && mine.outcome === undefined && (event.fence === undefined || mine.fence === BigInt(event.fence))) {
@@ -168,7 +179,8 @@ export function holdsOf(events: HistoryEvent[]): Hold[] {
 function higherGrantBefore(holds: Hold[], key: string, fence: bigint, before: number): Hold | undefined {
   let first: Hold | undefined;
   for (const other of holds) {
-    if (other.key === key && other.fence > fence && other.start < before && (!first || other.start < first.start)) first = other;
+    if (other.key === key && other.fence > fence && other.start < before && (!first || other.start < first.start))
+      first = other;
   }
   return first;
 }
@@ -190,10 +202,23 @@ function pendingCalls(events: HistoryEvent[]): Pending[] {
   const done: Pending[] = [];
   for (const event of events) {
     if (event.type === 'invoke') {
-      const pending: Pending = { id: callOf(event), worker: event.worker, call: event.call, key: event.key, wait: event.wait, from: event.t, to: Infinity };
+      const pending: Pending = {
+        id: callOf(event),
+        worker: event.worker,
+        call: event.call,
+        key: event.key,
+        wait: event.wait,
+        from: event.t,
+        to: Infinity,
+      };
       started.set(pending.id, pending);
       done.push(pending);
-    } else if (event.type === 'acquired' || event.type === 'settled' || event.type === 'timeout' || event.type === 'error') {
+    } else if (
+      event.type === 'acquired' ||
+      event.type === 'settled' ||
+      event.type === 'timeout' ||
+      event.type === 'error'
+    ) {
       const pending = started.get(callOf(event));
       if (pending) pending.to = event.t;
       started.delete(callOf(event));
@@ -292,7 +317,9 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
       const freedAt = hold.settledAt;
       const key = hold.key;
       if (holds.some((h) => h !== hold && h.key === key && h.start <= freedAt && h.end > freedAt)) continue;
-      const next = holds.filter((h) => h.key === key && h.start > freedAt).reduce<number | undefined>((n, h) => (n === undefined || h.start < n ? h.start : n), undefined);
+      const next = holds
+        .filter((h) => h.key === key && h.start > freedAt)
+        .reduce<number | undefined>((n, h) => (n === undefined || h.start < n ? h.start : n), undefined);
       if (next !== undefined && next - freedAt <= options.stuckWithin) continue;
       const waits = pending.filter((p) => p.key === key);
       if (!waitedThroughout(waits, freedAt, freedAt + options.stuckWithin, 250)) continue;
@@ -311,7 +338,14 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
       if (p.wait === undefined) continue;
       const ran = (p.to === Infinity ? lastT : p.to) - p.from;
       if (ran > p.wait + options.callWithin) {
-        overdueCalls.push({ worker: p.worker, call: p.call, key: p.key, wait: p.wait, ran, settled: p.to !== Infinity });
+        overdueCalls.push({
+          worker: p.worker,
+          call: p.call,
+          key: p.key,
+          wait: p.wait,
+          ran,
+          settled: p.to !== Infinity,
+        });
       }
     }
   }
@@ -322,7 +356,11 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
       const victim = holds.find((h) => h.worker === kill.worker && h.ended === 'killed' && h.end === kill.t);
       if (!victim) continue;
       const someoneWaiting = events.some(
-        (e) => e.type === 'invoke' && e.key === victim.key && e.worker !== kill.worker && e.t <= kill.t + options.livenessWithin!,
+        (e) =>
+          e.type === 'invoke' &&
+          e.key === victim.key &&
+          e.worker !== kill.worker &&
+          e.t <= kill.t + options.livenessWithin!,
       );
       const next = holds.find((h) => h.key === victim.key && h.start > kill.t);
       if (someoneWaiting && (!next || next.start - kill.t > options.livenessWithin)) {
@@ -335,7 +373,9 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
   for (const pause of events.filter((e) => e.type === 'fault' && e.fault === 'SIGSTOP' && e.phase === 'start')) {
     const hold = holds.find((h) => h.worker === pause.worker && h.start <= pause.t && pause.t <= h.end);
     if (!hold) continue;
-    const signalFired = events.some((e) => e.type === 'lost' && e.worker === pause.worker && BigInt(e.fence) === hold.fence);
+    const signalFired = events.some(
+      (e) => e.type === 'lost' && e.worker === pause.worker && BigInt(e.fence) === hold.fence,
+    );
     const laterFences = holds.filter((h) => h.key === hold.key && h.fence > hold.fence).map((h) => h.start);
     const firstLaterHold = laterFences.length ? Math.min(...laterFences) : Infinity;
     const staleAcceptedWrites = accepted.filter(
@@ -346,7 +386,8 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
 
   let longestAcquisitionGap = 0;
   const starts = holds.map((h) => h.start).sort((a, b) => a - b);
-  for (let i = 1; i < starts.length; i++) longestAcquisitionGap = Math.max(longestAcquisitionGap, starts[i] - starts[i - 1]);
+  for (let i = 1; i < starts.length; i++)
+    longestAcquisitionGap = Math.max(longestAcquisitionGap, starts[i] - starts[i - 1]);
   const count = (type: HistoryEvent['type']): number => events.filter((e) => e.type === type).length;
 
   const violations =

@@ -9,7 +9,14 @@
  * up together, a pool whose only connection the app keeps busy.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { currentLock, DistributedLockService, LockLostError, LockTimeoutError, type HeldLock, type LockGuard } from '../../lib';
+import {
+  currentLock,
+  DistributedLockService,
+  LockLostError,
+  LockTimeoutError,
+  type HeldLock,
+  type LockGuard,
+} from '../../lib';
 import { createBackend, createResource, type WorkerBehaviour, type WorkerConfig } from './worker-config';
 import type { HistoryEvent, SettledOutcome } from './history';
 import { historyNow } from './history-clock';
@@ -56,7 +63,8 @@ function outcomeOf(error: unknown): SettledOutcome {
 async function failed(call: number, error: unknown): Promise<void> {
   const outcome = outcomeOf(error);
   if (outcome === 'timeout') emit({ type: 'timeout', call, key });
-  else if (outcome === 'error') emit({ type: 'error', call, key, message: error instanceof Error ? error.message : String(error) });
+  else if (outcome === 'error')
+    emit({ type: 'error', call, key, message: error instanceof Error ? error.message : String(error) });
   emit({ type: 'settled', call, key, outcome });
   if (outcome === 'error') await sleep(50);
 }
@@ -122,7 +130,10 @@ async function main(): Promise<void> {
   }
 
   /** One acquire (or tryAcquire: wait 0) → work → release, recorded like a withLock call. */
-  async function guardedCall(options: { wait: number; ttl?: number; signal?: AbortSignal; tryOnly?: boolean }, afterCall?: () => void): Promise<void> {
+  async function guardedCall(
+    options: { wait: number; ttl?: number; signal?: AbortSignal; tryOnly?: boolean },
+    afterCall?: () => void,
+  ): Promise<void> {
     const call = ++calls;
     emit({ type: 'invoke', call, key, wait: options.wait });
     let guard: LockGuard | null;
@@ -183,7 +194,13 @@ async function main(): Promise<void> {
                 await sleep(behaviour.delayMs);
                 // "Do I still hold the lock?" No lock in the context counts as the answer "no".
                 const stale = currentLock();
-                emit({ type: 'guard', call, key, fence: (stale ?? held).fence.toString(), aborted: stale ? stale.signal.aborted : true });
+                emit({
+                  type: 'guard',
+                  call,
+                  key,
+                  fence: (stale ?? held).fence.toString(),
+                  aborted: stale ? stale.signal.aborted : true,
+                });
                 await lockedCall(update);
               })(),
             );
@@ -243,7 +260,11 @@ async function main(): Promise<void> {
         break;
       }
       case 'crowd':
-        await Promise.all(Array.from({ length: behaviour.waiters }, () => lockedCall(update, { wait: behaviour.wait, ttl: behaviour.ttl })));
+        await Promise.all(
+          Array.from({ length: behaviour.waiters }, () =>
+            lockedCall(update, { wait: behaviour.wait, ttl: behaviour.ttl }),
+          ),
+        );
         break;
       case 'hog-pool': {
         if (!pool || round % 2 === 1) {

@@ -49,11 +49,14 @@ async function main(): Promise<void> {
     },
   });
   const minutes = Number(values.minutes);
-  if (!(minutes > 0 && minutes <= 24 * 60)) throw new Error(`--minutes must be a number from 0 to 1440, got ${values.minutes}`);
+  if (!(minutes > 0 && minutes <= 24 * 60))
+    throw new Error(`--minutes must be a number from 0 to 1440, got ${values.minutes}`);
   const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
   const random = generator(seed);
   const definitions = [...faultCaseDefinitions(), ...clientCaseDefinitions()].filter(
-    (d) => (!values.only || d.name.includes(values.only)) && (!values.dimension || (d.dimension ?? 'infrastructure') === values.dimension),
+    (d) =>
+      (!values.only || d.name.includes(values.only)) &&
+      (!values.dimension || (d.dimension ?? 'infrastructure') === values.dimension),
   );
   if (definitions.length === 0) throw new Error(`no case matches --only ${values.only}`);
 
@@ -73,7 +76,9 @@ async function main(): Promise<void> {
       const result = await runFaultCase(faultCase);
       const { report } = result;
       // The unfenced demonstration is expected to lose updates; everything else must break nothing.
-      const broken = definition.unfenced ? 0 : report.violations + (result.finalValue === report.acceptedWrites ? 0 : 1);
+      const broken = definition.unfenced
+        ? 0
+        : report.violations + (result.finalValue === report.acceptedWrites ? 0 : 1);
       violations += broken;
       const missed = definition.missed?.(result.history);
       if (result.workerErrors.length > 0 || missed) failures++;
@@ -119,7 +124,14 @@ async function main(): Promise<void> {
   const stamp = new Date(started).toISOString().replace(/[:.]/g, '-');
   const dir = join(__dirname, '..', '..', 'reports');
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, `soak-${stamp}.json`), JSON.stringify({ seed, minutes, summary, runs }, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value), 2));
+  writeFileSync(
+    join(dir, `soak-${stamp}.json`),
+    JSON.stringify(
+      { seed, minutes, summary, runs },
+      (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value),
+      2,
+    ),
+  );
   writeFileSync(join(dir, `soak-${stamp}.txt`), [...summary, '', ...lines].join('\n') + '\n');
   console.log(`\n${summary.join('\n')}\nreports/soak-${stamp}.json and .txt written`);
   if (violations > 0 || failures > 0) process.exitCode = 1;

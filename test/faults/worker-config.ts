@@ -85,13 +85,27 @@ export function createBackend(spec: BackendSpec): { backend: LockBackend; pool?:
     case 'redis-quorum':
       return { backend: redisBackend({ quorum: spec.urls, commandTimeout: 500, recheckInterval: 200 }) };
     case 'postgres': {
-      const common = { schema: spec.schema, applicationName: spec.applicationName, statementTimeout: 1_000, recheckInterval: 200 };
+      const common = {
+        schema: spec.schema,
+        applicationName: spec.applicationName,
+        statementTimeout: 1_000,
+        recheckInterval: 200,
+      };
       if (spec.userPool) {
-        const pool = new Pool({ connectionString: spec.connection, max: spec.userPool.max, application_name: spec.applicationName });
+        const pool = new Pool({
+          connectionString: spec.connection,
+          max: spec.userPool.max,
+          application_name: spec.applicationName,
+        });
         pool.on('error', () => undefined);
         return { backend: postgresBackend({ ...common, pool }), pool };
       }
-      return { backend: postgresBackend({ ...common, connection: { connectionString: spec.connection, max: 2, connectionTimeoutMillis: 1_000 } }) };
+      return {
+        backend: postgresBackend({
+          ...common,
+          connection: { connectionString: spec.connection, max: 2, connectionTimeoutMillis: 1_000 },
+        }),
+      };
     }
   }
 }

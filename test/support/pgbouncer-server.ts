@@ -82,7 +82,9 @@ export class PgBouncerServer {
       join(dir, 'pgbouncer.ini'),
       [
         '[databases]',
-        ...options.databases.map((db) => `${db} = host=${options.upstream.host} port=${options.upstream.port} dbname=${db}`),
+        ...options.databases.map(
+          (db) => `${db} = host=${options.upstream.host} port=${options.upstream.port} dbname=${db}`,
+        ),
         '[pgbouncer]',
         'listen_addr = 127.0.0.1',
         `listen_port = ${port}`,
@@ -109,7 +111,11 @@ export class PgBouncerServer {
     // A program that cannot be started (not installed) is said as such, at once.
     const spawnFailed = new Promise<never>((_, reject) =>
       child.once('error', (error) =>
-        reject(new Error(`could not start PgBouncer (${binary}): ${error.message}; install it with apt-get install -y pgbouncer`)),
+        reject(
+          new Error(
+            `could not start PgBouncer (${binary}): ${error.message}; install it with apt-get install -y pgbouncer`,
+          ),
+        ),
       ),
     );
     const server = new PgBouncerServer(port, dir, child);
@@ -118,7 +124,9 @@ export class PgBouncerServer {
       await Promise.race([
         waitForPort(port, 10_000),
         spawnFailed,
-        new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`PgBouncer exited with code ${code}`)))),
+        new Promise<never>((_, reject) =>
+          child.once('exit', (code) => reject(new Error(`PgBouncer exited with code ${code}`))),
+        ),
       ]);
       return server;
     } catch (error) {

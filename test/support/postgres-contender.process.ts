@@ -14,7 +14,12 @@ async function main(): Promise<void> {
   const [url, schema, roundsText, keyList] = process.argv.slice(2);
   const keys = keyList.split(',');
   const rounds = Number(roundsText);
-  const backend = postgresBackend({ connection: url, schema, applicationName: 'dl-test-contender', recheckInterval: 100 });
+  const backend = postgresBackend({
+    connection: url,
+    schema,
+    applicationName: 'dl-test-contender',
+    recheckInterval: 100,
+  });
   const locks = new DistributedLockService({ backend, keyPrefix: 'mp:', ttl: 5_000, wait: 30_000 });
   const resource = new Pool({ connectionString: url, max: 2, application_name: 'dl-test-contender' });
   resource.on('error', () => undefined);

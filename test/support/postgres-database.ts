@@ -12,7 +12,11 @@ export function uniqueSchemaName(prefix = 'dl_test'): string {
 }
 
 /** Runs one statement on a short-lived connection of its own. */
-export async function runSql<T = Record<string, unknown>>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
+export async function runSql<T = Record<string, unknown>>(
+  url: string,
+  text: string,
+  values: unknown[] = [],
+): Promise<T[]> {
   const client = new Client({ connectionString: url, application_name: 'dl-test-admin' });
   await client.connect();
   try {

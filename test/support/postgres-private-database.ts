@@ -17,7 +17,10 @@ export class PrivateDatabase {
     private readonly adminUrl: string,
   ) {}
 
-  static async create(options: { database?: SessionSettings; role?: SessionSettings } = {}, adminUrl = sharedDatabaseUrl()): Promise<PrivateDatabase> {
+  static async create(
+    options: { database?: SessionSettings; role?: SessionSettings } = {},
+    adminUrl = sharedDatabaseUrl(),
+  ): Promise<PrivateDatabase> {
     const suffix = randomBytes(4).toString('hex');
     const db = new PrivateDatabase(`dl_private_${suffix}`, `dl_private_${suffix}`, adminUrl);
     await runSql(adminUrl, `CREATE ROLE "${db.role}" LOGIN`);

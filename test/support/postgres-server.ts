@@ -114,14 +114,18 @@ export class PrivatePostgres {
     const path = this.bin ? join(this.bin, program) : program;
     if (this.bin && !existsSync(path)) {
       return Promise.reject(
-        new Error(`could not start ${path}: no such file; install PostgreSQL's server programs with apt-get install -y postgresql`),
+        new Error(
+          `could not start ${path}: no such file; install PostgreSQL's server programs with apt-get install -y postgresql`,
+        ),
       );
     }
     const [file, argv] = this.command(program, args);
     return run(file, argv).catch((error: NodeJS.ErrnoException) => {
       // A program that cannot be started is said as such (and how to get it), not as a failed run.
       if (typeof error.code === 'string' && error.syscall?.startsWith('spawn')) {
-        throw new Error(`could not start ${file}: ${error.message}; install PostgreSQL's server programs with apt-get install -y postgresql`);
+        throw new Error(
+          `could not start ${file}: ${error.message}; install PostgreSQL's server programs with apt-get install -y postgresql`,
+        );
       }
       throw error;
     });

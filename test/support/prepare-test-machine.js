@@ -35,7 +35,12 @@ function has(program) {
 
 /** Each needed program, the Debian package it comes in, and the .ci script that installs it. */
 const PROGRAMS = [
-  { program: 'redis-server', pkg: 'redis-server', script: '.ci/redis.sh', for: 'the quorum, Cluster, Sentinel and fault tests' },
+  {
+    program: 'redis-server',
+    pkg: 'redis-server',
+    script: '.ci/redis.sh',
+    for: 'the quorum, Cluster, Sentinel and fault tests',
+  },
   { program: 'redis-cli', pkg: 'redis-tools', script: '.ci/redis.sh', for: 'the Cluster tests' },
   { program: 'pgbouncer', pkg: 'pgbouncer', script: '.ci/postgres.sh', for: 'the PgBouncer tests' },
   { program: 'initdb', pkg: 'postgresql', script: '.ci/postgres.sh', for: "the tests' private PostgreSQL servers" },
@@ -44,7 +49,12 @@ const PROGRAMS = [
 
 async function redisAnswers() {
   const { Redis } = require('ioredis');
-  const client = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 3_000 });
+  const client = new Redis(REDIS_URL, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: 3_000,
+  });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -75,10 +85,12 @@ async function postgresAnswers() {
 async function missing() {
   const found = [];
   for (const need of PROGRAMS) {
-    if (!has(need.program)) found.push({ what: `${need.program} (for ${need.for})`, pkg: need.pkg, script: need.script });
+    if (!has(need.program))
+      found.push({ what: `${need.program} (for ${need.for})`, pkg: need.pkg, script: need.script });
   }
   if (!(await redisAnswers())) found.push({ what: `a Redis answering at ${REDIS_URL}`, script: '.ci/redis.sh' });
-  if (!(await postgresAnswers())) found.push({ what: `a PostgreSQL answering at ${DATABASE_URL}`, script: '.ci/postgres.sh' });
+  if (!(await postgresAnswers()))
+    found.push({ what: `a PostgreSQL answering at ${DATABASE_URL}`, script: '.ci/postgres.sh' });
   return found;
 }
 
@@ -91,7 +103,12 @@ async function main() {
   let lacking = await missing();
   if (lacking.length > 0 && !checkOnly && canInstall()) {
     for (const script of [...new Set(lacking.map((m) => m.script))]) {
-      console.log(`npm test: ${lacking.filter((m) => m.script === script).map((m) => m.what).join(', ')} missing: running ${script}`);
+      console.log(
+        `npm test: ${lacking
+          .filter((m) => m.script === script)
+          .map((m) => m.what)
+          .join(', ')} missing: running ${script}`,
+      );
       try {
         execFileSync('bash', [join(ROOT, script)], { stdio: 'inherit', timeout: 15 * 60_000 });
       } catch (error) {

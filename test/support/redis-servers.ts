@@ -41,7 +41,13 @@ export class RedisServerProcess {
       const port = await freePort();
       const dir = mkdtempSync(join(tmpdir(), 'ndl-redis-'));
       writeFileSync(join(dir, 'redis.conf'), (options.config ?? []).join('\n') + '\n');
-      const server = new RedisServerProcess(port, dir, options.args ?? [], options.sentinel === true, options.binary ?? 'redis-server');
+      const server = new RedisServerProcess(
+        port,
+        dir,
+        options.args ?? [],
+        options.sentinel === true,
+        options.binary ?? 'redis-server',
+      );
       try {
         await server.launch();
         return server;
@@ -68,7 +74,13 @@ export class RedisServerProcess {
 
   /** An admin client for the test itself (the caller disconnects it). */
   admin(): Redis {
-    return new Redis({ host: '127.0.0.1', port: this.port, maxRetriesPerRequest: 1, retryStrategy: () => 100, lazyConnect: false });
+    return new Redis({
+      host: '127.0.0.1',
+      port: this.port,
+      maxRetriesPerRequest: 1,
+      retryStrategy: () => 100,
+      lazyConnect: false,
+    });
   }
 
   /** `kill -9`: the server dies at once, with everything in memory. */
@@ -98,13 +110,19 @@ export class RedisServerProcess {
     const args = [
       join(this.dir, 'redis.conf'),
       ...(this.sentinel ? ['--sentinel'] : []),
-      '--port', String(this.port),
-      '--bind', '127.0.0.1',
-      '--dir', this.dir,
-      '--daemonize', 'no',
-      '--protected-mode', 'no',
+      '--port',
+      String(this.port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      this.dir,
+      '--daemonize',
+      'no',
+      '--protected-mode',
+      'no',
       ...(this.sentinel ? [] : ['--save', '', '--appendonly', 'no']),
-      '--logfile', '',
+      '--logfile',
+      '',
       ...this.args,
     ];
     const child = spawn(this.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -112,7 +130,10 @@ export class RedisServerProcess {
     this.child = child;
     let output = '';
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => fail(new Error(`redis-server on port ${this.port} did not start within 10 s:\n${output.slice(-2000)}`)), 10_000);
+      const timer = setTimeout(
+        () => fail(new Error(`redis-server on port ${this.port} did not start within 10 s:\n${output.slice(-2000)}`)),
+        10_000,
+      );
       const onData = (chunk: Buffer): void => {
         output += chunk.toString();
         if (/Ready to accept connections|Sentinel ID is|Running mode=sentinel/.test(output)) {
@@ -140,18 +161,27 @@ export class RedisServerProcess {
     // Keep draining its output so the pipe never fills.
     child.stdout!.resume();
     child.stderr!.resume();
-    await eventually(async () => {
-      const probe = new Redis({ port: this.port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      probe.on('error', () => undefined);
-      try {
-        await probe.connect();
-        return (await probe.ping()) === 'PONG';
-      } catch {
-        return false;
-      } finally {
-        probe.disconnect();
-      }
-    }, { within: 5_000, what: `redis-server on port ${this.port} to answer` });
+    await eventually(
+      async () => {
+        const probe = new Redis({
+          port: this.port,
+          host: '127.0.0.1',
+          lazyConnect: true,
+          maxRetriesPerRequest: 0,
+          retryStrategy: () => null,
+        });
+        probe.on('error', () => undefined);
+        try {
+          await probe.connect();
+          return (await probe.ping()) === 'PONG';
+        } catch {
+          return false;
+        } finally {
+          probe.disconnect();
+        }
+      },
+      { within: 5_000, what: `redis-server on port ${this.port} to answer` },
+    );
   }
 }
 
@@ -201,10 +231,19 @@ export class SpawnedRedis {
   async cluster(masters = 3): Promise<RedisServerProcess[]> {
     const nodes = await Promise.all(
       Array.from({ length: masters * 2 }, () =>
-        this.server({ args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000'] }),
+        this.server({
+          args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000'],
+        }),
       ),
     );
-    await redisCli(['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '1', '--cluster-yes']);
+    await redisCli([
+      '--cluster',
+      'create',
+      ...nodes.map((n) => `127.0.0.1:${n.port}`),
+      '--cluster-replicas',
+      '1',
+      '--cluster-yes',
+    ]);
     const admins = nodes.map((n) => this.admin(n));
     await eventually(
       async () => {

@@ -1,30 +1,90 @@
 import { checkHistory, type HistoryEvent, type SettledOutcome } from '../faults/history';
 
 /** Small builders for synthetic histories: the checker must find what is planted in them. */
-const acquired = (t: number, worker: string, fence: number): HistoryEvent => ({ t, worker, type: 'acquired', key: 'k', fence: String(fence), ttl: 100 });
-const release = (t: number, worker: string, fence: number): HistoryEvent => ({ t, worker, type: 'release', key: 'k', fence: String(fence) });
-const lost = (t: number, worker: string, fence: number): HistoryEvent => ({ t, worker, type: 'lost', key: 'k', fence: String(fence) });
+const acquired = (t: number, worker: string, fence: number): HistoryEvent => ({
+  t,
+  worker,
+  type: 'acquired',
+  key: 'k',
+  fence: String(fence),
+  ttl: 100,
+});
+const release = (t: number, worker: string, fence: number): HistoryEvent => ({
+  t,
+  worker,
+  type: 'release',
+  key: 'k',
+  fence: String(fence),
+});
+const lost = (t: number, worker: string, fence: number): HistoryEvent => ({
+  t,
+  worker,
+  type: 'lost',
+  key: 'k',
+  fence: String(fence),
+});
 const write = (t: number, worker: string, fence: number, value: number, accepted = true): HistoryEvent => ({
-  t, worker, type: 'write', key: 'k', fence: String(fence), value, accepted, signalAborted: false,
+  t,
+  worker,
+  type: 'write',
+  key: 'k',
+  fence: String(fence),
+  value,
+  accepted,
+  signalAborted: false,
 });
 const invoke = (t: number, worker: string): HistoryEvent => ({ t, worker, type: 'invoke', key: 'k' });
-const fault = (t: number, worker: string, name: string, phase: 'start' | 'end' = 'start'): HistoryEvent => ({ t, worker, type: 'fault', fault: name, phase });
+const fault = (t: number, worker: string, name: string, phase: 'start' | 'end' = 'start'): HistoryEvent => ({
+  t,
+  worker,
+  type: 'fault',
+  fault: name,
+  phase,
+});
 const settled = (t: number, worker: string, outcome: SettledOutcome, fence?: number, call?: number): HistoryEvent => ({
-  t, worker, call, type: 'settled', key: 'k', outcome, fence: fence === undefined ? undefined : String(fence),
+  t,
+  worker,
+  call,
+  type: 'settled',
+  key: 'k',
+  outcome,
+  fence: fence === undefined ? undefined : String(fence),
 });
 /** One complete lock call of `worker` (call number `call`): invoke, acquired, release at workEnd, settled. */
-const hold = (worker: string, call: number, fence: number, from: number, acquiredAt: number, workEnd: number, outcome: SettledOutcome, settledAt = workEnd + 1): HistoryEvent[] => [
+const hold = (
+  worker: string,
+  call: number,
+  fence: number,
+  from: number,
+  acquiredAt: number,
+  workEnd: number,
+  outcome: SettledOutcome,
+  settledAt = workEnd + 1,
+): HistoryEvent[] => [
   { t: from, worker, call, type: 'invoke', key: 'k', wait: 10_000 },
   { t: acquiredAt, worker, call, type: 'acquired', key: 'k', fence: String(fence), ttl: 100 },
   { t: workEnd, worker, call, type: 'release', key: 'k', fence: String(fence) },
   settled(settledAt, worker, outcome, fence, call),
 ];
-const guard = (t: number, worker: string, fence: number, aborted: boolean): HistoryEvent => ({ t, worker, type: 'guard', key: 'k', fence: String(fence), aborted });
+const guard = (t: number, worker: string, fence: number, aborted: boolean): HistoryEvent => ({
+  t,
+  worker,
+  type: 'guard',
+  key: 'k',
+  fence: String(fence),
+  aborted,
+});
 
 describe('history checker', () => {
   const clean: HistoryEvent[] = [
-    invoke(0, 'a'), acquired(1, 'a', 1), write(2, 'a', 1, 1), release(3, 'a', 1),
-    invoke(1, 'b'), acquired(4, 'b', 2), write(5, 'b', 2, 2), release(6, 'b', 2),
+    invoke(0, 'a'),
+    acquired(1, 'a', 1),
+    write(2, 'a', 1, 1),
+    release(3, 'a', 1),
+    invoke(1, 'b'),
+    acquired(4, 'b', 2),
+    write(5, 'b', 2, 2),
+    release(6, 'b', 2),
   ];
 
   it('passes a clean history', () => {
@@ -33,13 +93,18 @@ describe('history checker', () => {
   });
 
   it('finds overlapping holds', () => {
-    const report = checkHistory([acquired(1, 'a', 1), acquired(2, 'b', 2), release(3, 'a', 1), release(4, 'b', 2)], { exclusive: true });
+    const report = checkHistory([acquired(1, 'a', 1), acquired(2, 'b', 2), release(3, 'a', 1), release(4, 'b', 2)], {
+      exclusive: true,
+    });
     expect(report.overlaps).toHaveLength(1);
     expect(report.violations).toBe(1);
   });
 
   it('ends a hold at its lost signal', () => {
-    const report = checkHistory([acquired(1, 'a', 1), lost(2, 'a', 1), acquired(3, 'b', 2), release(5, 'a', 1), release(6, 'b', 2)], { exclusive: true });
+    const report = checkHistory(
+      [acquired(1, 'a', 1), lost(2, 'a', 1), acquired(3, 'b', 2), release(5, 'a', 1), release(6, 'b', 2)],
+      { exclusive: true },
+    );
     expect(report.overlaps).toHaveLength(0);
   });
 
@@ -53,15 +118,26 @@ describe('history checker', () => {
   });
 
   it('finds a key left unavailable after its holder was killed', () => {
-    const history = [invoke(0, 'a'), acquired(1, 'a', 1), invoke(2, 'b'), fault(10, 'a', 'SIGKILL'), acquired(2_000, 'b', 2)];
+    const history = [
+      invoke(0, 'a'),
+      acquired(1, 'a', 1),
+      invoke(2, 'b'),
+      fault(10, 'a', 'SIGKILL'),
+      acquired(2_000, 'b', 2),
+    ];
     expect(checkHistory(history, { exclusive: true, livenessWithin: 1_100 }).livenessViolations).toHaveLength(1);
     expect(checkHistory(history, { exclusive: true, livenessWithin: 2_100 }).livenessViolations).toHaveLength(0);
   });
 
   it('finds a paused holder that wrote with a stale fence or whose signal never fired', () => {
     const history = [
-      acquired(1, 'a', 1), fault(2, 'a', 'SIGSTOP'), acquired(200, 'b', 2), write(201, 'b', 2, 1), release(202, 'b', 2),
-      fault(300, 'a', 'SIGSTOP', 'end'), write(301, 'a', 1, 1, true),
+      acquired(1, 'a', 1),
+      fault(2, 'a', 'SIGSTOP'),
+      acquired(200, 'b', 2),
+      write(201, 'b', 2, 1),
+      release(202, 'b', 2),
+      fault(300, 'a', 'SIGSTOP', 'end'),
+      write(301, 'a', 1, 1, true),
     ];
     const report = checkHistory(history, { exclusive: false });
     expect(report.pausedHolders).toEqual([{ worker: 'a', fence: 1n, signalFired: false, staleAcceptedWrites: 1 }]);
@@ -76,7 +152,10 @@ describe('history checker', () => {
       const history = [...hold('a', 1, 1, 0, 1, 80, 'resolved'), ...hold('b', 1, 2, 10, 50, 60, 'resolved')];
       const report = checkHistory(history, { exclusive: false });
       expect(report.resolvedUnheld).toHaveLength(1);
-      expect(report.resolvedUnheld[0]).toMatchObject({ hold: { worker: 'a', fence: 1n, workEnd: 80 }, by: { worker: 'b', fence: 2n, at: 50 } });
+      expect(report.resolvedUnheld[0]).toMatchObject({
+        hold: { worker: 'a', fence: 1n, workEnd: 80 },
+        by: { worker: 'b', fence: 2n, at: 50 },
+      });
       expect(report.violations).toBe(1);
     });
 
@@ -108,7 +187,13 @@ describe('history checker', () => {
   });
 
   it('counts a "held" answer given after a grant with a higher fence began, and not one given before', () => {
-    const history = [...hold('a', 1, 1, 0, 1, 80, 'resolved'), ...hold('b', 1, 2, 10, 50, 90, 'resolved'), guard(40, 'a', 1, false), guard(60, 'a', 1, false), guard(70, 'a', 1, true)];
+    const history = [
+      ...hold('a', 1, 1, 0, 1, 80, 'resolved'),
+      ...hold('b', 1, 2, 10, 50, 90, 'resolved'),
+      guard(40, 'a', 1, false),
+      guard(60, 'a', 1, false),
+      guard(70, 'a', 1, true),
+    ];
     const report = checkHistory(history, { exclusive: false });
     expect(report.staleGuards.map((g) => g.t)).toEqual([60]);
   });
@@ -117,23 +202,36 @@ describe('history checker', () => {
     it('counts a key nobody got for longer than stuckWithin after a release while another call waited throughout', () => {
       // b waits from 5; a settles at 11; the key went to a dead waiter: b only gets it at 1,500.
       const history = [...hold('a', 1, 1, 0, 1, 10, 'resolved'), ...hold('b', 1, 3, 5, 1_500, 1_510, 'resolved')];
-      expect(checkHistory(history, { exclusive: true, stuckWithin: 500 }).stuckKeys).toEqual([{ key: 'k', freedAt: 11, nextAcquiredAt: 1_500, waiting: 1 }]);
+      expect(checkHistory(history, { exclusive: true, stuckWithin: 500 }).stuckKeys).toEqual([
+        { key: 'k', freedAt: 11, nextAcquiredAt: 1_500, waiting: 1 },
+      ]);
       expect(checkHistory(history, { exclusive: true, stuckWithin: 2_000 }).stuckKeys).toHaveLength(0);
       expect(checkHistory(history, { exclusive: true }).stuckKeys).toHaveLength(0);
     });
 
     it('does not count a gap nobody waited through, or one bridged by calls that follow each other closely', () => {
       // b timed out at 100: nobody waited after it.
-      const gaveUp = [...hold('a', 1, 1, 0, 1, 10, 'resolved'), { t: 5, worker: 'b', call: 1, type: 'invoke', key: 'k', wait: 95 } as HistoryEvent, settled(100, 'b', 'timeout', undefined, 1)];
+      const gaveUp = [
+        ...hold('a', 1, 1, 0, 1, 10, 'resolved'),
+        { t: 5, worker: 'b', call: 1, type: 'invoke', key: 'k', wait: 95 } as HistoryEvent,
+        settled(100, 'b', 'timeout', undefined, 1),
+      ];
       expect(checkHistory(gaveUp, { exclusive: true, stuckWithin: 500 }).stuckKeys).toHaveLength(0);
       // c's calls fail one after another (errors, 50 ms apart) for 2 s: still waiting throughout.
       const retries: HistoryEvent[] = [...hold('a', 1, 1, 0, 1, 10, 'resolved')];
       for (let i = 0; i < 20; i++) {
-        retries.push({ t: 5 + i * 100, worker: 'c', call: i, type: 'invoke', key: 'k', wait: 10_000 }, settled(5 + i * 100 + 50, 'c', 'error', undefined, i));
+        retries.push(
+          { t: 5 + i * 100, worker: 'c', call: i, type: 'invoke', key: 'k', wait: 10_000 },
+          settled(5 + i * 100 + 50, 'c', 'error', undefined, i),
+        );
       }
       expect(checkHistory(retries, { exclusive: true, stuckWithin: 500 }).stuckKeys).toHaveLength(1);
       // A key held by someone else meanwhile is not stuck.
-      const held = [...hold('a', 1, 1, 0, 1, 10, 'lost'), ...hold('b', 1, 2, 2, 5, 1_400, 'resolved'), ...hold('c', 1, 3, 3, 1_420, 1_430, 'resolved')];
+      const held = [
+        ...hold('a', 1, 1, 0, 1, 10, 'lost'),
+        ...hold('b', 1, 2, 2, 5, 1_400, 'resolved'),
+        ...hold('c', 1, 3, 3, 1_420, 1_430, 'resolved'),
+      ];
       expect(checkHistory(held, { exclusive: false, stuckWithin: 500 }).stuckKeys).toHaveLength(0);
     });
   });
@@ -148,7 +246,10 @@ describe('history checker', () => {
       invoke(4_000, 'd'),
     ];
     const report = checkHistory(history, { exclusive: true, callWithin: 1_000 });
-    expect(report.overdueCalls.map((c) => [c.worker, c.settled])).toEqual([['a', true], ['c', false]]);
+    expect(report.overdueCalls.map((c) => [c.worker, c.settled])).toEqual([
+      ['a', true],
+      ['c', false],
+    ]);
     expect(report.violations).toBe(2);
   });
 });

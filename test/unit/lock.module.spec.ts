@@ -99,7 +99,9 @@ describe('LockModule', () => {
 
   it('takes ttl and wait as strings, as a factory reads them from the environment', async () => {
     const env: Record<string, string> = { LOCK_TTL: '30000', LOCK_WAIT: '250ms' };
-    const app = await boot([LockModule.forRootAsync({ useFactory: () => ({ ttl: env.LOCK_TTL, wait: env.LOCK_WAIT }) })]);
+    const app = await boot([
+      LockModule.forRootAsync({ useFactory: () => ({ ttl: env.LOCK_TTL, wait: env.LOCK_WAIT }) }),
+    ]);
     const locks = app.get(DistributedLock);
     const guard = (await locks.tryAcquire('env'))!;
     expect(guard.expiresAt - guard.acquiredAt).toBeLessThanOrEqual(30_000);
@@ -111,7 +113,12 @@ describe('LockModule', () => {
     expect((timeout as LockTimeoutError).waited).toBeLessThan(5_000); // not the default wait
     await app.close();
 
-    for (const [ttl, ms] of [['2s', 2_000], ['1.5m', 90_000], ['1h', 3_600_000], ['750ms', 750]] as const) {
+    for (const [ttl, ms] of [
+      ['2s', 2_000],
+      ['1.5m', 90_000],
+      ['1h', 3_600_000],
+      ['750ms', 750],
+    ] as const) {
       const other = await boot([LockModule.forRoot({ ttl, wait: 'Infinity' })]);
       const held = (await other.get(DistributedLock).tryAcquire('unit'))!;
       expect(held.expiresAt - held.acquiredAt).toBeLessThanOrEqual(ms);
@@ -129,7 +136,9 @@ describe('LockModule', () => {
       }),
     ]);
     const fromClass = await boot([LockModule.forRootAsync({ imports: [SettingsModule], useClass: LockSettings })]);
-    const fromExisting = await boot([LockModule.forRootAsync({ imports: [SettingsModule], useExisting: LockSettings })]);
+    const fromExisting = await boot([
+      LockModule.forRootAsync({ imports: [SettingsModule], useExisting: LockSettings }),
+    ]);
     for (const [app, prefix] of [
       [fromFactory, 'from-factory:'],
       [fromClass, 'from-class:'],
@@ -178,7 +187,9 @@ describe('LockModule', () => {
       const app = moduleRef.createNestApplication({ logger: false });
       await app.init();
       await new Promise((resolve) => setImmediate(resolve));
-      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/^Lock backend memory does not answer yet: injected failure: ping/));
+      expect(warn).toHaveBeenCalledWith(
+        expect.stringMatching(/^Lock backend memory does not answer yet: injected failure: ping/),
+      );
       await app.close();
     } finally {
       warn.mockRestore();
@@ -189,7 +200,8 @@ describe('LockModule', () => {
     ['forRoot', (errorFilters?: boolean) => LockModule.forRoot(errorFilters === undefined ? {} : { errorFilters })],
     [
       'forRootAsync',
-      (errorFilters?: boolean) => LockModule.forRootAsync({ ...(errorFilters === undefined ? {} : { errorFilters }), useFactory: () => ({}) }),
+      (errorFilters?: boolean) =>
+        LockModule.forRootAsync({ ...(errorFilters === undefined ? {} : { errorFilters }), useFactory: () => ({}) }),
     ],
   ])('registers LockErrorFilter for the app through %s unless errorFilters is false', (_name, lockModule) => {
     const filterProviders = (definition: ReturnType<typeof lockModule>) =>
@@ -201,7 +213,9 @@ describe('LockModule', () => {
 
   it('keeps isGlobal and errorFilters out of the options the service is made from', async () => {
     const definition = LockModule.forRoot({ keyPrefix: 'p:', isGlobal: true, errorFilters: false });
-    const options = (definition.providers ?? []).find((p) => typeof p === 'object' && 'provide' in p && p.provide === LOCK_MODULE_OPTIONS);
+    const options = (definition.providers ?? []).find(
+      (p) => typeof p === 'object' && 'provide' in p && p.provide === LOCK_MODULE_OPTIONS,
+    );
     expect(options).toEqual({ provide: LOCK_MODULE_OPTIONS, useValue: { keyPrefix: 'p:' } });
     const app = await boot([definition]);
     expect((await app.get(DistributedLock).tryAcquire('k'))?.key).toBe('k');
@@ -220,7 +234,10 @@ describe('LockModule', () => {
       [{ errorFilters: 0 }, /Invalid LockModule\.forRoot errorFilters: expected a boolean, got 0/],
       [{ timeout: 5 }, /unknown option "timeout"; allowed: backend, keyPrefix, ttl, wait, isGlobal, errorFilters$/],
       ['redis://localhost', /Invalid LockModule\.forRoot options: expected an object/],
-      [{ ttl: '30x' }, /Invalid LockModule\.forRoot ttl: expected a number of milliseconds or a string of digits with an optional unit ms, s, m or h, .* got "30x"/],
+      [
+        { ttl: '30x' },
+        /Invalid LockModule\.forRoot ttl: expected a number of milliseconds or a string of digits with an optional unit ms, s, m or h, .* got "30x"/,
+      ],
       [{ ttl: '' }, /Invalid LockModule\.forRoot ttl: .* got an empty string/],
       [{ ttl: ' 30s' }, /Invalid LockModule\.forRoot ttl: .* got " 30s"/],
       [{ ttl: '-5' }, /Invalid LockModule\.forRoot ttl: .* got "-5"/],
@@ -238,13 +255,18 @@ describe('LockModule', () => {
       [{ isGlobal: 1 }, /Invalid LockModule\.forRootAsync isGlobal: expected a boolean, got 1/],
       [undefined, /Invalid LockModule\.forRootAsync options: expected an object, got undefined/],
     ])('forRootAsync(%p) throws InvalidLockOptionsError', (extras, message) => {
-      const define = () => LockModule.forRootAsync(extras === undefined ? (undefined as never) : { ...(extras as object), useFactory: () => ({}) });
+      const define = () =>
+        LockModule.forRootAsync(
+          extras === undefined ? (undefined as never) : { ...(extras as object), useFactory: () => ({}) },
+        );
       expect(define).toThrow(InvalidLockOptionsError);
       expect(define).toThrow(message);
     });
 
     it('forRootAsync rejects errorFilters returned by the factory at bootstrap, saying where it belongs', async () => {
-      await expect(boot([LockModule.forRootAsync({ useFactory: () => ({ errorFilters: false }) as never })])).rejects.toThrow(
+      await expect(
+        boot([LockModule.forRootAsync({ useFactory: () => ({ errorFilters: false }) as never })]),
+      ).rejects.toThrow(
         /Invalid LockModule errorFilters from the options factory: .* give it to LockModule\.forRootAsync\(\{ errorFilters, useFactory \}\) beside the factory/,
       );
     });
@@ -263,9 +285,9 @@ describe('LockModule', () => {
 
     it('forRootAsync rejects at bootstrap, naming the bad option, and closes the backend', async () => {
       const backend = memoryBackend();
-      await expect(boot([LockModule.forRootAsync({ useFactory: () => ({ backend, wait: Number.NaN }) })])).rejects.toThrow(
-        /Invalid LockModule wait: expected a number of milliseconds >= 0 .* got NaN/,
-      );
+      await expect(
+        boot([LockModule.forRootAsync({ useFactory: () => ({ backend, wait: Number.NaN }) })]),
+      ).rejects.toThrow(/Invalid LockModule wait: expected a number of milliseconds >= 0 .* got NaN/);
       await expect(backend.ping()).rejects.toThrow(/closed/);
     });
   });

@@ -7,7 +7,10 @@ describe('loadOptionalPeer', () => {
     const error = (() => {
       try {
         // eslint-disable-next-line @typescript-eslint/no-require-imports
-        loadOptionalPeer('nestjs-distributed-lock-absent-peer', { neededBy: 'theFeature needs', load: () => require('nestjs-distributed-lock-absent-peer') });
+        loadOptionalPeer('nestjs-distributed-lock-absent-peer', {
+          neededBy: 'theFeature needs',
+          load: () => require('nestjs-distributed-lock-absent-peer'),
+        });
       } catch (e) {
         return e;
       }
@@ -32,8 +35,15 @@ describe('loadOptionalPeer', () => {
       throw new Error('Cannot find module');
     };
     expect(() =>
-      loadOptionalPeer('absent-kit-peer', { neededBy: 'the model tests need', load, version: '4', install: 'npm install --save-dev absent-kit-peer@4' }),
-    ).toThrow('the model tests need the "absent-kit-peer" package (version 4), an optional peer dependency that is not installed: run `npm install --save-dev absent-kit-peer@4`');
+      loadOptionalPeer('absent-kit-peer', {
+        neededBy: 'the model tests need',
+        load,
+        version: '4',
+        install: 'npm install --save-dev absent-kit-peer@4',
+      }),
+    ).toThrow(
+      'the model tests need the "absent-kit-peer" package (version 4), an optional peer dependency that is not installed: run `npm install --save-dev absent-kit-peer@4`',
+    );
   });
 
   it('loads an installed package once and returns the same module after', () => {

@@ -14,13 +14,16 @@ function hashedPart(name: string): string {
 describe('redisLockKeys', () => {
   it('puts every name of a lock under one hash tag, whatever braces the key holds', () => {
     fc.assert(
-      fc.property(fc.string({ unit: fc.constantFrom('{', '}', 'a', ':', 'é', '🔒') , maxLength: 30 }).filter((k) => k.length > 0), (key) => {
-        const names = Object.values(redisLockKeys(key));
-        const tags = new Set(names.map(hashedPart));
-        expect(tags.size).toBe(1);
-        // The tag is a real hash tag, not the whole name (which would differ per suffix).
-        expect(names.every((name) => hashedPart(name) !== name)).toBe(true);
-      }),
+      fc.property(
+        fc.string({ unit: fc.constantFrom('{', '}', 'a', ':', 'é', '🔒'), maxLength: 30 }).filter((k) => k.length > 0),
+        (key) => {
+          const names = Object.values(redisLockKeys(key));
+          const tags = new Set(names.map(hashedPart));
+          expect(tags.size).toBe(1);
+          // The tag is a real hash tag, not the whole name (which would differ per suffix).
+          expect(names.every((name) => hashedPart(name) !== name)).toBe(true);
+        },
+      ),
       { numRuns: 500 },
     );
   });
@@ -57,10 +60,16 @@ describe('parseLockMessage', () => {
 
   it('reads releases and grants', () => {
     expect(parseLockMessage('k', 'r')).toEqual({ type: 'released', key: 'k' });
-    expect(parseLockMessage('k', `g${token}1795691442204000`)).toEqual({ type: 'granted', key: 'k', token, fence: 1795691442204000n });
+    expect(parseLockMessage('k', `g${token}1795691442204000`)).toEqual({
+      type: 'granted',
+      key: 'k',
+      token,
+      fence: 1795691442204000n,
+    });
   });
 
   it('ignores anything else', () => {
-    for (const message of ['', 'x', 'g', `g${token}`, `g${token}12a`, `r${token}1`]) expect(parseLockMessage('k', message)).toBeUndefined();
+    for (const message of ['', 'x', 'g', `g${token}`, `g${token}12a`, `r${token}1`])
+      expect(parseLockMessage('k', message)).toBeUndefined();
   });
 });

@@ -43,7 +43,9 @@ describe('lock script replies, as numbers and as strings (ioredis stringNumbers)
       for (const read of [readAcquireReply, readReleaseReply, readFlag, readInteger]) {
         expect(() => read('op on Redis at 127.0.0.1:6379', reply)).toThrow(LockBackendError);
       }
-      expect(() => readFlag('extend on Redis at 127.0.0.1:6379', reply)).toThrow(/extend on Redis at 127\.0\.0\.1:6379: unexpected reply/);
+      expect(() => readFlag('extend on Redis at 127.0.0.1:6379', reply)).toThrow(
+        /extend on Redis at 127\.0\.0\.1:6379: unexpected reply/,
+      );
     },
   );
 

@@ -16,7 +16,10 @@ describe('advice for commands the Redis ACL refused', () => {
   });
 
   it('names the channel, the pattern and allchannels for a refused SUBSCRIBE', () => {
-    const advice = refusalAdvice('NOPERM this user has no permissions to access one of the channels used as arguments', 'app:{lock:x}:c')!;
+    const advice = refusalAdvice(
+      'NOPERM this user has no permissions to access one of the channels used as arguments',
+      'app:{lock:x}:c',
+    )!;
     expect(advice).toContain('"app:{lock:x}:c"');
     expect(advice).toContain('"&app:{lock:*"');
     expect(advice).toContain('"allchannels"');
@@ -32,7 +35,9 @@ describe('advice for commands the Redis ACL refused', () => {
     const advice = refusalAdvice('NOPERM this user has no permissions to access one of the keys used as arguments')!;
     expect(advice).toContain('~{lock:*');
     expect(advice).toContain('EVALSHA');
-    expect(refusalAdvice("ERR The user executing the script can't run this command or subcommand")).toContain('EVALSHA');
+    expect(refusalAdvice("ERR The user executing the script can't run this command or subcommand")).toContain(
+      'EVALSHA',
+    );
     expect(refusalAdvice('WRONGTYPE Operation against a key holding the wrong kind of value')).toBeUndefined();
   });
 });

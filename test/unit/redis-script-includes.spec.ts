@@ -31,7 +31,9 @@ describe('resolveLuaIncludes', () => {
   });
 
   it('leaves a file without includes as it is, and ordinary comments alone', () => {
-    write({ 'plain-1.lua': '-- @include "not an include: two dashes"\n--[[ --- @include "inside a header" ]]\nreturn 1' });
+    write({
+      'plain-1.lua': '-- @include "not an include: two dashes"\n--[[ --- @include "inside a header" ]]\nreturn 1',
+    });
     expect(resolveLuaIncludes(dir, 'plain-1.lua')).toBe(readFileSync(join(dir, 'plain-1.lua'), 'utf8'));
   });
 
@@ -43,9 +45,17 @@ describe('resolveLuaIncludes', () => {
   });
 
   it('fails on an include cycle, direct or through other files, instead of looping', () => {
-    write({ 'self-1.lua': '--- @include "self-1"\n', 'a-1.lua': '--- @include "b"\n', 'b.lua': 'x = 1\n--- @include "a-1"\n' });
-    expect(() => resolveLuaIncludes(dir, 'self-1.lua')).toThrow('Lua script self-1.lua line 1: include cycle self-1.lua -> self-1.lua');
-    expect(() => resolveLuaIncludes(dir, 'a-1.lua')).toThrow('Lua script b.lua line 2: include cycle a-1.lua -> b.lua -> a-1.lua');
+    write({
+      'self-1.lua': '--- @include "self-1"\n',
+      'a-1.lua': '--- @include "b"\n',
+      'b.lua': 'x = 1\n--- @include "a-1"\n',
+    });
+    expect(() => resolveLuaIncludes(dir, 'self-1.lua')).toThrow(
+      'Lua script self-1.lua line 1: include cycle self-1.lua -> self-1.lua',
+    );
+    expect(() => resolveLuaIncludes(dir, 'a-1.lua')).toThrow(
+      'Lua script b.lua line 2: include cycle a-1.lua -> b.lua -> a-1.lua',
+    );
   });
 
   it('fails on a malformed include line', () => {
@@ -58,7 +68,10 @@ describe('resolveLuaIncludes', () => {
   it('names a script by its command and a digest of its resolved text, so any change of the text renames it', () => {
     write({ 'lock-2.lua': '--- @include "part"\nreturn 1\n', 'part.lua': 'local x = 1\n' });
     const before = loadLockScript('lock-2.lua', dir);
-    expect(before).toMatchObject({ name: `distributedLock_lock_${textDigest('2', 'local x = 1\nreturn 1\n')}`, numberOfKeys: 2 });
+    expect(before).toMatchObject({
+      name: `distributedLock_lock_${textDigest('2', 'local x = 1\nreturn 1\n')}`,
+      numberOfKeys: 2,
+    });
     write({ 'part.lua': 'local x = 2\n' });
     const after = loadLockScript('lock-2.lua', dir);
     expect(after.name).not.toBe(before.name);
@@ -80,7 +93,9 @@ describe('the lock scripts', () => {
 
   it('resolve with every include replaced; the number of keys comes from the file name', () => {
     const scripts = lockScripts();
-    expect([scripts.acquire.numberOfKeys, scripts.extend.numberOfKeys, scripts.release.numberOfKeys]).toEqual([5, 1, 5]);
+    expect([scripts.acquire.numberOfKeys, scripts.extend.numberOfKeys, scripts.release.numberOfKeys]).toEqual([
+      5, 1, 5,
+    ]);
     for (const script of Object.values(scripts)) expect(script.lua).not.toContain('@include');
     expect(new Set(Object.values(scripts).map((s) => s.name)).size).toBe(3);
   });

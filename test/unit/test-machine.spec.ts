@@ -14,7 +14,11 @@ const run = promisify(execFile);
 describe('test machine', () => {
   it('PgBouncer: a program that cannot be started is a spawn error', async () => {
     await expect(
-      PgBouncerServer.start({ upstream: { host: '127.0.0.1', port: 5432 }, databases: ['test'], binary: '/nonexistent/pgbouncer' }),
+      PgBouncerServer.start({
+        upstream: { host: '127.0.0.1', port: 5432 },
+        databases: ['test'],
+        binary: '/nonexistent/pgbouncer',
+      }),
     ).rejects.toThrow(
       /^could not start PgBouncer \(\/nonexistent\/pgbouncer\): spawn \/nonexistent\/pgbouncer ENOENT; install it with apt-get install -y pgbouncer$/,
     );
@@ -62,6 +66,8 @@ describe('test machine', () => {
 
   it('the check passes on a machine that has everything (this one, after .ci/*.sh)', async () => {
     const script = join(__dirname, '..', 'support', 'prepare-test-machine.js');
-    await expect(run(process.execPath, [script, '--check-only'], { timeout: 20_000 })).resolves.toMatchObject({ stderr: '' });
+    await expect(run(process.execPath, [script, '--check-only'], { timeout: 20_000 })).resolves.toMatchObject({
+      stderr: '',
+    });
   });
 });

@@ -27,8 +27,7 @@ describe('Watchdog', () => {
   /** A backend stand-in whose answers the test controls: every batch is recorded and answered later. */
   const controlledBatches = () => {
     const batches: Array<{ items: { key: string }[]; answer: (r: Array<boolean | Error>) => void }> = [];
-    const extend: ExtendBatch = (items) =>
-      new Promise((resolve) => batches.push({ items, answer: resolve }));
+    const extend: ExtendBatch = (items) => new Promise((resolve) => batches.push({ items, answer: resolve }));
     return { batches, extend };
   };
 

@@ -137,22 +137,28 @@ describe('@WithLock', () => {
     expect(seen[0].self).toBeInstanceOf(RoutesController);
   });
 
-  it.each(['cron-above', 'cron-below'])('keeps the @Cron job %s registered and runs it under the lock', async (name) => {
-    const job = app.get(SchedulerRegistry).getCronJob(name);
-    await job.fireOnTick();
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(seen).toHaveLength(1);
-    expect(seen[0].lock?.key).toBe(name);
-    expect(seen[0].self).toBe(jobs);
-  });
+  it.each(['cron-above', 'cron-below'])(
+    'keeps the @Cron job %s registered and runs it under the lock',
+    async (name) => {
+      const job = app.get(SchedulerRegistry).getCronJob(name);
+      await job.fireOnTick();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(seen).toHaveLength(1);
+      expect(seen[0].lock?.key).toBe(name);
+      expect(seen[0].self).toBe(jobs);
+    },
+  );
 
-  it.each(['order.above', 'order.below'])('keeps the @OnEvent listener %s and passes the arguments to the key function', async (event) => {
-    await app.get(EventEmitter2).emitAsync(event, '42');
-    expect(seen).toHaveLength(1);
-    expect(seen[0].lock?.key).toBe('order:42');
-    expect(seen[0].args).toEqual(['42']);
-    expect(seen[0].self).toBe(jobs);
-  });
+  it.each(['order.above', 'order.below'])(
+    'keeps the @OnEvent listener %s and passes the arguments to the key function',
+    async (event) => {
+      await app.get(EventEmitter2).emitAsync(event, '42');
+      expect(seen).toHaveLength(1);
+      expect(seen[0].lock?.key).toBe('order:42');
+      expect(seen[0].args).toEqual(['42']);
+      expect(seen[0].self).toBe(jobs);
+    },
+  );
 
   it('calls the key function with the arguments and the instance as this', async () => {
     await expect(jobs.keyed(2, 3)).resolves.toBe('jobs:5');
@@ -244,9 +250,15 @@ describe('@WithLock misuse', () => {
     [() => WithLock(''), /Invalid lock key: .*got an empty string/],
     [() => WithLock(42 as never), /Invalid @WithLock key: expected a string, a function/],
     [() => WithLock({ key: 42 } as never), /Invalid @WithLock key: expected a string or a function/],
-    [() => WithLock('k', { ttl: 0 }), /Invalid @WithLock ttl: expected an integer number of milliseconds from 1 to 2147483647/],
+    [
+      () => WithLock('k', { ttl: 0 }),
+      /Invalid @WithLock ttl: expected an integer number of milliseconds from 1 to 2147483647/,
+    ],
     [() => WithLock('k', { wait: -1 }), /Invalid @WithLock wait: expected a number of milliseconds >= 0/],
-    [() => WithLock('k', { onBusy: 'queue' as never }), /Invalid @WithLock onBusy: expected 'throw' or 'skip', got "queue"/],
+    [
+      () => WithLock('k', { onBusy: 'queue' as never }),
+      /Invalid @WithLock onBusy: expected 'throw' or 'skip', got "queue"/,
+    ],
     [() => WithLock('k', { timeout: 5 } as never), /unknown option "timeout"; allowed: ttl, wait, onBusy/],
     [() => WithLock({ key: 'k' } as never, { ttl: 5 }), /pass either \(key, options\) or \(\{ key, \.\.\.options \}\)/],
   ])('rejects bad decorator arguments at class definition (%#)', (decorate, message) => {

@@ -190,13 +190,16 @@ export class MemoryLockBackend implements LockBackend {
     if (!lease || (state.timer && state.timerAt! <= lease.endsAt)) return;
     clearTimeout(state.timer);
     state.timerAt = lease.endsAt;
-    state.timer = setTimeout(() => {
-      state.timer = undefined;
-      if (this.keys.get(key) !== state) return;
-      this.settle(key, state, monotonicNow());
-      this.armTimer(key, state);
-      this.forgetIfIdle(key, state);
-    }, Math.max(0, Math.ceil(lease.endsAt - monotonicNow())));
+    state.timer = setTimeout(
+      () => {
+        state.timer = undefined;
+        if (this.keys.get(key) !== state) return;
+        this.settle(key, state, monotonicNow());
+        this.armTimer(key, state);
+        this.forgetIfIdle(key, state);
+      },
+      Math.max(0, Math.ceil(lease.endsAt - monotonicNow())),
+    );
     state.timer.unref();
   }
 

@@ -80,7 +80,8 @@ export function describeFailure(error: unknown, context: FailureContext): LockBa
   const statement = context.lockStatement ? 'a lock statement' : 'a statement';
   const code = err?.code;
   let text: string;
-  if (code === CANCELED && elapsed >= timeout - 1) text = `${statement} ran past statementTimeout (${timeout} ms) on ${where}`;
+  if (code === CANCELED && elapsed >= timeout - 1)
+    text = `${statement} ran past statementTimeout (${timeout} ms) on ${where}`;
   else if (code === CANCELED) {
     // Not our bound: the server's own statement_timeout (of the role, database or connection),
     // which cuts in before our SET LOCAL takes effect, or a cancel by someone else.

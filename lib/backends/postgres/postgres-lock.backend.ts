@@ -3,7 +3,15 @@ import type { Pool, QueryResult } from 'pg';
 import { LockBackendError } from '../../lock.errors';
 import { monotonicNow } from '../../lock-clock';
 import { BackgroundWork } from '../../background-work';
-import type { AcquireResult, ExtendItem, HandOff, LockBackend, LockEvent, QueueOptions, ReleaseResult } from '../lock-backend';
+import type {
+  AcquireResult,
+  ExtendItem,
+  HandOff,
+  LockBackend,
+  LockEvent,
+  QueueOptions,
+  ReleaseResult,
+} from '../lock-backend';
 import { PostgresAttemptsInFlight } from './postgres-attempts';
 import { openConnections, type PostgresTarget } from './postgres-connections';
 import { isConnectionLost, wasNotSent } from './postgres-error.classifier';
@@ -11,7 +19,11 @@ import { PostgresHeldLeases } from './postgres-held-leases';
 import { PostgresLocalWaiters } from './postgres-local-waiters';
 import { PostgresLockEvents } from './postgres-lock.events';
 import type { PostgresLockNames } from './postgres-lock.names';
-import { resolvePostgresOptions, type PostgresBackendOptions, type ResolvedPostgresOptions } from './postgres-lock.options';
+import {
+  resolvePostgresOptions,
+  type PostgresBackendOptions,
+  type ResolvedPostgresOptions,
+} from './postgres-lock.options';
 import { PostgresLockSchema } from './postgres-lock.schema';
 import { PostgresLockStatements, type AcquireRow, type ReleaseRow } from './postgres-lock.statements';
 import { PostgresStatementRunner } from './postgres-statement-runner';
@@ -59,12 +71,22 @@ export class PostgresLockBackend implements LockBackend {
   constructor(options: PostgresBackendOptions | ResolvedPostgresOptions) {
     this.options = 'names' in options ? options : resolvePostgresOptions(options);
     this.names = this.options.names;
-    this.statements = new PostgresLockStatements(this.names, this.options.statementTimeout, this.options.durability === 'relaxed');
+    this.statements = new PostgresLockStatements(
+      this.names,
+      this.options.statementTimeout,
+      this.options.durability === 'relaxed',
+    );
     const connections = openConnections(this.options, this.logger);
     this.pool = connections.pool;
     this.ownsPool = connections.ownsPool;
     this.target = connections.target;
-    this.runner = new PostgresStatementRunner(this.pool, this.target, this.names, this.options.statementTimeout, () => this.closed);
+    this.runner = new PostgresStatementRunner(
+      this.pool,
+      this.target,
+      this.names,
+      this.options.statementTimeout,
+      () => this.closed,
+    );
     this.schema = new PostgresLockSchema({
       names: this.names,
       statements: this.statements,
@@ -131,7 +153,12 @@ export class PostgresLockBackend implements LockBackend {
     return this.attempts.track(key, token, this.attempt(key, token, ttl, queue));
   }
 
-  private async attempt(key: string, token: string, ttl: number, queue: QueueOptions | undefined): Promise<AcquireResult> {
+  private async attempt(
+    key: string,
+    token: string,
+    ttl: number,
+    queue: QueueOptions | undefined,
+  ): Promise<AcquireResult> {
     const sentAt = monotonicNow();
     if (!queue) {
       const busyFor = this.held.busyFor(key, token, sentAt);
@@ -156,7 +183,8 @@ export class PostgresLockBackend implements LockBackend {
       return { fence: BigInt(row.fence) };
     }
     if (queue) this.waiters.remember(key, token, ttl, sentAt + queue.lease);
-    const busy: AcquireResult = row.retry_in === null ? { fence: null } : { fence: null, retryIn: Math.max(0, row.retry_in) };
+    const busy: AcquireResult =
+      row.retry_in === null ? { fence: null } : { fence: null, retryIn: Math.max(0, row.retry_in) };
     if (handedTo && handedTo.token !== token) busy.handedTo = handedTo;
     return busy;
   }
@@ -199,7 +227,14 @@ export class PostgresLockBackend implements LockBackend {
     if (row.granted_token !== null && row.granted_fence !== null) {
       // The release function notifies a hand-off only to a waiter of another process.
       const notified = !local.includes(row.granted_token);
-      const handedTo = this.handedOver(key, row.granted_token, row.granted_fence, sentAt, notified, row.granted_valid_for);
+      const handedTo = this.handedOver(
+        key,
+        row.granted_token,
+        row.granted_fence,
+        sentAt,
+        notified,
+        row.granted_valid_for,
+      );
       return { released: row.released, handedTo };
     }
     if (row.released) this.events.deliver({ type: 'released', key }, row.ended_fence ?? undefined);
@@ -269,7 +304,14 @@ export class PostgresLockBackend implements LockBackend {
    * hand-off for the caller. `validFor`: set when the hand-off was committed without waiting for its
    * flush (see `sql/release.sql`).
    */
-  private handedOver(key: string, token: string, fence: string, sentAt: number, notified: boolean, validFor: number | null): HandOff {
+  private handedOver(
+    key: string,
+    token: string,
+    fence: string,
+    sentAt: number,
+    notified: boolean,
+    validFor: number | null,
+  ): HandOff {
     const ttl = this.waiters.ttl(key, token);
     this.waiters.forget(key, token);
     if (ttl === undefined) this.held.forget(key);

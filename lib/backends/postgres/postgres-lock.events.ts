@@ -75,7 +75,10 @@ export class PostgresLockEvents {
   async subscribe(key: string, subscriber: (event: LockEvent) => void): Promise<() => void> {
     if (!this.listener.up) {
       let cancel: () => void = () => undefined;
-      await Promise.race([this.listener.settled(), new Promise<void>((resolve) => (cancel = scheduleAt(monotonicNow() + SUBSCRIBE_WAIT, resolve)))]);
+      await Promise.race([
+        this.listener.settled(),
+        new Promise<void>((resolve) => (cancel = scheduleAt(monotonicNow() + SUBSCRIBE_WAIT, resolve))),
+      ]);
       cancel();
     }
     let set = this.subscribers.get(key);

@@ -85,7 +85,9 @@ export class PostgresLockNames {
 
   /** The function signatures, as `to_regprocedure` takes them. */
   get functionSignatures(): string[] {
-    return (Object.keys(SQL_FUNCTIONS) as SqlFunctionName[]).map((name) => `${this.functions[name]}${SQL_FUNCTIONS[name]}`);
+    return (Object.keys(SQL_FUNCTIONS) as SqlFunctionName[]).map(
+      (name) => `${this.functions[name]}${SQL_FUNCTIONS[name]}`,
+    );
   }
 
   /** The tables, as `to_regclass` takes them. */
@@ -93,4 +95,3 @@ export class PostgresLockNames {
     return [this.leases, this.queue, this.fenceReservation, this.fenceEpoch];
   }
 }
-

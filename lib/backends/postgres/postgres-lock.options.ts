@@ -91,9 +91,19 @@ function isPool(value: unknown): value is Pool {
   );
 }
 
-function checkMs(name: string, value: unknown, fallback: number, { min, allowZero = false }: { min: number; allowZero?: boolean }): number {
+function checkMs(
+  name: string,
+  value: unknown,
+  fallback: number,
+  { min, allowZero = false }: { min: number; allowZero?: boolean },
+): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value > MAX_TIMER_DELAY || (value < min && !(allowZero && value === 0))) {
+  if (
+    typeof value !== 'number' ||
+    !Number.isInteger(value) ||
+    value > MAX_TIMER_DELAY ||
+    (value < min && !(allowZero && value === 0))
+  ) {
     throw new InvalidLockOptionsError(
       `Invalid postgresBackend ${name}: expected an integer number of milliseconds from ${min} to ${MAX_TIMER_DELAY}` +
         `${allowZero ? ' (or 0 to turn it off)' : ''}, got ${describeValue(value)}`,
@@ -105,7 +115,8 @@ function checkMs(name: string, value: unknown, fallback: number, { min, allowZer
 function checkConnection(name: string, value: unknown): PoolConfig | undefined {
   if (value === undefined) return undefined;
   if (typeof value === 'string' && value.length > 0) return { connectionString: value };
-  if (typeof value === 'object' && value !== null && !Array.isArray(value) && !isPool(value)) return { ...(value as PoolConfig) };
+  if (typeof value === 'object' && value !== null && !Array.isArray(value) && !isPool(value))
+    return { ...(value as PoolConfig) };
   throw new InvalidLockOptionsError(
     `Invalid postgresBackend ${name}: expected a connection string such as 'postgres://user@host:5432/db' or pg connection settings, got ${describeValue(value)}`,
   );
@@ -128,10 +139,14 @@ export function resolvePostgresOptions(input: unknown): ResolvedPostgresOptions 
     );
   }
   if (options.pool !== undefined && !isPool(options.pool)) {
-    throw new InvalidLockOptionsError(`Invalid postgresBackend pool: expected a pg Pool, got ${describeValue(options.pool)}`);
+    throw new InvalidLockOptionsError(
+      `Invalid postgresBackend pool: expected a pg Pool, got ${describeValue(options.pool)}`,
+    );
   }
   if (options.migrate !== undefined && typeof options.migrate !== 'boolean') {
-    throw new InvalidLockOptionsError(`Invalid postgresBackend migrate: expected a boolean, got ${describeValue(options.migrate)}`);
+    throw new InvalidLockOptionsError(
+      `Invalid postgresBackend migrate: expected a boolean, got ${describeValue(options.migrate)}`,
+    );
   }
   if (options.durability !== undefined && options.durability !== 'full' && options.durability !== 'relaxed') {
     throw new InvalidLockOptionsError(
@@ -139,20 +154,31 @@ export function resolvePostgresOptions(input: unknown): ResolvedPostgresOptions 
     );
   }
   const applicationName = options.applicationName ?? DEFAULT_APPLICATION_NAME;
-  if (typeof applicationName !== 'string' || applicationName.length === 0 || applicationName.length > 50 || !/^[\x20-\x7e]+$/.test(applicationName)) {
+  if (
+    typeof applicationName !== 'string' ||
+    applicationName.length === 0 ||
+    applicationName.length > 50 ||
+    !/^[\x20-\x7e]+$/.test(applicationName)
+  ) {
     throw new InvalidLockOptionsError(
       `Invalid postgresBackend applicationName: expected 1 to 50 printable ASCII characters, got ${describeValue(applicationName)}`,
     );
   }
   return {
-    names: new PostgresLockNames({ schema: options.schema as string | undefined, table: options.table as string | undefined }),
+    names: new PostgresLockNames({
+      schema: options.schema as string | undefined,
+      table: options.table as string | undefined,
+    }),
     pool: options.pool as Pool | undefined,
     connection: checkConnection('connection', options.connection),
     listen: checkConnection('listen', options.listen),
     migrate: (options.migrate as boolean | undefined) ?? true,
     statementTimeout: checkMs('statementTimeout', options.statementTimeout, 5_000, { min: 1 }),
     recheckInterval: checkMs('recheckInterval', options.recheckInterval, 500, { min: 10 }),
-    housekeepingInterval: checkMs('housekeepingInterval', options.housekeepingInterval, 60_000, { min: 1_000, allowZero: true }),
+    housekeepingInterval: checkMs('housekeepingInterval', options.housekeepingInterval, 60_000, {
+      min: 1_000,
+      allowZero: true,
+    }),
     durability: (options.durability as PostgresDurability | undefined) ?? 'full',
     applicationName,
   };

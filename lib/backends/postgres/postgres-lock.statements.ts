@@ -112,11 +112,16 @@ export class PostgresLockStatements {
   /** The schema SQL, under a transaction-level advisory lock that serialises concurrent migrations. */
   migrate(schemaSql: string, timeout: number): string {
     const { escapeLiteral } = loadPg();
-    return this.bounded(`SELECT pg_advisory_xact_lock(hashtext(${escapeLiteral(this.names.migrationLockKey)}));\n${schemaSql}`, timeout);
+    return this.bounded(
+      `SELECT pg_advisory_xact_lock(hashtext(${escapeLiteral(this.names.migrationLockKey)}));\n${schemaSql}`,
+      timeout,
+    );
   }
 
   /** Columns (`HousekeepRow`): leases, waiters (rows deleted). */
   housekeep(grace: number, limit: number): string {
-    return this.bounded(`SELECT leases, waiters FROM ${this.names.functions.housekeep}(${sqlInteger(grace)}, ${sqlInteger(limit)})`);
+    return this.bounded(
+      `SELECT leases, waiters FROM ${this.names.functions.housekeep}(${sqlInteger(grace)}, ${sqlInteger(limit)})`,
+    );
   }
 }

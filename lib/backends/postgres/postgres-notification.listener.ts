@@ -152,7 +152,8 @@ export class PostgresNotificationListener {
     if (this.closed) return;
     this.events.problem(message);
     this.setUp(false);
-    const delay = Math.min(MAX_RECONNECT_DELAY, FIRST_RECONNECT_DELAY * 2 ** this.failures) * (0.75 + Math.random() / 2);
+    const delay =
+      Math.min(MAX_RECONNECT_DELAY, FIRST_RECONNECT_DELAY * 2 ** this.failures) * (0.75 + Math.random() / 2);
     this.failures = Math.min(this.failures + 1, 16);
     this.cancelReconnect = scheduleAt(monotonicNow() + delay, () => {
       this.cancelReconnect = undefined;

@@ -52,7 +52,12 @@ export class PostgresStatementRunner {
           return Array.isArray(results) ? results[results.length - 1] : results;
         } catch (error) {
           const elapsed = monotonicNow() - started;
-          if (!this.isClosed() && tries < MAX_STATEMENT_TRIES && elapsed < timeout && isTransient(error, elapsed, timeout)) {
+          if (
+            !this.isClosed() &&
+            tries < MAX_STATEMENT_TRIES &&
+            elapsed < timeout &&
+            isTransient(error, elapsed, timeout)
+          ) {
             await pause(tries);
             continue;
           }

@@ -57,7 +57,10 @@ export function redisBackend(options: RedisBackendOptions = {}): LockBackend {
       const nodes = source.nodes.map((node) => {
         const given = typeof node === 'object' && typeof (node as Redis).defineCommand === 'function';
         const client = given ? (node as Redis) : open(node as Exclude<RedisQuorumNode, Redis>);
-        return new RedisLockBackend(new RedisConnection(client, !given, commandTimeout), { ...settings, announceReleases: true });
+        return new RedisLockBackend(new RedisConnection(client, !given, commandTimeout), {
+          ...settings,
+          announceReleases: true,
+        });
       });
       return new RedisQuorumLockBackend(nodes, recheckInterval);
     }

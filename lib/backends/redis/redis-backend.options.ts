@@ -92,7 +92,9 @@ function checkInteger(name: string, value: unknown, min: number, max: number, fa
 function checkUrl(where: string, url: unknown): string {
   if (typeof url !== 'string' || !/^rediss?:\/\//.test(url)) {
     // The URL may hold a password: say what it should look like, not what it was.
-    fail(`${where} must be a string starting with redis:// or rediss://${typeof url === 'string' ? '' : `, got ${describeValue(url)}`}`);
+    fail(
+      `${where} must be a string starting with redis:// or rediss://${typeof url === 'string' ? '' : `, got ${describeValue(url)}`}`,
+    );
   }
   try {
     new URL(url);
@@ -110,38 +112,65 @@ export function resolveRedisBackendOptions(options: unknown): ResolvedRedisBacke
   if (given.length > 1) fail(`give only one of ${SOURCES.join(', ')}; got ${given.join(' and ')}`);
 
   const commandTimeout = checkInteger('commandTimeout', opts.commandTimeout, 1, 600_000, DEFAULT_COMMAND_TIMEOUT);
-  const recheckInterval = checkInteger('recheckInterval', opts.recheckInterval, 10, MAX_TIMER_DELAY, DEFAULT_RECHECK_INTERVAL);
+  const recheckInterval = checkInteger(
+    'recheckInterval',
+    opts.recheckInterval,
+    10,
+    MAX_TIMER_DELAY,
+    DEFAULT_RECHECK_INTERVAL,
+  );
   if (opts.shardedPubSub !== undefined && typeof opts.shardedPubSub !== 'boolean') {
     fail(`shardedPubSub must be a boolean, got ${describeValue(opts.shardedPubSub)}`);
   }
 
   let waitForReplicas: ReplicaAcknowledgement | undefined;
   if (opts.waitForReplicas !== undefined) {
-    const ack = validateOptionsObject('redisBackend waitForReplicas', opts.waitForReplicas, ['replicas', 'timeout', 'aof']);
-    if (typeof ack.replicas !== 'number' || !Number.isInteger(ack.replicas) || ack.replicas < 1 || ack.replicas > 1_000) {
+    const ack = validateOptionsObject('redisBackend waitForReplicas', opts.waitForReplicas, [
+      'replicas',
+      'timeout',
+      'aof',
+    ]);
+    if (
+      typeof ack.replicas !== 'number' ||
+      !Number.isInteger(ack.replicas) ||
+      ack.replicas < 1 ||
+      ack.replicas > 1_000
+    ) {
       fail(`waitForReplicas.replicas must be an integer from 1 to 1000, got ${describeValue(ack.replicas)}`);
     }
     const timeout = checkInteger('waitForReplicas.timeout', ack.timeout, 1, 600_000, NaN);
-    if (Number.isNaN(timeout)) fail('waitForReplicas.timeout is required (ms, from 1 to 600000; 0 would block forever)');
-    if (ack.aof !== undefined && typeof ack.aof !== 'boolean') fail(`waitForReplicas.aof must be a boolean, got ${describeValue(ack.aof)}`);
+    if (Number.isNaN(timeout))
+      fail('waitForReplicas.timeout is required (ms, from 1 to 600000; 0 would block forever)');
+    if (ack.aof !== undefined && typeof ack.aof !== 'boolean')
+      fail(`waitForReplicas.aof must be a boolean, got ${describeValue(ack.aof)}`);
     waitForReplicas = { replicas: ack.replicas, timeout, aof: ack.aof === true };
   }
 
   const common = { commandTimeout, recheckInterval, shardedPubSub: opts.shardedPubSub !== false, waitForReplicas };
   if (opts.client !== undefined) {
-    if (!isIoredisClient(opts.client)) fail(`client must be an ioredis Redis or Cluster instance, got ${describeValue(opts.client)}`);
+    if (!isIoredisClient(opts.client))
+      fail(`client must be an ioredis Redis or Cluster instance, got ${describeValue(opts.client)}`);
     return { ...common, source: { kind: 'client', client: opts.client } };
   }
   if (opts.url !== undefined) return { ...common, source: { kind: 'url', url: checkUrl('url', opts.url) } };
   if (opts.cluster !== undefined) {
     const cluster = validateOptionsObject('redisBackend cluster', opts.cluster, ['nodes', 'options']);
     if (!Array.isArray(cluster.nodes) || cluster.nodes.length === 0) {
-      fail(`cluster.nodes must be a non-empty array of startup nodes ({ host, port }, "host:port" or a port), got ${describeValue(cluster.nodes)}`);
+      fail(
+        `cluster.nodes must be a non-empty array of startup nodes ({ host, port }, "host:port" or a port), got ${describeValue(cluster.nodes)}`,
+      );
     }
     if (cluster.options !== undefined && !isPlainObject(cluster.options)) {
       fail(`cluster.options must be ioredis Cluster options, got ${describeValue(cluster.options)}`);
     }
-    return { ...common, source: { kind: 'cluster', nodes: cluster.nodes as ClusterNode[], options: (cluster.options ?? {}) as ClusterOptions } };
+    return {
+      ...common,
+      source: {
+        kind: 'cluster',
+        nodes: cluster.nodes as ClusterNode[],
+        options: (cluster.options ?? {}) as ClusterOptions,
+      },
+    };
   }
   if (opts.quorum !== undefined) {
     const nodes = opts.quorum;
@@ -155,7 +184,8 @@ export function resolveRedisBackendOptions(options: unknown): ResolvedRedisBacke
     nodes.forEach((node, i) => {
       if (typeof node === 'string') checkUrl(`quorum[${i}]`, node);
       else if (isIoredisClient(node)) {
-        if ((node as Cluster).isCluster) fail(`quorum[${i}] is a Cluster; quorum nodes must be independent single masters`);
+        if ((node as Cluster).isCluster)
+          fail(`quorum[${i}] is a Cluster; quorum nodes must be independent single masters`);
       } else if (!isPlainObject(node)) {
         fail(`quorum[${i}] must be a Redis instance, a redis:// URL or ioredis options, got ${describeValue(node)}`);
       }
@@ -164,7 +194,8 @@ export function resolveRedisBackendOptions(options: unknown): ResolvedRedisBacke
     return { ...common, source: { kind: 'quorum', nodes: nodes as RedisQuorumNode[] } };
   }
   if (opts.connection !== undefined) {
-    if (!isPlainObject(opts.connection)) fail(`connection must be ioredis options, got ${describeValue(opts.connection)}`);
+    if (!isPlainObject(opts.connection))
+      fail(`connection must be ioredis options, got ${describeValue(opts.connection)}`);
     return { ...common, source: { kind: 'connection', connection: opts.connection as RedisOptions } };
   }
   return { ...common, source: { kind: 'connection', connection: {} } };

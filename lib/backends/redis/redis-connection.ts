@@ -6,7 +6,11 @@ import { CommandDeadlines } from './redis-command-deadlines';
 import { refusalAdvice } from './redis-permissions';
 import type { LockScript } from './redis-lock.scripts';
 
-type CommandClass = new (name: string, args: Array<string | number>, options: { replyEncoding: 'utf8'; keyPrefix?: string }) => Command;
+type CommandClass = new (
+  name: string,
+  args: Array<string | number>,
+  options: { replyEncoding: 'utf8'; keyPrefix?: string },
+) => Command;
 
 export type RedisClient = Redis | Cluster;
 
@@ -26,7 +30,9 @@ function commandClassOf(client: RedisClient): CommandClass | undefined {
   if (isCluster(client)) return undefined;
   try {
     const ioredis = loadIoredis();
-    return client instanceof ioredis.Redis && typeof ioredis.Command === 'function' ? (ioredis.Command as unknown as CommandClass) : undefined;
+    return client instanceof ioredis.Redis && typeof ioredis.Command === 'function'
+      ? (ioredis.Command as unknown as CommandClass)
+      : undefined;
   } catch {
     return undefined;
   }
@@ -121,7 +127,9 @@ export class RedisConnection {
     this.coalescing = !isCluster(client);
     this.Command = commandClassOf(client);
     this.deadlines = new CommandDeadlines(commandTimeout, (what) => this.noAnswer(what, commandTimeout));
-    this.commandOptions = this.keyPrefix ? { replyEncoding: 'utf8', keyPrefix: this.keyPrefix } : { replyEncoding: 'utf8' };
+    this.commandOptions = this.keyPrefix
+      ? { replyEncoding: 'utf8', keyPrefix: this.keyPrefix }
+      : { replyEncoding: 'utf8' };
     client.on('error', this.onError);
     client.on('ready', this.onReady);
   }
@@ -155,7 +163,12 @@ export class RedisConnection {
    * `read(reply)`: sent as EVALSHA, and as EVAL when the server answers NOSCRIPT; bounded by the
    * command timeout like `run`. `read` runs as soon as the reply is in (no promise in between).
    */
-  evalScript<T>(what: string, script: LockScript, args: Array<string | number>, read: (reply: unknown) => T): Promise<T> {
+  evalScript<T>(
+    what: string,
+    script: LockScript,
+    args: Array<string | number>,
+    read: (reply: unknown) => T,
+  ): Promise<T> {
     const Command = this.Command;
     if (Command === undefined || this.closed || this.client.status !== 'ready') {
       return this.run(what, () => this.call(script.name, args.slice(2))).then(read);
@@ -188,7 +201,9 @@ export class RedisConnection {
 
   /** Calls the command `name` (a script defined on the client) with `args`. */
   call(name: string, args: ReadonlyArray<string | number>): Promise<unknown> {
-    return (this.client as unknown as Record<string, (...a: ReadonlyArray<string | number>) => Promise<unknown>>)[name](...args);
+    return (this.client as unknown as Record<string, (...a: ReadonlyArray<string | number>) => Promise<unknown>>)[name](
+      ...args,
+    );
   }
 
   /** Closes the client when this backend opened it; leaves a user's client open. */
@@ -284,7 +299,11 @@ export class RedisConnection {
     if (error instanceof LockBackendError) return error;
     const message = messageOf(error);
     const advice = refusalAdvice(message, channel);
-    return new LockBackendError('redis', `${what} on ${this.endpoint} failed: ${message}${advice ? `. ${advice}` : ''}`, { cause: error });
+    return new LockBackendError(
+      'redis',
+      `${what} on ${this.endpoint} failed: ${message}${advice ? `. ${advice}` : ''}`,
+      { cause: error },
+    );
   }
 
   private bounded<T>(what: string, command: () => Promise<T>, timeout: number, channel?: string): Promise<T> {

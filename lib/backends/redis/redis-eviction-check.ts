@@ -59,7 +59,8 @@ export function evictionWarning(endpoint: string, policies: readonly EvictionPol
   const risky = policies.filter((p) => p.policy !== undefined && p.policy !== SAFE_EVICTION_POLICY);
   if (risky.length === 0) return undefined;
   const where = policies.length === 1 ? '' : ` (${risky.map((p) => `${p.node}: ${p.policy}`).join(', ')})`;
-  const policy = risky.length === 1 || new Set(risky.map((p) => p.policy)).size === 1 ? risky[0].policy! : 'evicting policies';
+  const policy =
+    risky.length === 1 || new Set(risky.map((p) => p.policy)).size === 1 ? risky[0].policy! : 'evicting policies';
   return (
     `${endpoint} runs with maxmemory-policy ${policy}${where}: when it reaches maxmemory it may evict lock keys ` +
     '(leases carry a TTL, so volatile-* policies evict them as well as allkeys-*). An evicted lease is a lost lock: ' +

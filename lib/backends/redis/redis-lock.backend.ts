@@ -2,7 +2,15 @@ import { Logger } from '@nestjs/common';
 import type { ChainableCommander } from 'ioredis';
 import { LockBackendError } from '../../lock.errors';
 import { BackgroundWork } from '../../background-work';
-import type { AcquireResult, ExtendItem, HandOff, LockBackend, LockEvent, QueueOptions, ReleaseResult } from '../lock-backend';
+import type {
+  AcquireResult,
+  ExtendItem,
+  HandOff,
+  LockBackend,
+  LockEvent,
+  QueueOptions,
+  ReleaseResult,
+} from '../lock-backend';
 import { RedisConnection } from './redis-connection';
 import { evictionWarning, readEvictionPolicies } from './redis-eviction-check';
 import { redisLockKeys, type RedisLockKeys } from './redis-key-layout';
@@ -94,7 +102,11 @@ export class RedisLockBackend implements LockBackend {
     this.acquireSuffix = `${this.acquireMode}0`;
     this.releaseSuffix = `${this.releaseMode}0`;
     const endpoint = connection.endpoint;
-    this.names = { acquire: `acquire on ${endpoint}`, extend: `extend on ${endpoint}`, release: `release on ${endpoint}` };
+    this.names = {
+      acquire: `acquire on ${endpoint}`,
+      extend: `extend on ${endpoint}`,
+      release: `release on ${endpoint}`,
+    };
   }
 
   /** Where the backend connects, for messages (host and port, no credentials). */
@@ -106,7 +118,17 @@ export class RedisLockBackend implements LockBackend {
     if (this.evictionCheck === undefined) void this.checkEvictionPolicy();
     const keys = redisLockKeys(key);
     const script = this.acquireScript;
-    const args: Array<string | number> = [script.sha, script.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, keys.channel, token + this.acquireSuffix, ttl];
+    const args: Array<string | number> = [
+      script.sha,
+      script.numberOfKeys,
+      keys.lease,
+      keys.queue,
+      keys.waiters,
+      keys.fence,
+      keys.channel,
+      token + this.acquireSuffix,
+      ttl,
+    ];
     if (queue && queue.lease > 0) args.push(queue.lease);
     const read = (reply: unknown): AcquireResult => this.readAcquire(key, keys, reply);
     const answer = this.settings.replicaAck
@@ -122,7 +144,12 @@ export class RedisLockBackend implements LockBackend {
   extend(key: string, token: string, ttl: number): Promise<boolean> {
     const keys = redisLockKeys(key);
     const script = this.extendScript;
-    return this.connection.evalScript('extend', script, [script.sha, script.numberOfKeys, keys.lease, token, ttl], this.readExtend);
+    return this.connection.evalScript(
+      'extend',
+      script,
+      [script.sha, script.numberOfKeys, keys.lease, token, ttl],
+      this.readExtend,
+    );
   }
 
   /**
@@ -148,7 +175,11 @@ export class RedisLockBackend implements LockBackend {
     });
     return answers.map((answer, i) => {
       if (answer instanceof Error) {
-        return new LockBackendError('redis', `extend of "${items[i].key}" on ${this.endpoint} failed: ${answer.message}`, { cause: answer });
+        return new LockBackendError(
+          'redis',
+          `extend of "${items[i].key}" on ${this.endpoint} failed: ${answer.message}`,
+          { cause: answer },
+        );
       }
       try {
         return readFlag(this.names.extend, answer);
@@ -165,13 +196,26 @@ export class RedisLockBackend implements LockBackend {
   private releaseAndRead(key: string, token: string): Promise<ReleaseResult> {
     const keys = redisLockKeys(key);
     const script = this.releaseScript;
-    const args = [script.sha, script.numberOfKeys, keys.lease, keys.queue, keys.waiters, keys.fence, keys.channel, token + this.releaseSuffix];
+    const args = [
+      script.sha,
+      script.numberOfKeys,
+      keys.lease,
+      keys.queue,
+      keys.waiters,
+      keys.fence,
+      keys.channel,
+      token + this.releaseSuffix,
+    ];
     return this.connection.evalScript('release', script, args, (reply) => this.readRelease(key, keys, reply));
   }
 
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
     if (this.closed) return Promise.reject(new LockBackendError('redis', 'subscribe: the backend was closed'));
-    this.subscriber ??= new RedisLockSubscriber(this.connection, this.publish === 'SPUBLISH', this.settings.commandTimeout);
+    this.subscriber ??= new RedisLockSubscriber(
+      this.connection,
+      this.publish === 'SPUBLISH',
+      this.settings.commandTimeout,
+    );
     // With replica acknowledgement a hand-off is not yet confirmed: the waiter re-attempts, which
     // renews its lease and waits for the replicas.
     const deliver = this.settings.replicaAck

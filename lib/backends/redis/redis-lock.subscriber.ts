@@ -28,7 +28,8 @@ export function parseLockMessage(key: string, message: string): LockEvent | unde
   if (message === 'r') return { type: 'released', key };
   if (message.length > TOKEN_LENGTH + 1 && message[0] === 'g') {
     const digits = message.slice(1 + TOKEN_LENGTH);
-    if (/^\d+$/.test(digits)) return { type: 'granted', key, token: message.slice(1, 1 + TOKEN_LENGTH), fence: BigInt(digits) };
+    if (/^\d+$/.test(digits))
+      return { type: 'granted', key, token: message.slice(1, 1 + TOKEN_LENGTH), fence: BigInt(digits) };
   }
   return undefined;
 }
@@ -58,7 +59,12 @@ export class RedisLockSubscriber {
   async subscribe(channel: string, key: string, listener: Listener): Promise<() => void> {
     let state = this.channels.get(channel);
     if (!state) {
-      const created: Channel = { key, listeners: new Set(), delivered: new BoundedSet(MAX_REMEMBERED), live: Promise.resolve() };
+      const created: Channel = {
+        key,
+        listeners: new Set(),
+        delivered: new BoundedSet(MAX_REMEMBERED),
+        live: Promise.resolve(),
+      };
       created.live = this.send('subscribe', channel).catch((error: unknown) => {
         if (this.channels.get(channel) === created) this.channels.delete(channel);
         throw error;
@@ -127,7 +133,12 @@ export class RedisLockSubscriber {
     }
     const client = connection.client as unknown as Record<string, (channel: string) => Promise<unknown>>;
     const command = this.sharded ? (what === 'subscribe' ? 'ssubscribe' : 'sunsubscribe') : what;
-    return connection.run(command.toUpperCase(), () => client[command](channel).then(() => undefined), undefined, channel);
+    return connection.run(
+      command.toUpperCase(),
+      () => client[command](channel).then(() => undefined),
+      undefined,
+      channel,
+    );
   }
 
   private open(): RedisConnection {

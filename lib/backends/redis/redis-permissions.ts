@@ -4,7 +4,8 @@
  */
 
 /** Commands of a single server or Sentinel-managed master; a Cluster uses the sharded ones and CLUSTER SLOTS. */
-const COMMANDS = 'EVALSHA, EVAL, PING, INFO, SUBSCRIBE, UNSUBSCRIBE and PUBLISH (SSUBSCRIBE, SUNSUBSCRIBE and SPUBLISH on a Cluster)';
+const COMMANDS =
+  'EVALSHA, EVAL, PING, INFO, SUBSCRIBE, UNSUBSCRIBE and PUBLISH (SSUBSCRIBE, SUNSUBSCRIBE and SPUBLISH on a Cluster)';
 
 /** A command refused by the server's ACL, sent by the client or called inside a script. */
 const REFUSAL = /NOPERM|The user executing the script can't/i;

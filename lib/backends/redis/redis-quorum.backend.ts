@@ -42,7 +42,10 @@ export class RedisQuorumLockBackend implements LockBackend {
   readonly recheckInterval: number;
   private readonly majority: number;
 
-  constructor(private readonly nodes: readonly RedisLockBackend[], recheckInterval: number) {
+  constructor(
+    private readonly nodes: readonly RedisLockBackend[],
+    recheckInterval: number,
+  ) {
     this.majority = Math.floor(nodes.length / 2) + 1;
     this.recheckInterval = recheckInterval;
   }
@@ -69,7 +72,9 @@ export class RedisQuorumLockBackend implements LockBackend {
         `acquire: a majority granted the lock, but only after ${Math.round(elapsed)} ms of its ${ttl} ms lease; it was given back`,
       );
     }
-    const waits = outcomes.flatMap((o) => (o.value && o.value.fence === null && o.value.retryIn !== undefined ? [o.value.retryIn] : []));
+    const waits = outcomes.flatMap((o) =>
+      o.value && o.value.fence === null && o.value.retryIn !== undefined ? [o.value.retryIn] : [],
+    );
     return { fence: null, retryIn: waits.length > 0 ? Math.min(...waits) : 0 };
   }
 
@@ -81,7 +86,9 @@ export class RedisQuorumLockBackend implements LockBackend {
   async extendMany(items: readonly ExtendItem[]): Promise<Array<boolean | Error>> {
     const perNode = await Promise.all(
       this.nodes.map((node) =>
-        node.extendMany(items).catch((error: unknown) => items.map(() => (error instanceof Error ? error : new Error(String(error))))),
+        node
+          .extendMany(items)
+          .catch((error: unknown) => items.map(() => (error instanceof Error ? error : new Error(String(error))))),
       ),
     );
     return items.map((_, i) => {
@@ -142,7 +149,11 @@ export class RedisQuorumLockBackend implements LockBackend {
     return outcomes.flatMap((o, i) => (o.error ? [{ node: this.nodes[i], error: o.error }] : []));
   }
 
-  private noMajority(what: string, failed: Array<{ node: RedisLockBackend; error: Error }>, detail?: string): LockBackendError {
+  private noMajority(
+    what: string,
+    failed: Array<{ node: RedisLockBackend; error: Error }>,
+    detail?: string,
+  ): LockBackendError {
     const reasons = failed.map((f) => f.error.message.replace(/^Lock backend redis failed: /, '')).join('; ');
     return new LockBackendError(
       'redis',

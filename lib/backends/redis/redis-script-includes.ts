@@ -17,7 +17,11 @@ const INCLUDE = /^\s*--- @include "([^"]+)"\s*$/;
  * missing file, a malformed include line or a file that includes itself (directly or through
  * others) is an error that names the file and line.
  */
-export function resolveLuaIncludes(dir: string, file: string, read: (dir: string, file: string) => string = readScriptFile): string {
+export function resolveLuaIncludes(
+  dir: string,
+  file: string,
+  read: (dir: string, file: string) => string = readScriptFile,
+): string {
   return resolve(dir, posix.normalize(file), [], read);
 }
 
@@ -29,7 +33,10 @@ function resolve(dir: string, file: string, including: string[], read: (dir: str
     if (!INCLUDE_LINE.test(lines[i])) continue;
     const where = `${file} line ${i + 1}`;
     const match = INCLUDE.exec(lines[i]);
-    if (!match) throw new Error(`Lua script ${where}: malformed include ${JSON.stringify(lines[i].trim())}; expected --- @include "<path>"`);
+    if (!match)
+      throw new Error(
+        `Lua script ${where}: malformed include ${JSON.stringify(lines[i].trim())}; expected --- @include "<path>"`,
+      );
     const target = posix.join(posix.dirname(file), match[1].endsWith('.lua') ? match[1] : `${match[1]}.lua`);
     if (chain.includes(target)) {
       throw new Error(`Lua script ${where}: include cycle ${[...chain, target].join(' -> ')}`);
@@ -39,7 +46,9 @@ function resolve(dir: string, file: string, including: string[], read: (dir: str
       included = resolve(dir, target, chain, read);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      throw new Error(`Lua script ${where}: included file "${match[1]}" not found (${posix.join(dir, target)})`, { cause: error });
+      throw new Error(`Lua script ${where}: included file "${match[1]}" not found (${posix.join(dir, target)})`, {
+        cause: error,
+      });
     }
     lines[i] = included.endsWith('\n') ? included.slice(0, -1) : included;
   }

@@ -147,18 +147,31 @@ describe('postgresBackend: connections and errors', () => {
   });
 
   it("bounds the wait for a pool connection: with the app holding a pool's only connection, calls fail in time and leave nothing", async () => {
-    const pool = new Pool({ connectionString: url.replace('postgres://postgres@', 'postgres://postgres:s3cret-Pa55@'), max: 1, application_name: appName });
+    const pool = new Pool({
+      connectionString: url.replace('postgres://postgres@', 'postgres://postgres:s3cret-Pa55@'),
+      max: 1,
+      application_name: appName,
+    });
     pool.on('error', () => undefined);
     const b = backend({ connection: undefined, pool, statementTimeout: 1_000 });
     await b.ready();
     const locks = service(b);
     const app = await pool.connect();
     const settle = (call: Promise<unknown>): Promise<unknown> =>
-      Promise.race([call.then(() => 'resolved', (e: unknown) => e), sleep(15_000).then(() => 'still pending after 15 s')]);
+      Promise.race([
+        call.then(
+          () => 'resolved',
+          (e: unknown) => e,
+        ),
+        sleep(15_000).then(() => 'still pending after 15 s'),
+      ]);
     try {
       await app.query('BEGIN');
       await app.query('SELECT 1');
-      const [tried, waited] = await Promise.all([settle(locks.tryAcquire('starved')), settle(locks.acquire('starved', { wait: 200 }))]);
+      const [tried, waited] = await Promise.all([
+        settle(locks.tryAcquire('starved')),
+        settle(locks.acquire('starved', { wait: 200 })),
+      ]);
       expect(tried).toBeInstanceOf(LockBackendError);
       expect((tried as Error).message).toContain('no pool connection within 1000 ms; pool max 1');
       expect((tried as Error).message).not.toContain('s3cret-Pa55');
@@ -171,7 +184,9 @@ describe('postgresBackend: connections and errors', () => {
     const guard = await locks.tryAcquire('starved');
     expect(guard).not.toBeNull();
     await locks.release(guard!);
-    expect(await count(`SELECT count(*) AS n FROM "${schema}".distributed_locks_queue WHERE key = 'pg:starved'`)).toBe(0);
+    expect(await count(`SELECT count(*) AS n FROM "${schema}".distributed_locks_queue WHERE key = 'pg:starved'`)).toBe(
+      0,
+    );
     await b.close();
     await pool.end();
   });
@@ -191,7 +206,9 @@ describe('postgresBackend: connections and errors', () => {
     const owned = backend();
     await owned.ready();
     const open = async (): Promise<number> =>
-      count(`SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE '${appName}%' AND pid <> pg_backend_pid()`);
+      count(
+        `SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE '${appName}%' AND pid <> pg_backend_pid()`,
+      );
     expect(await open()).toBeGreaterThan(0);
     await Promise.all(backends.splice(0).map((b) => b.close()));
     expect(await open()).toBe(0);
@@ -271,7 +288,10 @@ describe('postgresBackend: housekeeping', () => {
       await locks.release(g);
     }
     const live = (await locks.tryAcquire('live'))!;
-    await runSql(url, `UPDATE "${schema}".distributed_locks SET expires_at = now() - interval '1 hour' WHERE key IN ('pg:old-1', 'pg:old-2')`);
+    await runSql(
+      url,
+      `UPDATE "${schema}".distributed_locks SET expires_at = now() - interval '1 hour' WHERE key IN ('pg:old-1', 'pg:old-2')`,
+    );
     const deleted = await b.housekeep();
     expect(deleted.leases).toBe(2);
     expect(await count(`SELECT count(*) AS n FROM "${schema}".distributed_locks WHERE key LIKE 'pg:old-%'`)).toBe(0);

@@ -94,7 +94,11 @@ describe('postgresBackend faults on the shared server', () => {
     const third = (await holder.tryAcquire('listen'))!;
     const pendingAgain = waiter.acquire('listen', { wait: 10_000 });
     const queued = await recorded.whenSettled(
-      (c) => c.method === 'tryAcquire' && c.queued === true && c.token !== guard.token && (c.result as { fence: unknown })?.fence === null,
+      (c) =>
+        c.method === 'tryAcquire' &&
+        c.queued === true &&
+        c.token !== guard.token &&
+        (c.result as { fence: unknown })?.fence === null,
     );
     const attempts = recorded.count('tryAcquire', queued.token);
     await holder.release(third);
@@ -108,7 +112,10 @@ describe('postgresBackend faults on the shared server', () => {
     const app = `dl-fault-nolisten-${randomBytes(3).toString('hex')}`;
     const deadPort = await freePort();
     const holderBackend = backend(`${app}-a`);
-    const waiterBackend = backend(`${app}-b`, { listen: `postgres://postgres@127.0.0.1:${deadPort}/test`, recheckInterval: 100 });
+    const waiterBackend = backend(`${app}-b`, {
+      listen: `postgres://postgres@127.0.0.1:${deadPort}/test`,
+      recheckInterval: 100,
+    });
     const holder = service(holderBackend);
     const waiter = service(waiterBackend);
     const first = (await holder.tryAcquire('nolisten'))!;
@@ -188,7 +195,12 @@ describe('postgresBackend faults on a private server', () => {
   it("keeps fences increasing across a crash with durability 'relaxed', whose commits are not flushed", async () => {
     const url = server.url();
     const make = (): PostgresLockBackend => {
-      const made = postgresBackend({ connection: url, schema: 'relaxed', durability: 'relaxed', statementTimeout: 2_000 });
+      const made = postgresBackend({
+        connection: url,
+        schema: 'relaxed',
+        durability: 'relaxed',
+        statementTimeout: 2_000,
+      });
       backends.push(made);
       return made;
     };
@@ -208,7 +220,10 @@ describe('postgresBackend faults on a private server', () => {
     const after = service(make());
     const fresh = (await after.tryAcquire('after-crash'))!;
     expect(fresh.fence).toBeGreaterThan(highest);
-    const [reservation] = await runSql<{ upto: string }>(url, 'SELECT upto FROM relaxed.distributed_locks_fence_reservation');
+    const [reservation] = await runSql<{ upto: string }>(
+      url,
+      'SELECT upto FROM relaxed.distributed_locks_fence_reservation',
+    );
     expect(BigInt(reservation.upto)).toBeGreaterThan(fresh.fence);
     await after.release(fresh);
   });
@@ -216,7 +231,12 @@ describe('postgresBackend faults on a private server', () => {
   it("keeps a hand-off that a crash undid from overlapping anyone: the state that comes back outlasts the new holder's deadline", async () => {
     const url = server.url();
     const make = (): PostgresLockBackend => {
-      const made = postgresBackend({ connection: url, schema: 'handoff_crash', statementTimeout: 2_000, recheckInterval: 100 });
+      const made = postgresBackend({
+        connection: url,
+        schema: 'handoff_crash',
+        statementTimeout: 2_000,
+        recheckInterval: 100,
+      });
       backends.push(made);
       return made;
     };
@@ -234,9 +254,16 @@ describe('postgresBackend faults on a private server', () => {
         // from its own attempt would outlast the holder's lease.
         await sleep(400);
         const pending = locks.acquire('crash', { wait: 5_000 });
-        await eventually(async () => Number((await runSql<{ n: string }>(url, 'SELECT count(*) AS n FROM handoff_crash.distributed_locks_queue'))[0].n) === 1, {
-          within: 5_000,
-        });
+        await eventually(
+          async () =>
+            Number(
+              (await runSql<{ n: string }>(url, 'SELECT count(*) AS n FROM handoff_crash.distributed_locks_queue'))[0]
+                .n,
+            ) === 1,
+          {
+            within: 5_000,
+          },
+        );
         await locks.release(first);
         const second = await pending;
         await server.halt('immediate');

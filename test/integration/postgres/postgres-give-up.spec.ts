@@ -25,7 +25,11 @@ function localWaiters(b: PostgresLockBackend): number {
 }
 
 async function queueRows(keyPattern: string): Promise<number> {
-  const [row] = await runSql<{ n: string }>(url, `SELECT count(*) AS n FROM "${schema}".distributed_locks_queue WHERE key LIKE $1`, [keyPattern]);
+  const [row] = await runSql<{ n: string }>(
+    url,
+    `SELECT count(*) AS n FROM "${schema}".distributed_locks_queue WHERE key LIKE $1`,
+    [keyPattern],
+  );
   return Number(row.n);
 }
 
@@ -60,7 +64,8 @@ describe('postgresBackend: a waiter that gives up while its queued attempt is in
     const liveHolder = newToken();
     expect((await b.tryAcquire('pg4:live', liveHolder, DEAD_TTL)).fence).not.toBeNull();
     const live = [newToken(), newToken(), newToken()];
-    for (const token of live) expect((await b.tryAcquire('pg4:live', token, DEAD_TTL, { lease: DEAD_TTL })).fence).toBeNull();
+    for (const token of live)
+      expect((await b.tryAcquire('pg4:live', token, DEAD_TTL, { lease: DEAD_TTL })).fence).toBeNull();
 
     let stuck = 0;
     for (let cycle = 0; cycle < 200; cycle++) {
@@ -88,7 +93,8 @@ describe('postgresBackend: a waiter that gives up while its queued attempt is in
     await b.ready();
     const holder = newToken();
     expect((await b.tryAcquire('pg4:lapse', holder, DEAD_TTL)).fence).not.toBeNull();
-    for (let i = 0; i < 20; i++) expect((await b.tryAcquire('pg4:lapse', newToken(), DEAD_TTL, { lease: 50 })).fence).toBeNull();
+    for (let i = 0; i < 20; i++)
+      expect((await b.tryAcquire('pg4:lapse', newToken(), DEAD_TTL, { lease: 50 })).fence).toBeNull();
     const staying = newToken();
     expect((await b.tryAcquire('pg4:other', newToken(), DEAD_TTL)).fence).not.toBeNull();
     expect((await b.tryAcquire('pg4:other', staying, DEAD_TTL, { lease: DEAD_TTL })).fence).toBeNull();
@@ -111,7 +117,8 @@ describe('postgresBackend: waiters that give up at the same moment', () => {
       const holder = newToken();
       expect((await b.tryAcquire(key, holder, DEAD_TTL)).fence).not.toBeNull();
       const waiters = [newToken(), newToken()];
-      for (const token of waiters) expect((await b.tryAcquire(key, token, DEAD_TTL, { lease: DEAD_TTL })).fence).toBeNull();
+      for (const token of waiters)
+        expect((await b.tryAcquire(key, token, DEAD_TTL, { lease: DEAD_TTL })).fence).toBeNull();
       const outcomes = await Promise.allSettled(waiters.map((token) => b.release(key, token)));
       for (const outcome of outcomes) if (outcome.status === 'rejected') failures.push(String(outcome.reason));
       await b.release(key, holder);
@@ -151,7 +158,10 @@ describe('postgresBackend: a lock statement chosen as a deadlock victim', () => 
         },
         { what: 'the release to wait for the lease row' },
       );
-      await other.query(`SELECT 1 FROM "${schema}".distributed_locks_queue WHERE key = $1 AND token = $2 FOR UPDATE`, [key, waiter]);
+      await other.query(`SELECT 1 FROM "${schema}".distributed_locks_queue WHERE key = $1 AND token = $2 FOR UPDATE`, [
+        key,
+        waiter,
+      ]);
       await other.query('ROLLBACK');
       expect(await releasing).toBe(true);
     } finally {

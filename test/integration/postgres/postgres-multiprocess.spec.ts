@@ -19,19 +19,33 @@ it('keeps app instances in separate processes mutually exclusive on the same key
   const setup = postgresBackend({ connection: url, schema, applicationName: 'dl-test-contender' });
   await setup.ready();
   await setup.close();
-  await runSql(url, `CREATE TABLE "${schema}".resource (key text PRIMARY KEY, n integer NOT NULL, last_fence bigint NOT NULL)`);
+  await runSql(
+    url,
+    `CREATE TABLE "${schema}".resource (key text PRIMARY KEY, n integer NOT NULL, last_fence bigint NOT NULL)`,
+  );
   await runSql(url, `INSERT INTO "${schema}".resource SELECT unnest($1::text[]), 0, 0`, [keys]);
 
   const outputs = await Promise.all(
     Array.from({ length: processes }, () =>
       run(
         process.execPath,
-        ['-r', join(root, 'test/support/transpile-on-require.js'), join(root, 'test/support/postgres-contender.process.ts'), url, schema, String(rounds), keys.join(',')],
+        [
+          '-r',
+          join(root, 'test/support/transpile-on-require.js'),
+          join(root, 'test/support/postgres-contender.process.ts'),
+          url,
+          schema,
+          String(rounds),
+          keys.join(','),
+        ],
         { cwd: root, timeout: 90_000, killSignal: 'SIGKILL' },
       ),
     ),
   );
-  const reports = outputs.map(({ stdout }) => JSON.parse(stdout.trim().split('\n').pop()!) as { done: number; fenceRejected: number; errors: string[] });
+  const reports = outputs.map(
+    ({ stdout }) =>
+      JSON.parse(stdout.trim().split('\n').pop()!) as { done: number; fenceRejected: number; errors: string[] },
+  );
   expect(reports.flatMap((r) => r.errors)).toEqual([]);
   expect(reports.reduce((sum, r) => sum + r.fenceRejected, 0)).toBe(0);
   expect(reports.map((r) => r.done)).toEqual(Array(processes).fill(rounds));

@@ -58,7 +58,7 @@ const KEYS = [
   'line one\nline two\r\n',
   '🔒 lock 🗝️ 👩‍👩‍👧',
   'looks like a payload: g 12 abc/34 other',
-  "quotes ' \" and back\\slash / slash",
+  'quotes \' " and back\\slash / slash',
 ];
 
 describe('lock notification payloads, written by sql/notify.sql and parsed by the codec', () => {
@@ -91,7 +91,10 @@ describe('lock notification payloads, written by sql/notify.sql and parsed by th
     await sender.query(`SELECT ${names.functions.notify}($1, $2, $3, $4)`, [key, '7', to, validFor]);
     const payload = await nextPayload();
     expect(payload.startsWith(`g 7 ${to}/${validFor} `)).toBe(true);
-    expect(parseLockNotification(payload)).toEqual({ event: { type: 'granted', key, token: to, fence: 7n, validFor }, fence: '7' });
+    expect(parseLockNotification(payload)).toEqual({
+      event: { type: 'granted', key, token: to, fence: 7n, validFor },
+      fence: '7',
+    });
   });
 
   it('carries the payloads of the real release function: a release, and a hand-off that did not wait for its flush', async () => {
@@ -116,7 +119,13 @@ describe('lock notification payloads, written by sql/notify.sql and parsed by th
     expect(handOff.granted_valid_for).not.toBeNull();
     const parsed = parseLockNotification(await nextPayload());
     expect(parsed).toEqual({
-      event: { type: 'granted', key, token: waiter, fence: BigInt(handOff.granted_fence as string), validFor: handOff.granted_valid_for },
+      event: {
+        type: 'granted',
+        key,
+        token: waiter,
+        fence: BigInt(handOff.granted_fence as string),
+        validFor: handOff.granted_valid_for,
+      },
       fence: handOff.granted_fence,
     });
     await lastRows(statements.release(key, waiter));
@@ -124,7 +133,17 @@ describe('lock notification payloads, written by sql/notify.sql and parsed by th
   });
 
   it('reads nothing else as an event: probes and malformed payloads', () => {
-    for (const payload of [`${PROBE_PREFIX}0123abcd`, '', 'g', 'g 12', 'g 12 token', 'g x1 token key', 'g 1 token/1.5 key', 'x 1 key', 'r 5']) {
+    for (const payload of [
+      `${PROBE_PREFIX}0123abcd`,
+      '',
+      'g',
+      'g 12',
+      'g 12 token',
+      'g x1 token key',
+      'g 1 token/1.5 key',
+      'x 1 key',
+      'r 5',
+    ]) {
       expect(parseLockNotification(payload)).toBeUndefined();
     }
   });

@@ -33,7 +33,14 @@ describe('postgresBackend with a user Pool on a server that requires a password'
   });
 
   it('listens for lock events, so waiters are woken by the release, not by polling', async () => {
-    pool = new Pool({ host: '127.0.0.1', port: server.port, user: 'locker', password: 'correct horse', database: 'postgres', max: 2 });
+    pool = new Pool({
+      host: '127.0.0.1',
+      port: server.port,
+      user: 'locker',
+      password: 'correct horse',
+      database: 'postgres',
+      max: 2,
+    });
     backend = postgresBackend({ pool, schema: 'locks_of_locker' });
     await backend.ready();
     await eventually(() => backend!.listening, { within: 5_000, what: 'the LISTEN connection to come up' });

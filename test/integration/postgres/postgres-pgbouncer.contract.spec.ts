@@ -60,7 +60,12 @@ describe('PgBouncer', () => {
 
 describe('postgresBackend through PgBouncer without a direct LISTEN connection', () => {
   it('notices that notifications do not arrive and falls back to re-checking, still handing the key over', async () => {
-    const through = postgresBackend({ connection: bouncer!.url(database), schema, recheckInterval: 100, applicationName: 'dl-pgbouncer-deaf' });
+    const through = postgresBackend({
+      connection: bouncer!.url(database),
+      schema,
+      recheckInterval: 100,
+      applicationName: 'dl-pgbouncer-deaf',
+    });
     const direct = postgresBackend({ connection: sharedDatabaseUrl(), schema, applicationName: 'dl-pgbouncer-direct' });
     try {
       await through.ready();

@@ -12,7 +12,12 @@ const backends: PostgresLockBackend[] = [];
 
 /** A backend whose connections start with `options` (`-c name=value`), as a role or database default would set them. */
 function backend(options: string | undefined, extra: { statementTimeout?: number } = {}): PostgresLockBackend {
-  const made = postgresBackend({ connection: { connectionString: url, options }, schema, applicationName: appName, ...extra });
+  const made = postgresBackend({
+    connection: { connectionString: url, options },
+    schema,
+    applicationName: appName,
+    ...extra,
+  });
   backends.push(made);
   return made;
 }
@@ -123,7 +128,9 @@ describe('postgresBackend error messages tell the bounds apart', () => {
   it('says "ran past statementTimeout" when our own bound ended the statement', async () => {
     const blocker = await blockKey('ours');
     try {
-      const error = await service(backend(undefined, { statementTimeout: 300 })).tryAcquire('ours').catch((e: unknown) => e);
+      const error = await service(backend(undefined, { statementTimeout: 300 }))
+        .tryAcquire('ours')
+        .catch((e: unknown) => e);
       expect(error).toBeInstanceOf(LockBackendError);
       expect((error as Error).message).toContain('ran past statementTimeout (300 ms)');
     } finally {
@@ -135,7 +142,9 @@ describe('postgresBackend error messages tell the bounds apart', () => {
   it('says the server canceled the statement when something else did, before our bound', async () => {
     const blocker = await blockKey('theirs');
     try {
-      const pending = service(backend(undefined, { statementTimeout: 20_000 })).tryAcquire('theirs').catch((e: unknown) => e);
+      const pending = service(backend(undefined, { statementTimeout: 20_000 }))
+        .tryAcquire('theirs')
+        .catch((e: unknown) => e);
       let settled: unknown;
       void pending.then((value) => (settled = value ?? 'resolved'));
       // Cancel the waiting statement each time it is sent again, until it gives up (bounded).
@@ -153,7 +162,9 @@ describe('postgresBackend error messages tell the bounds apart', () => {
       const error = await pending;
       expect(error).toBeInstanceOf(LockBackendError);
       const message = (error as Error).message;
-      expect(message).toMatch(/the server canceled a lock statement after \d+ ms, before our statementTimeout \(20000 ms\)/);
+      expect(message).toMatch(
+        /the server canceled a lock statement after \d+ ms, before our statementTimeout \(20000 ms\)/,
+      );
       expect(message).toContain('canceling statement due to user request');
     } finally {
       await blocker.query('ROLLBACK');

@@ -30,7 +30,9 @@ describe('redisBackend and Redis ACL users (a spawned Redis 7 server)', () => {
     return client;
   };
   const backendOf = (user: string): RedisLockBackend => {
-    const backend = redisBackend({ connection: { host: server.host, port: server.port, username: user, password: 'secret' } }) as RedisLockBackend;
+    const backend = redisBackend({
+      connection: { host: server.host, port: server.port, username: user, password: 'secret' },
+    }) as RedisLockBackend;
     opened.push(backend);
     return backend;
   };
@@ -157,7 +159,9 @@ describe('redisBackend and Redis ACL users (a spawned Redis 7 server)', () => {
       await a.release(odd);
       await b.release(await waitingOdd);
 
-      const renewed = await a.withLock('renewed', async (lock) => (await sleep(900), lock.signal.aborted), { ttl: 450 });
+      const renewed = await a.withLock('renewed', async (lock) => (await sleep(900), lock.signal.aborted), {
+        ttl: 450,
+      });
       expect(renewed).toBe(false);
       await a.shutdown();
       await b.shutdown();

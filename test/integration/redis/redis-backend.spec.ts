@@ -1,12 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
-import {
-  DistributedLockService,
-  InvalidLockOptionsError,
-  LockBackendError,
-  type LockBackend,
-} from '../../../lib';
+import { DistributedLockService, InvalidLockOptionsError, LockBackendError, type LockBackend } from '../../../lib';
 import { redisBackend, RedisLockBackend } from '../../../lib/redis';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
 import { lockScripts } from '../../../lib/backends/redis/redis-lock.scripts';
@@ -116,7 +111,15 @@ describe('redisBackend on the shared Redis', () => {
 
     it('fails fast with the addresses it tried when a Cluster or the sentinels are down', async () => {
       const [a, b] = [await closedPort(), await closedPort()];
-      const cluster = redisBackend({ cluster: { nodes: [{ host: '127.0.0.1', port: a }, { host: '127.0.0.1', port: b }] }, commandTimeout: 25_000 });
+      const cluster = redisBackend({
+        cluster: {
+          nodes: [
+            { host: '127.0.0.1', port: a },
+            { host: '127.0.0.1', port: b },
+          ],
+        },
+        commandTimeout: 25_000,
+      });
       const sentinel = redisBackend({
         connection: { sentinels: [{ host: '127.0.0.1', port: a }], name: 'locks', password: 'hunter2' },
         commandTimeout: 25_000,
@@ -124,7 +127,9 @@ describe('redisBackend on the shared Redis', () => {
       opened.push(cluster, sentinel);
       const clusterError = (await cluster.tryAcquire('lock:x', token(), 1_000).catch((e: unknown) => e)) as Error;
       expect(clusterError).toBeInstanceOf(LockBackendError);
-      expect(clusterError.message).toContain(`cannot reach Redis Cluster (startup nodes 127.0.0.1:${a}, 127.0.0.1:${b})`);
+      expect(clusterError.message).toContain(
+        `cannot reach Redis Cluster (startup nodes 127.0.0.1:${a}, 127.0.0.1:${b})`,
+      );
       const sentinelError = (await sentinel.tryAcquire('lock:x', token(), 1_000).catch((e: unknown) => e)) as Error;
       expect(sentinelError).toBeInstanceOf(LockBackendError);
       expect(sentinelError.message).toContain(`cannot reach Redis master "locks" via Sentinel 127.0.0.1:${a}`);
@@ -160,8 +165,18 @@ describe('redisBackend on the shared Redis', () => {
       const first = new Redis(sharedRedisOptions(`${prefix}{app}:`));
       const second = new Redis(sharedRedisOptions(`${prefix}{app}:`));
       try {
-        const a = new DistributedLockService({ backend: redisBackend({ client: first }), keyPrefix: 'lock:', ttl: 5_000, wait: 5_000 });
-        const b = new DistributedLockService({ backend: redisBackend({ client: second }), keyPrefix: 'lock:', ttl: 5_000, wait: 5_000 });
+        const a = new DistributedLockService({
+          backend: redisBackend({ client: first }),
+          keyPrefix: 'lock:',
+          ttl: 5_000,
+          wait: 5_000,
+        });
+        const b = new DistributedLockService({
+          backend: redisBackend({ client: second }),
+          keyPrefix: 'lock:',
+          ttl: 5_000,
+          wait: 5_000,
+        });
         const held = (await a.tryAcquire('prefixed'))!;
         expect(await raw.exists(`{app}:${redisLockKeys('lock:prefixed').lease}`)).toBe(1);
         const waiting = b.acquire('prefixed');
@@ -399,7 +414,8 @@ describe('redisBackend on the shared Redis', () => {
       const holder = token();
       const waiters = [token(), token(), token()];
       let fence = (await b.tryAcquire('lock:chain', holder, 10_000)).fence!;
-      for (const waiter of waiters) expect((await b.tryAcquire('lock:chain', waiter, 10_000, { lease: 10_000 })).fence).toBeNull();
+      for (const waiter of waiters)
+        expect((await b.tryAcquire('lock:chain', waiter, 10_000, { lease: 10_000 })).fence).toBeNull();
       let current = holder;
       for (const waiter of waiters) {
         expect(await b.release('lock:chain', current)).toBe(true);
@@ -450,7 +466,9 @@ describe('redisBackend on the shared Redis', () => {
       const b = backend({ waitForReplicas: { replicas: 1, timeout: 50 } });
       const error = (await b.tryAcquire('lock:ack', token(), 10_000).catch((e: unknown) => e)) as Error;
       expect(error).toBeInstanceOf(LockBackendError);
-      expect(error.message).toMatch(/only 0 of 1 replicas .* confirmed the lock within 50 ms \(WAIT\); the lock was given back/);
+      expect(error.message).toMatch(
+        /only 0 of 1 replicas .* confirmed the lock within 50 ms \(WAIT\); the lock was given back/,
+      );
       expect((await backend().tryAcquire('lock:ack', token(), 10_000)).fence).not.toBeNull();
     });
 

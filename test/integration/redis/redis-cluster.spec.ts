@@ -11,7 +11,8 @@ import { eventually, sleep } from '../../support/time';
 describe('redisBackend on a spawned Cluster of 3 masters + 3 replicas', () => {
   const spawned = new SpawnedRedis();
   let nodes: RedisServerProcess[];
-  const startupNodes = (): Array<{ host: string; port: number }> => nodes.slice(0, 3).map((n) => ({ host: '127.0.0.1', port: n.port }));
+  const startupNodes = (): Array<{ host: string; port: number }> =>
+    nodes.slice(0, 3).map((n) => ({ host: '127.0.0.1', port: n.port }));
 
   beforeAll(async () => {
     nodes = await spawned.cluster(3);
@@ -40,7 +41,9 @@ describe('redisBackend on a spawned Cluster of 3 masters + 3 replicas', () => {
       for (const key of awkward) {
         const names = redisLockKeys(`c:${key}`);
         const slots = await Promise.all(
-          [names.lease, names.queue, names.waiters, names.fence, names.channel].map((name) => admin.cluster('KEYSLOT', name)),
+          [names.lease, names.queue, names.waiters, names.fence, names.channel].map((name) =>
+            admin.cluster('KEYSLOT', name),
+          ),
         );
         expect(new Set(slots).size).toBe(1);
       }
@@ -101,7 +104,9 @@ describe('redisBackend on a spawned Cluster of 3 masters + 3 replicas', () => {
         backends.push(backend);
         await backend.ping();
         await backend.ping();
-        const warnings = warn.mock.calls.map((call: unknown[]) => String(call[0])).filter((m) => m.includes('maxmemory-policy'));
+        const warnings = warn.mock.calls
+          .map((call: unknown[]) => String(call[0]))
+          .filter((m) => m.includes('maxmemory-policy'));
         expect(warnings).toHaveLength(1);
         expect(warnings[0]).toContain(`127.0.0.1:${masters[1].options.port}: allkeys-lfu`);
       } finally {
@@ -176,7 +181,6 @@ describe('redisBackend on a spawned Cluster of 3 masters + 3 replicas', () => {
         expect(next.fence).toBeGreaterThan(held.fence);
       }
     }, 60_000);
-
   });
 });
 

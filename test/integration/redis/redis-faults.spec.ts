@@ -1,10 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import {
-  DistributedLockService,
-  LockBackendError,
-  LockLostError,
-  type LockBackend,
-} from '../../../lib';
+import { DistributedLockService, LockBackendError, LockLostError, type LockBackend } from '../../../lib';
 import { redisBackend, type RedisLockBackend } from '../../../lib/redis';
 import { driftMargin } from '../../../lib/lock.constants';
 import { monotonicNow } from '../../../lib/lock-clock';
@@ -27,7 +22,12 @@ describe('redisBackend under faults of a spawned server', () => {
   };
 
   const backend = (extra: Record<string, unknown> = {}): RedisLockBackend => {
-    const created = redisBackend({ url: server.url, commandTimeout: 500, recheckInterval: 200, ...extra }) as RedisLockBackend;
+    const created = redisBackend({
+      url: server.url,
+      commandTimeout: 500,
+      recheckInterval: 200,
+      ...extra,
+    }) as RedisLockBackend;
     backends.push(created);
     return created;
   };
@@ -104,7 +104,9 @@ describe('redisBackend under faults of a spawned server', () => {
           await admin.client('PAUSE', 3_000, 'ALL');
           await aborted(held.signal);
           abortedAfter = monotonicNow() - pausedAt;
-          const timedOut = (await backend().tryAcquire('f:pause', token(), 1_000).catch((e: unknown) => e)) as Error;
+          const timedOut = (await backend()
+            .tryAcquire('f:pause', token(), 1_000)
+            .catch((e: unknown) => e)) as Error;
           expect(timedOut).toBeInstanceOf(LockBackendError);
           expect(timedOut.message).toMatch(/no answer from Redis at 127\.0\.0\.1:\d+ within 500 ms/);
         },
@@ -160,7 +162,12 @@ describe('redisBackend under faults of a spawned server', () => {
     await admin.script('FLUSH');
     expect(await locks.extend(guard)).toBe(true);
     await admin.script('FLUSH');
-    expect(await b.extendMany([{ key: 'f:flush', token: guard.token, ttl: 2_000 }, { key: 'f:none', token: token(), ttl: 2_000 }])).toEqual([true, false]);
+    expect(
+      await b.extendMany([
+        { key: 'f:flush', token: guard.token, ttl: 2_000 },
+        { key: 'f:none', token: token(), ttl: 2_000 },
+      ]),
+    ).toEqual([true, false]);
     await admin.script('FLUSH');
     const waiting = locks.acquire('flush');
     await sleep(50);
@@ -173,7 +180,10 @@ describe('redisBackend under faults of a spawned server', () => {
     const locks = service();
     const fences: bigint[] = [];
     for (let i = 0; i < 3; i++) {
-      const guard = await eventually(() => locks.tryAcquire('restart').catch(() => null), { within: 10_000, every: 50 });
+      const guard = await eventually(() => locks.tryAcquire('restart').catch(() => null), {
+        within: 10_000,
+        every: 50,
+      });
       fences.push(guard.fence);
       await server.restart();
     }

@@ -20,7 +20,8 @@ describe('redisBackend when leases vanish: FLUSHALL, deleted keys, eviction poli
     opened.push(created);
     return created;
   };
-  const warnings = (): string[] => warn.mock.calls.map((call: unknown[]) => String(call[0])).filter((m) => m.includes('maxmemory-policy'));
+  const warnings = (): string[] =>
+    warn.mock.calls.map((call: unknown[]) => String(call[0])).filter((m) => m.includes('maxmemory-policy'));
 
   beforeAll(async () => {
     server = await spawned.server({

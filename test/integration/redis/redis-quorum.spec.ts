@@ -42,7 +42,11 @@ describe('redisBackend({ quorum }) over 5 spawned masters', () => {
     create: () => redisBackend({ quorum: nodes.map((n) => n.url) }),
     // As a FLUSHALL or an eviction on a majority of the nodes would: the lease is gone there.
     async evict(_backend, backendKey) {
-      await Promise.all(adminsOfNodes().slice(0, majority).map((admin) => admin.del(redisLockKeys(backendKey).lease)));
+      await Promise.all(
+        adminsOfNodes()
+          .slice(0, majority)
+          .map((admin) => admin.del(redisLockKeys(backendKey).lease)),
+      );
     },
     // The token holding the key on a majority; else on any node (a leftover of a grant not given back).
     async inspect(_backend, key): Promise<LockStateView> {
@@ -124,7 +128,10 @@ describe('redisBackend({ quorum }) over 5 spawned masters', () => {
 
   it('reads the replies of nodes whose clients answer numbers as strings (ioredis stringNumbers)', async () => {
     const numbersAsStrings = (): LockBackend => {
-      const backend = redisBackend({ quorum: nodes.map((n) => ({ host: n.host, port: n.port, stringNumbers: true })), recheckInterval: 200 });
+      const backend = redisBackend({
+        quorum: nodes.map((n) => ({ host: n.host, port: n.port, stringNumbers: true })),
+        recheckInterval: 200,
+      });
       backends.push(backend);
       return backend;
     };
@@ -140,7 +147,9 @@ describe('redisBackend({ quorum }) over 5 spawned masters', () => {
     expect(second.fence).toBeGreaterThan(first.fence);
     expect(await b.extend(second)).toBe(true);
     expect(await a.extend(first)).toBe(false);
-    expect(await b.withLock('strings-renewed', async (lock) => (await sleep(900), lock.signal.aborted), { ttl: 450 })).toBe(false);
+    expect(
+      await b.withLock('strings-renewed', async (lock) => (await sleep(900), lock.signal.aborted), { ttl: 450 }),
+    ).toBe(false);
     await b.release(second);
   });
 

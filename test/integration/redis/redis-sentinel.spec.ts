@@ -70,7 +70,8 @@ describe('redisBackend through Sentinel (spawned master, replica and sentinel)',
 
     await sentinel.call('SENTINEL', 'FAILOVER', 'locks');
     await eventually(
-      async () => ((await sentinel.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'locks')) as string[])[1] === String(replica.port),
+      async () =>
+        ((await sentinel.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'locks')) as string[])[1] === String(replica.port),
       { within: 15_000, every: 100, what: 'the sentinel to promote the replica' },
     );
 
@@ -89,6 +90,8 @@ describe('redisBackend through Sentinel (spawned master, replica and sentinel)',
     const next = (await locks.tryAcquire('failover'))!;
     expect(next.fence).toBeGreaterThan(held.fence);
     // It did so on the promoted replica.
-    expect(await spawned.admin(replica).get(redisLockKeys('s:failover').lease)).toBe(next.token + next.fence.toString());
+    expect(await spawned.admin(replica).get(redisLockKeys('s:failover').lease)).toBe(
+      next.token + next.fence.toString(),
+    );
   }, 40_000);
 });

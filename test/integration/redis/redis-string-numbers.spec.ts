@@ -15,14 +15,20 @@ const retryIn = (result: AcquireResult): unknown => (result.fence === null ? res
  * inside arrays and pipelines, and its `duplicate()` (the subscriber) inherits the option.
  */
 describe.each([
-  ['a client the user passed in', (): { backend: LockBackend; close: () => void } => {
-    const client = new Redis({ ...sharedRedisOptions(prefix), stringNumbers: true });
-    return { backend: redisBackend({ client }), close: () => client.disconnect() };
-  }],
-  ['a connection the backend opened', (): { backend: LockBackend; close: () => void } => ({
-    backend: redisBackend({ connection: { ...sharedRedisOptions(prefix), stringNumbers: true } }),
-    close: () => undefined,
-  })],
+  [
+    'a client the user passed in',
+    (): { backend: LockBackend; close: () => void } => {
+      const client = new Redis({ ...sharedRedisOptions(prefix), stringNumbers: true });
+      return { backend: redisBackend({ client }), close: () => client.disconnect() };
+    },
+  ],
+  [
+    'a connection the backend opened',
+    (): { backend: LockBackend; close: () => void } => ({
+      backend: redisBackend({ connection: { ...sharedRedisOptions(prefix), stringNumbers: true } }),
+      close: () => undefined,
+    }),
+  ],
 ])('redisBackend with ioredis stringNumbers: true, through %s', (_, open) => {
   const opened: Array<{ backend: LockBackend; close: () => void }> = [];
   const backend = (): RedisLockBackend => {
@@ -55,10 +61,12 @@ describe.each([
     expect(retryIn(busy)).toBeGreaterThan(0);
     expect(await b.extend('lock:plain', t, 5_000)).toBe(true);
     expect(await b.extend('lock:plain', token(), 5_000)).toBe(false);
-    expect(await b.extendMany([{ key: 'lock:plain', token: t, ttl: 5_000 }, { key: 'lock:plain', token: token(), ttl: 5_000 }])).toEqual([
-      true,
-      false,
-    ]);
+    expect(
+      await b.extendMany([
+        { key: 'lock:plain', token: t, ttl: 5_000 },
+        { key: 'lock:plain', token: token(), ttl: 5_000 },
+      ]),
+    ).toEqual([true, false]);
     expect(await b.release('lock:plain', t)).toBe(true);
     expect(await b.release('lock:plain', t)).toBe(false);
     const next = await b.tryAcquire('lock:plain', token(), 5_000);
@@ -69,7 +77,9 @@ describe.each([
     const b = backend();
     const waiter = token();
     const events: string[] = [];
-    await b.subscribe('lock:expired', (e) => events.push(e.type === 'granted' ? `granted ${e.token} ${typeof e.fence}` : e.type));
+    await b.subscribe('lock:expired', (e) =>
+      events.push(e.type === 'granted' ? `granted ${e.token} ${typeof e.fence}` : e.type),
+    );
     await b.tryAcquire('lock:expired', token(), 100);
     expect((await b.tryAcquire('lock:expired', waiter, 10_000, { lease: 10_000 })).fence).toBeNull();
     await sleep(200);

@@ -5,7 +5,8 @@ import { DistributedLock, LockModule } from 'nestjs-distributed-lock';
 
 /** A CommonJS app: one module system, one copy of each class (checked all the same). */
 export function moduleIdentity(injected: unknown): Record<string, boolean> {
-  const fromLibrary = (name: string): any => require(require.resolve(name, { paths: [require.resolve('nestjs-distributed-lock')] }));
+  const fromLibrary = (name: string): any =>
+    require(require.resolve(name, { paths: [require.resolve('nestjs-distributed-lock')] }));
   return {
     requireAndImportSameLibrary: require('nestjs-distributed-lock').DistributedLock === DistributedLock,
     injectedIsTheImportedClass: injected instanceof DistributedLock,
