@@ -1,5 +1,6 @@
 import { Logger, type OnApplicationShutdown } from '@nestjs/common';
-import type { LockBackend } from './backends/lock-backend';
+import { releaseOn, type HandOff, type LockBackend } from './backends/lock-backend';
+import { BackgroundWork } from './background-work';
 import type { AcquireOptions, HeldLock, LockGuard, TryAcquireOptions, WithLockOptions } from './distributed-lock';
 import { DistributedLock } from './distributed-lock';
 import { driftMargin, SHUTDOWN_RELEASE_TIMEOUT } from './lock.constants';
@@ -60,7 +61,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   /** When the leases of `tryAcquire`/`acquire` end by their TTL if nobody releases them: then they are forgotten. */
   private readonly expiries = new LeaseExpiries<Lease>((lease) => this.active.delete(lease));
   /** Releases still running in the background (abandoned waits), awaited at shutdown. */
-  private readonly cleanups = new Set<Promise<unknown>>();
+  private readonly cleanups = new BackgroundWork();
   /** What acquisitions need from the service; its `waiting` set holds the waits in progress. */
   private readonly host: AcquisitionHost;
   private shuttingDown = false;
@@ -76,7 +77,8 @@ export class DistributedLockService extends DistributedLock implements OnApplica
       backend: this.backend,
       backendFailure: (error) => this.backendFailure(error),
       giveBack: (backendKey, token) => this.giveBack(backendKey, token),
-      waiting: new Set(),
+      handedOver: (backendKey, handOff) => this.handedOver(backendKey, handOff),
+      waiting: new Map(),
     };
   }
 
@@ -178,7 +180,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     }
     if (lease) this.forget(lease);
     try {
-      await this.backend.release(backendKey, token);
+      await this.releaseOnBackend(backendKey, token);
     } catch (error) {
       throw this.backendFailure(error);
     }
@@ -245,7 +247,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   async shutdown(): Promise<void> {
     if (this.shuttingDown) return;
     this.shuttingDown = true;
-    const waits = [...this.host.waiting].map((acquisition) => {
+    const waits = [...this.host.waiting.values()].map((acquisition) => {
       acquisition.stop(new LockBackendError(this.backend.name, 'the application is shutting down'));
       return acquisition.finished!;
     });
@@ -258,10 +260,10 @@ export class DistributedLockService extends DistributedLock implements OnApplica
       if (lease instanceof WithLockLease)
         lease.lose(new LockLostError(lease.guard.key, 'the application is shutting down'));
     }
-    const releases = leases.map((lease) => this.backend.release(lease.backendKey, lease.token));
+    const releases = leases.map((lease) => this.releaseOnBackend(lease.backendKey, lease.token));
     // Stopped waits give back what they may hold once their last call returns.
     await settleWithin([...releases, ...waits], SHUTDOWN_RELEASE_TIMEOUT);
-    await settleWithin(this.cleanups, SHUTDOWN_RELEASE_TIMEOUT);
+    await this.cleanups.settle(SHUTDOWN_RELEASE_TIMEOUT);
     await this.backend.close();
   }
 
@@ -399,7 +401,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   /** Releases the lease after its work; true/false as the backend answered, undefined when it failed (logged). */
   private async releaseQuietly(lease: Lease, workError: unknown): Promise<boolean | undefined> {
     try {
-      return await this.backend.release(lease.backendKey, lease.token);
+      return await this.releaseOnBackend(lease.backendKey, lease.token);
     } catch (error) {
       // The lease runs out by its TTL anyway; the work's own outcome is what the caller gets.
       this.logger.warn(
@@ -434,10 +436,23 @@ export class DistributedLockService extends DistributedLock implements OnApplica
 
   /** Releases `token` on `key` in the background: the wait was abandoned, nothing may stay held or queued. */
   private giveBack(backendKey: string, token: string): void {
-    const cleanup = this.backend.release(backendKey, token).catch((error: unknown) => {
+    this.cleanups.run(this.releaseOnBackend(backendKey, token), (error) => {
       this.logger.warn(`Cleaning up an abandoned wait on "${backendKey}" failed: ${errorText(error)}`);
     });
-    this.cleanups.add(cleanup);
-    void cleanup.finally(() => this.cleanups.delete(cleanup));
+  }
+
+  /**
+   * Releases `token` on `backendKey`; when the backend says it handed the key to a waiter of this
+   * service, that waiter is woken now rather than by the event that follows. True when a lease was ended.
+   */
+  private async releaseOnBackend(backendKey: string, token: string): Promise<boolean> {
+    const { released, handedTo } = await releaseOn(this.backend, backendKey, token);
+    if (handedTo) this.handedOver(backendKey, handedTo);
+    return released;
+  }
+
+  /** A call of this service handed `backendKey` to `handOff.token`: its waiter, if it is ours, is woken. */
+  private handedOver(backendKey: string, handOff: HandOff): void {
+    this.host.waiting.get(handOff.token)?.handedOver(backendKey, handOff);
   }
 }

@@ -14,9 +14,11 @@ export { LOCK_BACKEND, LockBackend } from './backends/lock-backend';
 export type {
   AcquireResult,
   ExtendItem,
+  HandOff,
   LockBackendCapabilities,
   LockEvent,
   QueueOptions,
+  ReleaseResult,
 } from './backends/lock-backend';
 export { memoryBackend } from './backends/memory/memory-lock.backend';
 export type { MemoryLockBackend } from './backends/memory/memory-lock.backend';

@@ -1,4 +1,4 @@
-import type { AcquireResult, LockBackend, LockEvent } from './backends/lock-backend';
+import type { AcquireResult, HandOff, LockBackend, LockEvent } from './backends/lock-backend';
 import { MAX_TIMER_DELAY } from './lock.constants';
 import { LockTimeoutError, type LockError } from './lock.errors';
 import { monotonicNow, scheduleAt } from './lock-clock';
@@ -21,8 +21,10 @@ export interface AcquisitionHost {
   backendFailure(error: unknown): LockError;
   /** Releases `token` on `key` in the background, tracked until shutdown. */
   giveBack(backendKey: string, token: string): void;
-  /** Waits in a queue register here, so that shutdown can end them. */
-  readonly waiting: Set<Acquisition>;
+  /** A call of this service handed `backendKey` over (see `HandOff`): wakes the waiter when it is its own. */
+  handedOver(backendKey: string, handOff: HandOff): void;
+  /** Waits in progress, by token: shutdown ends them, a hand-off wakes them. */
+  readonly waiting: Map<string, Acquisition>;
 }
 
 /** How long past its next re-check a waiter's place in a backend queue lasts. */
@@ -56,6 +58,8 @@ export class Acquisition {
   private holderLeft: { retryIn: number; at: number } | undefined;
   /** Settles once the wait is over and any give-back was handed to the host (set while it waits). */
   finished: Promise<void> | undefined;
+  /** The events of the key while it waits for them. */
+  private inbox: Inbox | undefined;
 
   constructor(
     private readonly host: AcquisitionHost,
@@ -93,11 +97,11 @@ export class Acquisition {
       const cancelDeadline = Number.isFinite(this.wait)
         ? scheduleAt(this.deadline, () => this.stop(this.timeout()), true)
         : undefined;
-      this.host.waiting.add(this);
+      this.host.waiting.set(this.token, this);
       const done = (): void => {
         signal?.removeEventListener('abort', onAbort);
         cancelDeadline?.();
-        this.host.waiting.delete(this);
+        this.host.waiting.delete(this.token);
         this.answer = undefined;
       };
       this.finished = this.loop(first).then(
@@ -113,6 +117,17 @@ export class Acquisition {
         },
       );
     });
+  }
+
+  /**
+   * The key was handed to this waiter by a call this process made (its answer said so): woken now,
+   * as the `granted` event would, which may still come (the inbox takes one grant however often told).
+   */
+  handedOver(backendKey: string, handOff: HandOff): void {
+    if (backendKey !== this.backendKey || handOff.token !== this.token) return;
+    const event: LockEvent = { type: 'granted', key: backendKey, token: handOff.token, fence: handOff.fence };
+    if (handOff.validFor !== undefined) event.validFor = handOff.validFor;
+    this.inbox?.push(event);
   }
 
   private timeout(): LockTimeoutError {
@@ -132,6 +147,7 @@ export class Acquisition {
       );
       if (result.fence === null && result.retryIn !== undefined)
         this.holderLeft = { retryIn: result.retryIn, at: monotonicNow() };
+      if (result.handedTo) this.host.handedOver(this.backendKey, result.handedTo);
       return result;
     } catch (error) {
       // The attempt may have taken effect before it failed.
@@ -155,6 +171,7 @@ export class Acquisition {
     } catch (error) {
       throw this.host.backendFailure(error);
     }
+    this.inbox = inbox;
     try {
       let retryIn = first.fence === null ? first.retryIn : undefined;
       for (;;) {
@@ -180,6 +197,7 @@ export class Acquisition {
         }
       }
     } finally {
+      this.inbox = undefined;
       unsubscribe();
     }
   }

@@ -72,6 +72,35 @@ export class LockBackendError extends LockError {
 /** A key, TTL, wait, guard or option is not valid. The message says what was given and what is allowed. */
 export class InvalidLockOptionsError extends LockError {}
 
+/**
+ * An optional peer dependency that the chosen feature needs is not installed (`pg` for
+ * `postgresBackend`, `ioredis` for `redisBackend`, `fast-check` for the kit's model test). Thrown
+ * when the feature is set up, never when the package is imported; the message names the package
+ * and the command that installs it. An `InvalidLockOptionsError`: the app's setup asks for what this
+ * install cannot do, which no retry mends (unlike a `LockBackendError`, which says "try again").
+ */
+export class MissingPeerDependencyError extends InvalidLockOptionsError {
+  /**
+   * @param packageName the package to install, such as 'pg'
+   * @param installCommand the command that installs it, such as 'npm install pg'
+   * @param neededBy what needs it, with its verb: 'postgresBackend needs'
+   * @param version the major version needed, when it matters
+   */
+  constructor(
+    readonly packageName: string,
+    readonly installCommand: string,
+    neededBy: string,
+    version?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `${neededBy} the "${packageName}" package${version === undefined ? '' : ` (version ${version})`}, an optional peer ` +
+        `dependency that is not installed: run \`${installCommand}\``,
+      options,
+    );
+  }
+}
+
 /** The message of a thrown value, whatever was thrown. */
 export function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);

@@ -146,22 +146,25 @@ export function validateSignal(signal: unknown): AbortSignal | undefined {
   return signal;
 }
 
-/** Checks that `options` is undefined or a plain object whose keys are all in `allowed`. */
+/**
+ * Checks that `options` is undefined or a plain object whose keys are all in `allowed`. `expected`
+ * describes the object in the message when it is not one (default: "an object with any of …").
+ */
 export function validateOptionsObject(
   where: string,
   options: unknown,
   allowed: readonly string[],
+  expected = `an object with any of ${allowed.join(', ')}`,
 ): Record<string, unknown> {
   if (options === undefined) return {};
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw new InvalidLockOptionsError(
-      `Invalid ${where}: expected an object with any of ${allowed.join(', ')}, got ${describeValue(options)}`,
-    );
+    throw new InvalidLockOptionsError(`Invalid ${where}: expected ${expected}, got ${describeValue(options)}`);
   }
-  for (const name of Object.keys(options)) {
-    if (!allowed.includes(name)) {
-      throw new InvalidLockOptionsError(`Invalid ${where}: unknown option "${name}"; allowed: ${allowed.join(', ')}`);
-    }
+  const unknown = Object.keys(options).filter((name) => !allowed.includes(name));
+  if (unknown.length > 0) {
+    throw new InvalidLockOptionsError(
+      `Invalid ${where}: unknown option ${unknown.map((name) => `"${name}"`).join(', ')}; allowed: ${allowed.join(', ')}`,
+    );
   }
   return options as Record<string, unknown>;
 }

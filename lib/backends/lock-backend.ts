@@ -78,6 +78,15 @@ export interface LockBackend {
   release(key: string, token: string): Promise<boolean>;
 
   /**
+   * `release`, also saying whom the release handed the key to (`handedTo`). Optional: when a
+   * backend has it, the service calls it instead of `release` and wakes its own waiter for that
+   * token at once from the answer, without waiting for the `granted` event; the event still comes
+   * and is harmless (a waiter takes one grant of its token, however often it is told). A backend
+   * without it is woken through its subscription alone, as before.
+   */
+  releaseWithHandOff?(key: string, token: string): Promise<ReleaseResult>;
+
+  /**
    * Starts delivering the events of `key` to `listener`. Resolves once the subscription is live:
    * every release or hand-off after that moment reaches the listener (at most once, possibly late,
    * possibly never on a lossy transport, which is what `recheckInterval` covers). Resolves to the
@@ -131,13 +140,43 @@ export interface QueueOptions {
   lease: number;
 }
 
-export type AcquireResult =
+export type AcquireResult = (
   | { fence: bigint }
   | {
       fence: null;
       /** Time left on the current holder's lease, in ms, when the backend knows it. */
       retryIn?: number;
-    };
+    }
+) & {
+  /**
+   * Set when the attempt found the lease expired and handed the key to the oldest queued waiter
+   * (another token): the service wakes that waiter at once when it is its own. Optional, as for
+   * `releaseWithHandOff`; the `granted` event still comes.
+   */
+  handedTo?: HandOff;
+};
+
+/** A hand-off a call made: the key went to the queued waiter `token` (as told by a `granted` event). */
+export interface HandOff {
+  token: string;
+  fence: bigint;
+  /** As `validFor` of the `granted` event. */
+  validFor?: number;
+}
+
+/** What `releaseWithHandOff` answers. */
+export interface ReleaseResult {
+  /** What `release` answers: true when a lease was ended. */
+  released: boolean;
+  /** Set when the release handed the key to a queued waiter. */
+  handedTo?: HandOff;
+}
+
+/** Releases through `releaseWithHandOff` when the backend has it, else through `release`. */
+export async function releaseOn(backend: LockBackend, key: string, token: string): Promise<ReleaseResult> {
+  if (backend.releaseWithHandOff) return backend.releaseWithHandOff(key, token);
+  return { released: await backend.release(key, token) };
+}
 
 export interface ExtendItem {
   key: string;

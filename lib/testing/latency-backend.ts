@@ -79,6 +79,13 @@ export class LatencyBackend implements LockBackend {
     return this.delayed({ method: 'release', key, tokens: [token] }, () => this.inner.release(key, token));
   }
 
+  get releaseWithHandOff(): LockBackend['releaseWithHandOff'] {
+    const inner = this.inner.releaseWithHandOff?.bind(this.inner);
+    if (!inner) return undefined;
+    return (key: string, token: string) =>
+      this.delayed({ method: 'release', key, tokens: [token] }, () => inner(key, token));
+  }
+
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
     return this.delayed({ method: 'subscribe', key, tokens: [] }, () => this.inner.subscribe(key, listener));
   }

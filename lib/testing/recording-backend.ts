@@ -13,7 +13,9 @@ export interface RecordedCall {
  * Wraps a real backend and records every call, so tests can assert what the service asked the
  * backend for (no polling while waiting, one batch per watchdog tick) instead of timing it.
  * `fail` makes chosen methods throw, as a backend that is down would; `gate` holds chosen calls
- * back before they reach the backend, as a slow network or a busy pool would.
+ * back before they reach the backend, as a slow network or a busy pool would. `holdEvents` holds
+ * back what subscriptions deliver, as a slow or lost notification would, until `releaseEvents`.
+ * A release through `releaseWithHandOff` is recorded as a 'release' (its result: what it answered).
  */
 export class RecordingBackend implements LockBackend {
   readonly calls: RecordedCall[] = [];
@@ -21,6 +23,8 @@ export class RecordingBackend implements LockBackend {
   /** When it returns a promise for a call, the call waits for it before it reaches the backend. */
   gate: ((call: RecordedCall) => Promise<void> | undefined) | undefined;
   private waiters: Array<{ test: (c: RecordedCall) => boolean; resolve: (c: RecordedCall) => void }> = [];
+  /** Events held back while `holdEvents` is on, with the listener each was for. */
+  private heldEvents: Array<{ listener: (event: LockEvent) => void; event: LockEvent }> | undefined;
 
   constructor(readonly inner: LockBackend) {}
 
@@ -84,8 +88,32 @@ export class RecordingBackend implements LockBackend {
     return this.record({ method: 'release', key, token, settled: false }, () => this.inner.release(key, token));
   }
 
+  get releaseWithHandOff(): LockBackend['releaseWithHandOff'] {
+    const inner = this.inner.releaseWithHandOff?.bind(this.inner);
+    if (!inner) return undefined;
+    return (key: string, token: string) =>
+      this.record({ method: 'release', key, token, settled: false }, () => inner(key, token));
+  }
+
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
-    return this.record({ method: 'subscribe', key, settled: false }, () => this.inner.subscribe(key, listener));
+    const deliver = (event: LockEvent): void => {
+      if (this.heldEvents) this.heldEvents.push({ listener, event });
+      else listener(event);
+    };
+    return this.record({ method: 'subscribe', key, settled: false }, () => this.inner.subscribe(key, deliver));
+  }
+
+  /** From now on, events that subscriptions deliver are held back (in order) until `releaseEvents`. */
+  holdEvents(): void {
+    this.heldEvents ??= [];
+  }
+
+  /** Delivers the events held back, in order, and stops holding them; returns how many there were. */
+  releaseEvents(): number {
+    const held = this.heldEvents ?? [];
+    this.heldEvents = undefined;
+    for (const { listener, event } of held) listener(event);
+    return held.length;
   }
 
   ping(): Promise<void> {

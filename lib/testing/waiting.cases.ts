@@ -1,3 +1,5 @@
+import type { ReleaseResult } from '../backends/lock-backend';
+import type { LockGuard } from '../distributed-lock';
 import { LockTimeoutError } from '../lock.errors';
 import type { ContractContext } from './contract-context';
 import { sleep } from './time';
@@ -87,6 +89,44 @@ export function waitingCases(ctx: ContractContext): void {
     });
   } else {
     it('not claimed (fifo: false): a queued waiter that a caller right after the release cannot overtake', async () => {
+      expect(ctx.capabilities.fifo).toBe(false);
+    });
+  }
+
+  if (ctx.capabilities.fifo) {
+    it("wakes a queued waiter of the releasing service from the release's answer, without its subscription's event (releaseWithHandOff; a backend without it: by the event)", async () => {
+      const locks = ctx.service();
+      const held = (await locks.tryAcquire('answer'))!;
+      const pending = locks.acquire('answer', { wait: 5_000 });
+      const queued = await ctx.backend.whenQueued(ctx.prefix + 'answer');
+      const attempts = ctx.backend.count('tryAcquire', queued.token);
+      // Nothing the subscription delivers reaches the waiter from here on, until the events are let go.
+      ctx.backend.holdEvents();
+      let guard: LockGuard;
+      try {
+        await locks.release(held);
+        if (!ctx.backend.releaseWithHandOff) ctx.backend.releaseEvents();
+        guard = await pending;
+      } finally {
+        // The grant's event, now late, changes nothing.
+        ctx.backend.releaseEvents();
+      }
+      expect(guard.token).toBe(queued.token);
+      expect(guard.fence).toBeGreaterThan(held.fence);
+      if (ctx.backend.releaseWithHandOff) {
+        // The answer named the waiter, and woke it by itself: no re-check, no further attempt.
+        const answer = ctx.backend.calls.find((c) => c.method === 'release' && c.token === held.token)!
+          .result as ReleaseResult;
+        expect(answer).toMatchObject({ released: true, handedTo: { token: queued.token, fence: guard.fence } });
+        expect(ctx.backend.count('tryAcquire', queued.token)).toBe(attempts);
+      }
+      await locks.release(guard);
+      const next = (await locks.tryAcquire('answer'))!;
+      expect(next.fence).toBeGreaterThan(guard.fence);
+      await locks.release(next);
+    });
+  } else {
+    it("not claimed (fifo: false): a queued waiter woken from the release's answer", async () => {
       expect(ctx.capabilities.fifo).toBe(false);
     });
   }

@@ -1,6 +1,6 @@
 import { LockBackendError } from '../../lock.errors';
 import { monotonicNow } from '../../lock-clock';
-import type { AcquireResult, LockBackend, LockEvent, QueueOptions } from '../lock-backend';
+import type { AcquireResult, HandOff, LockBackend, LockEvent, QueueOptions, ReleaseResult } from '../lock-backend';
 
 interface Lease {
   token: string;
@@ -44,7 +44,7 @@ export class MemoryLockBackend implements LockBackend {
     return this.run(() => {
       const now = monotonicNow();
       const state = this.stateOf(key);
-      this.settle(key, state, now);
+      const handed = this.settle(key, state, now);
       if (state.lease?.token === token) {
         state.lease.endsAt = now + ttl;
         this.removeWaiter(state, token);
@@ -56,6 +56,7 @@ export class MemoryLockBackend implements LockBackend {
         this.removeWaiter(state, token);
         return { fence: lease.fence };
       }
+      const handedTo = handed && { handedTo: handed };
       if (queue) {
         const place = state.queue.find((w) => w.token === token);
         if (place) {
@@ -65,7 +66,7 @@ export class MemoryLockBackend implements LockBackend {
           state.queue.push({ token, ttl, until: now + queue.lease });
         }
       }
-      return { fence: null, retryIn: Math.max(0, Math.ceil(state.lease.endsAt - now)) };
+      return { fence: null, retryIn: Math.max(0, Math.ceil(state.lease.endsAt - now)), ...handedTo };
     });
   }
 
@@ -82,21 +83,25 @@ export class MemoryLockBackend implements LockBackend {
     });
   }
 
-  release(key: string, token: string): Promise<boolean> {
+  async release(key: string, token: string): Promise<boolean> {
+    return (await this.releaseWithHandOff(key, token)).released;
+  }
+
+  releaseWithHandOff(key: string, token: string): Promise<ReleaseResult> {
     return this.run(() => {
       const now = monotonicNow();
       const state = this.keys.get(key);
-      if (!state) return false;
+      if (!state) return { released: false };
       this.removeWaiter(state, token);
       this.settle(key, state, now);
-      let released = false;
+      let result: ReleaseResult = { released: false };
       if (state.lease?.token === token) {
         state.lease = undefined;
-        released = true;
-        this.handOff(key, state, now);
+        const handedTo = this.handOff(key, state, now);
+        result = handedTo ? { released: true, handedTo } : { released: true };
       }
       this.forgetIfIdle(key, state);
-      return released;
+      return result;
     });
   }
 
@@ -145,25 +150,27 @@ export class MemoryLockBackend implements LockBackend {
     return state;
   }
 
-  /** Ends an expired lease and hands the key to the next live waiter. */
-  private settle(key: string, state: KeyState, now: number): void {
+  /** Ends an expired lease and hands the key to the next live waiter; returns the hand-off, if any. */
+  private settle(key: string, state: KeyState, now: number): HandOff | undefined {
     if (state.lease && state.lease.endsAt <= now) {
       state.lease = undefined;
-      this.handOff(key, state, now);
-    } else if (!state.lease && state.queue.length > 0) {
-      this.handOff(key, state, now);
+      return this.handOff(key, state, now);
     }
+    if (!state.lease && state.queue.length > 0) return this.handOff(key, state, now);
+    return undefined;
   }
 
-  private handOff(key: string, state: KeyState, now: number): void {
+  /** Hands the free key to the oldest live waiter (or announces it free); returns the hand-off, if any. */
+  private handOff(key: string, state: KeyState, now: number): HandOff | undefined {
     while (state.queue.length > 0 && state.queue[0].until <= now) state.queue.shift();
     const next = state.queue.shift();
-    if (next) {
-      const lease = this.grant(key, state, next.token, next.ttl, now);
-      this.emit(state, { type: 'granted', key, token: next.token, fence: lease.fence });
-    } else {
+    if (!next) {
       this.emit(state, { type: 'released', key });
+      return undefined;
     }
+    const lease = this.grant(key, state, next.token, next.ttl, now);
+    this.emit(state, { type: 'granted', key, token: next.token, fence: lease.fence });
+    return { token: next.token, fence: lease.fence };
   }
 
   private grant(key: string, state: KeyState, token: string, ttl: number, now: number): Lease {

@@ -1,8 +1,17 @@
 import { Logger } from '@nestjs/common';
 import type { Pool, QueryResult } from 'pg';
 import { LockBackendError } from '../../lock.errors';
-import { monotonicNow, settleWithin } from '../../lock-clock';
-import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } from '../lock-backend';
+import { monotonicNow } from '../../lock-clock';
+import { BackgroundWork } from '../../background-work';
+import type {
+  AcquireResult,
+  ExtendItem,
+  HandOff,
+  LockBackend,
+  LockEvent,
+  QueueOptions,
+  ReleaseResult,
+} from '../lock-backend';
 import { PostgresAttemptsInFlight } from './postgres-attempts';
 import { openConnections, type PostgresTarget } from './postgres-connections';
 import { isConnectionLost, wasNotSent } from './postgres-error.classifier';
@@ -35,7 +44,7 @@ const LISTENING_RECHECK_INTERVAL = 30_000;
  * - Waiters queue in an UNLOGGED table; a release hands the key to the oldest live waiter in the same
  *   statement and NOTIFYs. One dedicated LISTEN connection per backend delivers the events
  *   (`PostgresLockEvents`); a grant made by this process's own release reaches a waiter of this
- *   process at once.
+ *   process at once (the backend delivers it, and returns it as `handedTo`).
  * - The schema is checked (and created) at start, and housekept, by `PostgresLockSchema`.
  */
 export class PostgresLockBackend implements LockBackend {
@@ -54,7 +63,8 @@ export class PostgresLockBackend implements LockBackend {
   private readonly waiters = new PostgresLocalWaiters();
   private readonly held = new PostgresHeldLeases();
   private readonly attempts = new PostgresAttemptsInFlight();
-  private readonly cleanups = new Set<Promise<unknown>>();
+  /** Releases after a failed attempt, awaited by `close()`. */
+  private readonly cleanups = new BackgroundWork();
   private starting: Promise<void> | undefined;
   private closed = false;
 
@@ -163,15 +173,20 @@ export class PostgresLockBackend implements LockBackend {
       throw error;
     }
     // The acquire function notifies every hand-off it makes.
-    if (row.granted_token !== null && row.granted_fence !== null)
-      this.handedOver(key, row.granted_token, row.granted_fence, sentAt, true, null);
+    const handedTo =
+      row.granted_token !== null && row.granted_fence !== null
+        ? this.handedOver(key, row.granted_token, row.granted_fence, sentAt, true, null)
+        : undefined;
     if (row.fence !== null) {
       this.waiters.forget(key, token);
       this.held.hold(key, token, sentAt, ttl);
       return { fence: BigInt(row.fence) };
     }
     if (queue) this.waiters.remember(key, token, ttl, sentAt + queue.lease);
-    return row.retry_in === null ? { fence: null } : { fence: null, retryIn: Math.max(0, row.retry_in) };
+    const busy: AcquireResult =
+      row.retry_in === null ? { fence: null } : { fence: null, retryIn: Math.max(0, row.retry_in) };
+    if (handedTo && handedTo.token !== token) busy.handedTo = handedTo;
+    return busy;
   }
 
   async extend(key: string, token: string, ttl: number): Promise<boolean> {
@@ -192,6 +207,14 @@ export class PostgresLockBackend implements LockBackend {
   }
 
   async release(key: string, token: string): Promise<boolean> {
+    return (await this.releaseWithHandOff(key, token)).released;
+  }
+
+  /**
+   * The release; a hand-off to a waiter of this process is also delivered to it here (its
+   * notification is not sent), so a release by any caller of this backend wakes it.
+   */
+  async releaseWithHandOff(key: string, token: string): Promise<ReleaseResult> {
     // An attempt of this token still in flight could otherwise reach the server after the release
     // and queue (or take) the key for a token that is gone. Attempts are bounded, so is this wait.
     const inFlight = this.attempts.settled(key, token);
@@ -204,11 +227,18 @@ export class PostgresLockBackend implements LockBackend {
     if (row.granted_token !== null && row.granted_fence !== null) {
       // The release function notifies a hand-off only to a waiter of another process.
       const notified = !local.includes(row.granted_token);
-      this.handedOver(key, row.granted_token, row.granted_fence, sentAt, notified, row.granted_valid_for);
-    } else if (row.released) {
-      this.events.deliver({ type: 'released', key }, row.ended_fence ?? undefined);
+      const handedTo = this.handedOver(
+        key,
+        row.granted_token,
+        row.granted_fence,
+        sentAt,
+        notified,
+        row.granted_valid_for,
+      );
+      return { released: row.released, handedTo };
     }
-    return row.released;
+    if (row.released) this.events.deliver({ type: 'released', key }, row.ended_fence ?? undefined);
+    return { released: row.released };
   }
 
   async subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
@@ -227,7 +257,7 @@ export class PostgresLockBackend implements LockBackend {
     this.held.clear();
     this.waiters.clear();
     await this.events.close();
-    await settleWithin(this.cleanups, 2_000);
+    await this.cleanups.settle(2_000);
     if (this.ownsPool) await this.pool.end().catch(() => undefined);
   }
 
@@ -266,14 +296,13 @@ export class PostgresLockBackend implements LockBackend {
   /** Gives back, in the background, whatever a failed attempt may have granted or queued. */
   private cleanUpAfterFailure(key: string, token: string): void {
     if (this.closed) return;
-    const cleanup = this.release(key, token).catch(() => undefined);
-    this.cleanups.add(cleanup);
-    void cleanup.finally(() => this.cleanups.delete(cleanup));
+    this.cleanups.run(this.release(key, token));
   }
 
   /**
-   * A statement of this process handed `key` to `token`: wake it here if it waits here. `validFor`:
-   * set when the hand-off was committed without waiting for its flush (see `sql/release.sql`).
+   * A statement of this process handed `key` to `token`: wake it here if it waits here; returns the
+   * hand-off for the caller. `validFor`: set when the hand-off was committed without waiting for its
+   * flush (see `sql/release.sql`).
    */
   private handedOver(
     key: string,
@@ -282,7 +311,7 @@ export class PostgresLockBackend implements LockBackend {
     sentAt: number,
     notified: boolean,
     validFor: number | null,
-  ): void {
+  ): HandOff {
     const ttl = this.waiters.ttl(key, token);
     this.waiters.forget(key, token);
     if (ttl === undefined) this.held.forget(key);
@@ -290,6 +319,7 @@ export class PostgresLockBackend implements LockBackend {
     const event: LockEvent = { type: 'granted', key, token, fence: BigInt(fence) };
     if (validFor !== null) event.validFor = validFor;
     this.events.deliver(event, notified ? fence : undefined);
+    return validFor === null ? { token, fence: event.fence } : { token, fence: event.fence, validFor };
   }
 }
 

@@ -1,5 +1,6 @@
 import type { Logger } from '@nestjs/common';
 import type { ClientConfig } from 'pg';
+import { BoundedSet } from '../../bounded-set';
 import { monotonicNow, scheduleAt } from '../../lock-clock';
 import type { LockEvent } from '../lock-backend';
 import type { PostgresTarget } from './postgres-connections';
@@ -38,7 +39,7 @@ export interface PostgresLockEventsOptions {
 export class PostgresLockEvents {
   private readonly listener: PostgresNotificationListener;
   private readonly subscribers = new Map<string, Set<(event: LockEvent) => void>>();
-  private readonly echoes = new Set<string>();
+  private readonly echoes = new BoundedSet(MAX_ECHOES);
   private listenerWasLost = false;
   private listenerProblemReported = false;
 
@@ -103,7 +104,6 @@ export class PostgresLockEvents {
     if (!set) return;
     if (notifiedWith !== undefined && this.listener.up) {
       this.echoes.add(notificationId(event, notifiedWith));
-      if (this.echoes.size > MAX_ECHOES) this.echoes.delete(this.echoes.values().next().value as string);
     }
     for (const subscriber of [...set]) subscriber(event);
   }

@@ -1,7 +1,7 @@
 import type { ClientConfig, Pool, PoolConfig } from 'pg';
 import { MAX_TIMER_DELAY } from '../../lock.constants';
 import { InvalidLockOptionsError } from '../../lock.errors';
-import { describeValue } from '../../lock.validation';
+import { describeValue, validateOptionsObject } from '../../lock.validation';
 import { PostgresLockNames, type PostgresLockTableOptions } from './postgres-lock.names';
 
 /** Options of `postgresBackend(...)`. Give either `pool` or `connection`. */
@@ -127,23 +127,12 @@ function checkConnection(name: string, value: unknown): PoolConfig | undefined {
  * Throws `InvalidLockOptionsError` saying what was wrong and what is allowed.
  */
 export function resolvePostgresOptions(input: unknown): ResolvedPostgresOptions {
-  const options: Record<string, unknown> =
-    typeof input === 'string'
-      ? { connection: input }
-      : isPool(input)
-        ? { pool: input }
-        : (input as Record<string, unknown>);
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new InvalidLockOptionsError(
-      `Invalid postgresBackend options: expected an object such as { pool } or { connection: 'postgres://…' }, got ${describeValue(input)}`,
-    );
-  }
-  const unknown = Object.keys(options).filter((name) => !(OPTION_NAMES as readonly string[]).includes(name));
-  if (unknown.length > 0) {
-    throw new InvalidLockOptionsError(
-      `Invalid postgresBackend options: unknown option ${unknown.map((n) => `"${n}"`).join(', ')}; allowed: ${OPTION_NAMES.join(', ')}`,
-    );
-  }
+  const options = validateOptionsObject(
+    'postgresBackend options',
+    typeof input === 'string' ? { connection: input } : isPool(input) ? { pool: input } : input,
+    OPTION_NAMES,
+    "an object such as { pool } or { connection: 'postgres://…' }",
+  );
   if ((options.pool === undefined) === (options.connection === undefined)) {
     throw new InvalidLockOptionsError(
       'Invalid postgresBackend options: give exactly one of `pool` (a pg Pool of yours) or `connection` (a connection string or pg settings)',

@@ -1,22 +1,10 @@
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
-import { InvalidLockOptionsError } from '../../lock.errors';
 import type { LockBackend } from '../lock-backend';
+import { loadIoredis } from './ioredis.loader';
 import { resolveRedisBackendOptions, type RedisBackendOptions, type RedisQuorumNode } from './redis-backend.options';
 import { RedisConnection, type RedisClient } from './redis-connection';
 import { RedisLockBackend } from './redis-lock.backend';
 import { RedisQuorumLockBackend } from './redis-quorum.backend';
-
-type Ioredis = typeof import('ioredis');
-
-/** ioredis is an optional peer dependency: loaded only when a Redis backend opens a connection. */
-function loadIoredis(): Ioredis {
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return require('ioredis') as Ioredis;
-  } catch (error) {
-    throw new InvalidLockOptionsError('redisBackend needs the ioredis package (npm install ioredis)', { cause: error });
-  }
-}
 
 /**
  * Settings of the connections the backend opens itself: bounded connects. Auto-pipelining stays

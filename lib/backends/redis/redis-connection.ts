@@ -1,6 +1,7 @@
 import type { Duplex } from 'node:stream';
 import type { Cluster, ClusterNode, Command, Redis } from 'ioredis';
 import { LockBackendError } from '../../lock.errors';
+import { loadIoredis } from './ioredis.loader';
 import { CommandDeadlines } from './redis-command-deadlines';
 import { refusalAdvice } from './redis-permissions';
 import type { LockScript } from './redis-lock.scripts';
@@ -28,8 +29,7 @@ const MAX_COMMANDS_PER_WRITE = 16;
 function commandClassOf(client: RedisClient): CommandClass | undefined {
   if (isCluster(client)) return undefined;
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const ioredis = require('ioredis') as typeof import('ioredis');
+    const ioredis = loadIoredis();
     return client instanceof ioredis.Redis && typeof ioredis.Command === 'function'
       ? (ioredis.Command as unknown as CommandClass)
       : undefined;

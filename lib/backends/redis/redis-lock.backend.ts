@@ -1,7 +1,16 @@
 import { Logger } from '@nestjs/common';
 import type { ChainableCommander } from 'ioredis';
 import { LockBackendError } from '../../lock.errors';
-import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } from '../lock-backend';
+import { BackgroundWork } from '../../background-work';
+import type {
+  AcquireResult,
+  ExtendItem,
+  HandOff,
+  LockBackend,
+  LockEvent,
+  QueueOptions,
+  ReleaseResult,
+} from '../lock-backend';
 import { RedisConnection } from './redis-connection';
 import { evictionWarning, readEvictionPolicies } from './redis-eviction-check';
 import { redisLockKeys, type RedisLockKeys } from './redis-key-layout';
@@ -38,7 +47,8 @@ export interface RedisLockBackendSettings {
  * Every operation is one Lua script (acquire, extend, release), so one round trip, atomic on the
  * server, and bounded by the command timeout. TTLs run on the server clock (PX). A release hands
  * the lock to the oldest live queued waiter inside the script and publishes the grant on the
- * lock's channel; when the waiter lives in this process, the release reply wakes it at once.
+ * lock's channel; when the waiter lives in this process, the release reply wakes it at once (every
+ * subscriber of this backend, and the service through `handedTo`).
  */
 export class RedisLockBackend implements LockBackend {
   readonly name = 'redis';
@@ -66,6 +76,13 @@ export class RedisLockBackend implements LockBackend {
   /** The check of the server's eviction policy: started by the first acquisition or ping, done once answered. */
   private evictionCheck: Promise<void> | undefined;
   private readonly logger = new Logger('RedisLockBackend');
+  /**
+   * The release with the hand-off it made. Left out with replica acknowledgement: a hand-off the
+   * replicas have not confirmed is no grant to wake a waiter with (see `subscribe`).
+   */
+  readonly releaseWithHandOff?: (key: string, token: string) => Promise<ReleaseResult>;
+  /** Releases after a failed attempt, awaited by `close()`. */
+  private readonly background = new BackgroundWork();
 
   constructor(
     readonly connection: RedisConnection,
@@ -78,6 +95,7 @@ export class RedisLockBackend implements LockBackend {
     defineLockScripts(connection.client, scripts);
     this.host = connection.client as unknown as LockScriptHost;
     this.recheckInterval = settings.recheckInterval;
+    if (!settings.replicaAck) this.releaseWithHandOff = (key, token) => this.releaseAndRead(key, token);
     this.publish = connection.cluster && settings.shardedPubSub ? 'SPUBLISH' : 'PUBLISH';
     this.acquireMode = this.publish === 'SPUBLISH' ? 's' : 'p';
     this.releaseMode = settings.announceReleases ? (this.acquireMode === 's' ? 'S' : 'P') : this.acquireMode;
@@ -172,7 +190,11 @@ export class RedisLockBackend implements LockBackend {
     });
   }
 
-  release(key: string, token: string): Promise<boolean> {
+  async release(key: string, token: string): Promise<boolean> {
+    return (await this.releaseAndRead(key, token)).released;
+  }
+
+  private releaseAndRead(key: string, token: string): Promise<ReleaseResult> {
     const keys = redisLockKeys(key);
     const script = this.releaseScript;
     const args = [
@@ -213,6 +235,7 @@ export class RedisLockBackend implements LockBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.background.settle(this.settings.commandTimeout);
     await Promise.all([this.subscriber?.close(), this.connection.close()]);
   }
 
@@ -229,24 +252,31 @@ export class RedisLockBackend implements LockBackend {
         return { fence: BigInt(answer.fence) };
       case 'busy':
         return { fence: null, retryIn: answer.retryIn };
-      case 'handed':
-        this.handedOver(key, keys, answer.waiter, answer.fence);
-        return { fence: null, retryIn: answer.retryIn };
+      case 'handed': {
+        const handedTo = this.handedOver(key, keys, answer.waiter, answer.fence);
+        return handedTo ? { fence: null, retryIn: answer.retryIn, handedTo } : { fence: null, retryIn: answer.retryIn };
+      }
     }
   }
 
-  /** Reads a release reply; a hand-off is delivered at once to a waiter of this process. */
-  private readRelease(key: string, keys: RedisLockKeys, reply: unknown): boolean {
+  /** Reads a release reply, with the hand-off it made (delivered at once to a waiter of this process). */
+  private readRelease(key: string, keys: RedisLockKeys, reply: unknown): ReleaseResult {
     const answer = readReleaseReply(this.names.release, reply);
-    if (typeof answer === 'boolean') return answer;
-    this.handedOver(key, keys, answer.waiter, answer.fence);
-    return true;
+    if (typeof answer === 'boolean') return { released: answer };
+    const handedTo = this.handedOver(key, keys, answer.waiter, answer.fence);
+    return handedTo ? { released: true, handedTo } : { released: true };
   }
 
-  /** A script of this process handed the lock to `waiter`: a waiter of this process is woken at once. */
-  private handedOver(key: string, keys: RedisLockKeys, waiter: string, fence: number): void {
+  /**
+   * A script of this process handed the lock to `waiter`: a subscriber of this backend is woken at
+   * once (the published grant that follows is then dropped), and the caller is told. With replica
+   * acknowledgement the caller is told nothing: the grant reaches subscribers as a release (see
+   * `subscribe`), and the waiter's re-attempt waits for the replicas.
+   */
+  private handedOver(key: string, keys: RedisLockKeys, waiter: string, fence: number): HandOff | undefined {
     this.observe(fence);
     this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: waiter, fence: BigInt(fence) });
+    return this.settings.replicaAck ? undefined : { token: waiter, fence: BigInt(fence) };
   }
 
   private channelOf(keys: RedisLockKeys): string {
@@ -280,9 +310,10 @@ export class RedisLockBackend implements LockBackend {
     return this.evictionCheck;
   }
 
+  /** Gives back, in the background (awaited by `close()`), whatever a failed attempt may hold. */
   private releaseInBackground(key: string, token: string): void {
     if (this.closed) return;
-    this.release(key, token).catch(() => undefined);
+    this.background.run(this.release(key, token));
   }
 
   /** The acquire script and WAIT/WAITAOF in one pipeline; a grant the replicas did not confirm is given back. */

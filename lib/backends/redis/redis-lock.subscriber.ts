@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
+import { BoundedSet } from '../../bounded-set';
 import { LockBackendError } from '../../lock.errors';
 import type { LockEvent } from '../lock-backend';
 import { RedisConnection } from './redis-connection';
@@ -13,7 +14,7 @@ interface Channel {
   /** Pending unsubscription once the last listener left. */
   linger?: NodeJS.Timeout;
   /** Grants delivered by one path (reply or message) whose twin from the other path is still due. */
-  readonly delivered: Set<string>;
+  readonly delivered: BoundedSet;
 }
 
 /** How long a channel stays subscribed after its last listener left, so busy keys do not churn. */
@@ -58,7 +59,12 @@ export class RedisLockSubscriber {
   async subscribe(channel: string, key: string, listener: Listener): Promise<() => void> {
     let state = this.channels.get(channel);
     if (!state) {
-      const created: Channel = { key, listeners: new Set(), delivered: new Set(), live: Promise.resolve() };
+      const created: Channel = {
+        key,
+        listeners: new Set(),
+        delivered: new BoundedSet(MAX_REMEMBERED),
+        live: Promise.resolve(),
+      };
       created.live = this.send('subscribe', channel).catch((error: unknown) => {
         if (this.channels.get(channel) === created) this.channels.delete(channel);
         throw error;
@@ -114,7 +120,6 @@ export class RedisLockSubscriber {
       const id = `${event.token}:${event.fence}`;
       if (state.delivered.delete(id)) return;
       state.delivered.add(id);
-      if (state.delivered.size > MAX_REMEMBERED) state.delivered.delete(state.delivered.values().next().value!);
     }
     for (const listener of [...state.listeners]) listener(event);
   }

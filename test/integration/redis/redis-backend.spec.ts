@@ -214,6 +214,38 @@ describe('redisBackend on the shared Redis', () => {
       }
     });
 
+    it('waits in close() for the release it sends in the background after a failed attempt', async () => {
+      const b = backend();
+      // A key of the lock holds another type: the attempt fails on the server, so the backend gives
+      // back in the background whatever the attempt may have taken.
+      await raw.set(redisLockKeys('lock:failed-attempt').waiters, 'not a hash');
+      let letGo!: () => void;
+      const gate = new Promise<void>((resolve) => (letGo = resolve));
+      let backgroundRelease: Promise<unknown> | undefined;
+      let releaseSettled = false;
+      const release = b.release.bind(b);
+      // The background release is held at a gate before it reaches the real release.
+      b.release = (key: string, t: string): Promise<boolean> => {
+        const sent = gate.then(() => release(key, t)).finally(() => (releaseSettled = true));
+        backgroundRelease = sent;
+        return sent;
+      };
+      const failure = (await b.tryAcquire('lock:failed-attempt', token(), 5_000).catch((e: unknown) => e)) as Error;
+      expect(failure).toBeInstanceOf(LockBackendError);
+      expect(backgroundRelease).toBeDefined();
+
+      let closed = false;
+      const closing = b.close().then(() => (closed = true));
+      await Promise.race([closing, sleep(300)]);
+      expect(closed).toBe(false);
+      letGo();
+      await closing;
+      expect(releaseSettled).toBe(true);
+      // It ran on the connection before it closed: the server answered it (WRONGTYPE), not a closed client.
+      const answer = (await backgroundRelease!.catch((e: unknown) => e)) as Error;
+      expect(answer.message).toMatch(/WRONGTYPE/);
+    });
+
     it('reports a script the server refused as LockBackendError naming the endpoint, never as busy or not held', async () => {
       const b = backend();
       // Keys of the locks hold other types, so a command of each script fails on the server.
