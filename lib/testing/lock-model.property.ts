@@ -9,6 +9,7 @@ import { CASE_TIMEOUT, type ConformanceTarget, type ConformanceTestApi } from '.
 import { loadFastCheck } from './fast-check.loader';
 import { LatencyBackend } from './latency-backend';
 import { sleep } from './time';
+import { seededRandom } from './seeded-random';
 
 /** One acquire made by a command: its token (bound when its first attempt reaches the backend) and where it stands. */
 interface Attempt {
@@ -70,7 +71,7 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
             fc.constantFrom(0, 5, 20, 40),
             async (cmds, seed, latency) => {
               const inner = await target.create();
-              const backend = new LatencyBackend(inner, generator(seed), (token) => {
+              const backend = new LatencyBackend(inner, seededRandom(seed), (token) => {
                 const attempt = making.getStore();
                 if (attempt && attempt.token === undefined) attempt.token = token;
               });
@@ -319,16 +320,4 @@ async function quiesce(real: Real, tokens: ReadonlySet<string>): Promise<void> {
     await sleep(5);
   }
   if (idle < 2) throw new Error('calls of tokens that gave up were still under way after 5 s');
-}
-
-/** mulberry32, so the latencies of a run follow from its seed. */
-function generator(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

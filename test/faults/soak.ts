@@ -13,18 +13,7 @@ import { clientCaseDefinitions } from './client-cases';
 import { faultCaseDefinitions, type CaseShape } from './fault-cases';
 import { runFaultCase } from './fault-runner';
 import { summarise } from './fault-report';
-
-/** mulberry32: a small, well-known seeded generator, so a failing run can be replayed from its seed. */
-function generator(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../../lib/testing/seeded-random';
 
 function shapeFrom(random: () => number): CaseShape {
   const between = (low: number, high: number): number => Math.round(low + random() * (high - low));
@@ -52,7 +41,7 @@ async function main(): Promise<void> {
   if (!(minutes > 0 && minutes <= 24 * 60))
     throw new Error(`--minutes must be a number from 0 to 1440, got ${values.minutes}`);
   const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
-  const random = generator(seed);
+  const random = seededRandom(seed);
   const definitions = [...faultCaseDefinitions(), ...clientCaseDefinitions()].filter(
     (d) =>
       (!values.only || d.name.includes(values.only)) &&
