@@ -197,6 +197,18 @@ export class DistributedLockService extends DistributedLock implements OnApplica
 
     const grant = await this.obtain(key, ttl, wait, signal);
     const lease = this.issueHeld(key, ttl, grant);
+    if (lease.watch!.deadline <= monotonicNow()) {
+      // The grant came back after its own local deadline (a stalled network or backend): the lease
+      // may already have ended and gone to someone else, so the work must not run under it.
+      lease.end('ended');
+      this.forget(lease);
+      this.giveBack(lease.backendKey, lease.token);
+      throw new LockBackendError(
+        this.backend.name,
+        `the grant of "${key}" came back after its local deadline (ttl ${ttl} ms): the backend or the network ` +
+          'was too slow for this ttl, so the work was not run',
+      );
+    }
     const workStartedAt = monotonicNow();
     let succeeded = false;
     let value: T | undefined;

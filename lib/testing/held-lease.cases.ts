@@ -1,6 +1,6 @@
 import { DistributedLockService } from '../distributed-lock.service';
 import type { LockGuard } from '../distributed-lock';
-import { LockLostError, LockTimeoutError } from '../lock.errors';
+import { LockBackendError, LockLostError, LockTimeoutError } from '../lock.errors';
 import { currentLock } from '../lock-context';
 import type { ContractContext } from './contract-context';
 import type { RecordedCall } from './recording-backend';
@@ -45,6 +45,34 @@ export function heldLeaseCases(ctx: ContractContext): void {
         // busy
       }
     }
+
+    it('does not run the work when its grant comes back after its local deadline, and leaves nothing held', async () => {
+      const locks = ctx.service();
+      let held = true;
+      // The attempt reaches the backend only after longer than the TTL: the holder cannot trust the lease.
+      ctx.backend.gate = (call) => (call.method === 'tryAcquire' && held ? sleep(400) : undefined);
+      let ran = false;
+      const error = await locks
+        .withLock(
+          'late-grant',
+          () => {
+            ran = true;
+          },
+          { ttl: 250 },
+        )
+        .catch((e: unknown) => e);
+      held = false;
+      ctx.backend.gate = undefined;
+      expect(ran).toBe(false);
+      expect(error).toBeInstanceOf(LockBackendError);
+      expect(String((error as Error).message)).toContain('after its local deadline');
+      expect(locks.heldCount).toBe(0);
+      const attempt = ctx.backend.calls.find(
+        (call) => call.method === 'tryAcquire' && call.key === ctx.prefix + 'late-grant',
+      )!;
+      await ctx.backend.whenSettled((call) => call.method === 'release' && call.token === attempt.token);
+      expect(await ctx.service().tryAcquire('late-grant')).not.toBeNull();
+    });
 
     it('a callback that outlived its withLock sees no lock, and its withLock on the key waits for the next holder', async () => {
       const a = ctx.service();
