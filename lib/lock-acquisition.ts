@@ -133,7 +133,7 @@ export class Acquisition {
   private timeout(): LockTimeoutError {
     const now = monotonicNow();
     const retryIn = this.holderLeft && Math.max(0, Math.ceil(this.holderLeft.retryIn - (now - this.holderLeft.at)));
-    return new LockTimeoutError(this.key, now - this.started, retryIn);
+    return new LockTimeoutError(this.key, now - this.started, retryIn, this.wait);
   }
 
   private async attempt(queueLease: number | undefined): Promise<AcquireResult> {

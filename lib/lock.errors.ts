@@ -13,7 +13,9 @@ export class LockError extends Error {
 export class LockTimeoutError extends LockError {
   /** The key as the caller gave it (without the module's key prefix). */
   readonly key: string;
-  /** How long the caller waited, in milliseconds. */
+  /** How long the caller asked to wait, in milliseconds (the message names it). */
+  readonly wait: number;
+  /** How long the caller waited, in milliseconds, as measured: at least `wait`, more on a slow backend. */
   readonly waited: number;
   /**
    * The time left on the holder's lease when the wait ended, in milliseconds, when the backend told
@@ -21,9 +23,11 @@ export class LockTimeoutError extends LockError {
    */
   readonly retryIn: number | undefined;
 
-  constructor(key: string, waited: number, retryIn?: number) {
-    super(`Lock "${key}" is busy: not acquired within ${Math.round(waited)} ms`);
+  /** `wait` defaults to `waited`, rounded. */
+  constructor(key: string, waited: number, retryIn?: number, wait: number = Math.round(waited)) {
+    super(`Lock "${key}" is busy: not acquired within ${wait} ms`);
     this.key = key;
+    this.wait = wait;
     this.waited = waited;
     this.retryIn = retryIn;
   }

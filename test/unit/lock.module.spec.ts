@@ -15,6 +15,7 @@ import {
   type LockOptionsFactory,
 } from '../../lib';
 import { LOCK_MODULE_OPTIONS } from '../../lib/lock.module-definition';
+import { LatencyBackend } from '../../lib/testing/latency-backend';
 import { RecordingBackend } from '../support/recording-backend';
 
 @Injectable()
@@ -69,6 +70,22 @@ describe('LockModule', () => {
     expect(guard.expiresAt - guard.acquiredAt).toBeLessThanOrEqual(1_234);
     expect(guard.expiresAt - guard.acquiredAt).toBeGreaterThan(1_100);
     await expect(locks.acquire('cart')).rejects.toThrow(/not acquired within 0 ms/);
+    await app.close();
+  });
+
+  it('names the wait the caller asked for in the busy message, however long the backend took to answer', async () => {
+    // Every call takes 10 ms in and 10 ms out: one attempt with wait 0 takes about 20 ms.
+    const backend = new LatencyBackend(memoryBackend(), () => 1);
+    const app = await boot([LockModule.forRoot({ backend, wait: 0 })]);
+    const locks = app.get(DistributedLock);
+    await locks.tryAcquire('slow');
+    backend.maxDelay = 10;
+    const busy = await locks.acquire('slow').catch((error: unknown) => error);
+    expect(busy).toBeInstanceOf(LockTimeoutError);
+    expect((busy as LockTimeoutError).message).toBe('Lock "slow" is busy: not acquired within 0 ms');
+    expect((busy as LockTimeoutError).wait).toBe(0);
+    expect((busy as LockTimeoutError).waited).toBeGreaterThanOrEqual(15);
+    backend.maxDelay = 0;
     await app.close();
   });
 
