@@ -1,9 +1,15 @@
 import { Logger, type OnApplicationShutdown } from '@nestjs/common';
-import { releaseOn, type HandOff, type LockBackend } from './backends/lock-backend';
+import {
+  releaseOn,
+  type AcquireResult,
+  type HandOff,
+  type LockBackend,
+  type ReleaseResult,
+} from './backends/lock-backend';
 import { BackgroundWork } from './background-work';
 import type { AcquireOptions, HeldLock, LockGuard, TryAcquireOptions, WithLockOptions } from './distributed-lock';
 import { DistributedLock } from './distributed-lock';
-import { driftMargin, SHUTDOWN_RELEASE_TIMEOUT } from './lock.constants';
+import { driftMargin, SHUTDOWN_RELEASE_TIMEOUT, SKIP_WHEN_BUSY } from './lock.constants';
 import {
   errorText,
   InvalidLockOptionsError,
@@ -15,19 +21,33 @@ import {
 import { Acquisition, type AcquisitionHost, type Grant } from './lock-acquisition';
 import { monotonicNow, scheduleAt, settleWithin, toEpochMs } from './lock-clock';
 import { findHold, runHolding } from './lock-context';
-import { Guard, WithLockLease, type Lease } from './held-lock';
+import { Guard, GuardLease, WithLockLease, type Lease, type LeaseHost } from './held-lock';
 import { LeaseExpiries } from './lease-expiries';
 import {
   describeValue,
   validateGuardShape,
   validateKey,
+  validateMetricName,
   validateMinHold,
   validateOptionsObject,
   validateSignal,
   validateTtl,
   validateWait,
 } from './lock.validation';
-import { Watchdog } from './watchdog';
+import {
+  resolveTelemetry,
+  TELEMETRY_OFF,
+  telemetrySetting,
+  UNNAMED,
+  type AcquireOutcome,
+  type BackendOperation,
+  type LockSpan,
+  type LockTelemetry,
+  type LostReason,
+  type TelemetrySetting,
+} from './telemetry/lock-telemetry';
+import { loadOtelApi, type OtelApi } from './telemetry/otel-api.loader';
+import { Watchdog, type LossReason } from './watchdog';
 
 /** Settings the service runs with, after the module's defaults were applied and checked. */
 export interface DistributedLockSettings {
@@ -35,35 +55,52 @@ export interface DistributedLockSettings {
   keyPrefix: string;
   ttl: number;
   wait: number;
+  /** What telemetry to record; left out, as the module's default (on where `@opentelemetry/api` is installed). */
+  telemetry?: TelemetrySetting;
 }
 
 /** How long `ping()` waits for the backend by default. */
 const DEFAULT_PING_TIMEOUT = 1_000;
 
-const ACQUIRE_OPTIONS = ['ttl', 'wait', 'signal'] as const;
+const TRY_ACQUIRE_OPTIONS = ['ttl', 'metricName'] as const;
+const ACQUIRE_OPTIONS = ['ttl', 'wait', 'signal', 'metricName'] as const;
 const WITH_LOCK_OPTIONS = [...ACQUIRE_OPTIONS, 'minHold'] as const;
+
+/** A call's options, checked, with the service's defaults applied. */
+interface CallOptions {
+  ttl: number;
+  wait: number;
+  signal: AbortSignal | undefined;
+  minHold: number;
+  /** The `lock.name` of its telemetry. */
+  name: string;
+  /** `@WithLock({ onBusy: 'skip' })`: a busy key is a skipped run, not a failure. */
+  skip: boolean;
+}
 
 /**
  * `DistributedLock` over any `LockBackend`: validation, defaults, waiting with deadline and signal,
- * the watchdog, reentrancy and error mapping are all here, once for every backend.
+ * the watchdog, reentrancy, error mapping and telemetry are all here, once for every backend.
  */
-export class DistributedLockService extends DistributedLock implements OnApplicationShutdown {
+export class DistributedLockService extends DistributedLock implements OnApplicationShutdown, LeaseHost {
   private readonly logger = new Logger('DistributedLock');
   private readonly backend: LockBackend;
   private readonly keyPrefix: string;
   private readonly defaultTtl: number;
   private readonly defaultWait: number;
   private readonly watchdog: Watchdog;
-  /** Guards handed out by this service, to find their lease and to refuse other services' guards. */
-  private readonly leases = new WeakMap<object, Lease>();
   /** Leases not yet released, released at shutdown. */
   private readonly active = new Set<Lease>();
   /** When the leases of `tryAcquire`/`acquire` end by their TTL if nobody releases them: then they are forgotten. */
-  private readonly expiries = new LeaseExpiries<Lease>((lease) => this.active.delete(lease));
+  private readonly expiries = new LeaseExpiries<Lease>((lease) => this.unhold(lease));
   /** Releases still running in the background (abandoned waits), awaited at shutdown. */
   private readonly cleanups = new BackgroundWork();
   /** What acquisitions need from the service; its `waiting` set holds the waits in progress. */
   private readonly host: AcquisitionHost;
+  /** The API and what to record, when telemetry is on. */
+  private readonly otel: { api: OtelApi; setting: Exclude<TelemetrySetting, false> } | undefined;
+  /** What this service records, looked up at its first lock call (the SDK is registered by then). */
+  private telemetry: LockTelemetry | undefined;
   private shuttingDown = false;
 
   constructor(settings: DistributedLockSettings) {
@@ -75,11 +112,12 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     this.watchdog = new Watchdog((items) => this.extendBatch(items));
     this.host = {
       backend: this.backend,
-      backendFailure: (error) => this.backendFailure(error),
+      backendFailure: (error, operation) => this.backendFailure(error, operation),
       giveBack: (backendKey, token) => this.giveBack(backendKey, token),
       handedOver: (backendKey, handOff) => this.handedOver(backendKey, handOff),
       waiting: new Map(),
     };
+    this.otel = openTelemetry(settings.telemetry ?? telemetrySetting(undefined));
   }
 
   /** The backend this service runs on. */
@@ -105,27 +143,39 @@ export class DistributedLockService extends DistributedLock implements OnApplica
         }),
       ]);
     } catch (error) {
-      throw this.backendFailure(error);
+      throw this.backendFailure(error, 'ping');
     } finally {
       cancel?.();
     }
   }
 
   async tryAcquire(key: string, options?: TryAcquireOptions): Promise<LockGuard | null> {
-    validateKey(key);
-    const opts = validateOptionsObject('tryAcquire options', options, ['ttl']);
-    const ttl = opts.ttl === undefined ? this.defaultTtl : validateTtl(opts.ttl);
-    const grant = await this.obtain(key, ttl, 0, undefined).catch((error: unknown) => {
+    const call = this.callOptions('tryAcquire', key, options, TRY_ACQUIRE_OPTIONS);
+    const telemetry = this.telemetry ?? this.startTelemetry();
+    const acquisition = new Acquisition(this.host, key, this.keyPrefix + key, call.ttl, 0);
+    let grant: Grant;
+    try {
+      grant = await this.obtain(acquisition, undefined);
+    } catch (error) {
+      this.waitFailed(telemetry, acquisition, call, error);
       if (error instanceof LockTimeoutError) return null;
       throw error;
-    });
-    return grant && this.issue(key, ttl, grant);
+    }
+    return this.issue(telemetry, acquisition, key, call, grant);
   }
 
   async acquire(key: string, options?: AcquireOptions): Promise<LockGuard> {
-    const { ttl, wait, signal } = this.resolveOptions('acquire options', key, options);
-    const grant = await this.obtain(key, ttl, wait, signal);
-    return this.issue(key, ttl, grant);
+    const call = this.callOptions('acquire', key, options, ACQUIRE_OPTIONS);
+    const telemetry = this.telemetry ?? this.startTelemetry();
+    const acquisition = new Acquisition(this.host, key, this.keyPrefix + key, call.ttl, call.wait);
+    let grant: Grant;
+    try {
+      grant = await this.obtain(acquisition, call.signal);
+    } catch (error) {
+      this.waitFailed(telemetry, acquisition, call, error);
+      throw error;
+    }
+    return this.issue(telemetry, acquisition, key, call, grant);
   }
 
   async extend(guard: LockGuard, ttl?: number): Promise<boolean> {
@@ -143,7 +193,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
       extended = await this.backend.extend(this.keyPrefix + key, token, leaseTtl);
     } catch (error) {
       settle?.(error as Error);
-      throw this.backendFailure(error);
+      throw this.backendFailure(error, 'extend');
     }
     settle?.(extended);
     if (held?.watch) {
@@ -153,7 +203,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     if (extended && lease) {
       lease.guard.expiresAt = toEpochMs(sentAt + leaseTtl - driftMargin(leaseTtl));
       // Renewed: held again until the new end, even if it had been forgotten as ended.
-      this.active.add(lease);
+      this.holdAgain(lease);
       this.expiries.set(lease, this.endOf(leaseTtl));
     }
     return extended;
@@ -161,10 +211,10 @@ export class DistributedLockService extends DistributedLock implements OnApplica
 
   async release(guard: LockGuard): Promise<void> {
     // A guard this service issued was checked when it was made: its lease says what to release.
-    let lease = this.leases.get(guard);
+    let lease = Guard.leaseOf(guard);
     let backendKey: string;
     let token: string;
-    if (lease) {
+    if (lease && lease.owner === this) {
       backendKey = lease.backendKey;
       token = lease.token;
     } else {
@@ -179,42 +229,74 @@ export class DistributedLockService extends DistributedLock implements OnApplica
       lease.end('released');
     }
     if (lease) this.forget(lease);
+    let result: ReleaseResult;
     try {
-      await this.releaseOnBackend(backendKey, token);
+      result = await this.releaseCall(backendKey, token);
     } catch (error) {
-      throw this.backendFailure(error);
+      throw this.backendFailure(error, 'release');
     }
+    if (result.handedTo) this.handedOver(backendKey, result.handedTo);
   }
 
   async withLock<T>(key: string, fn: (lock: HeldLock) => T | Promise<T>, options?: WithLockOptions): Promise<T> {
-    const { ttl, wait, signal } = this.resolveOptions('withLock options', key, options, WITH_LOCK_OPTIONS);
-    const minHold = options?.minHold === undefined ? 0 : validateMinHold(options.minHold, 'withLock minHold');
+    const call = this.callOptions('withLock', key, options, WITH_LOCK_OPTIONS);
     if (typeof fn !== 'function') {
       throw new InvalidLockOptionsError(`Invalid withLock work: expected a function, got ${describeValue(fn)}`);
     }
+    const telemetry = this.telemetry ?? this.startTelemetry();
     const outer = findHold(this, key) as WithLockLease | undefined;
-    if (outer) return this.runReentrant(outer, fn);
+    if (outer)
+      return this.runReentrant(outer, fn, telemetry.tracing ? telemetry.startSpan(call.name, key, true) : undefined);
 
-    const grant = await this.obtain(key, ttl, wait, signal);
-    const lease = this.issueHeld(key, ttl, grant);
-    if (lease.watch!.deadline <= monotonicNow()) {
+    const span = telemetry.tracing ? telemetry.startSpan(call.name, key, false) : undefined;
+    const acquisition = new Acquisition(this.host, key, this.keyPrefix + key, call.ttl, call.wait);
+    let grant: Grant;
+    try {
+      if (call.signal) grant = await this.obtain(acquisition, call.signal);
+      else {
+        // The uncontended path awaits the backend's own promise, and nothing else.
+        let first: AcquireResult;
+        try {
+          first = await acquisition.firstAttempt();
+        } catch (error) {
+          throw acquisition.failed(error);
+        }
+        const answer = acquisition.answered(first);
+        grant = answer instanceof Promise ? await answer : answer;
+      }
+    } catch (error) {
+      const outcome = this.waitFailed(telemetry, acquisition, call, error);
+      span?.end(outcome, outcome === 'skipped' ? undefined : error);
+      throw error;
+    }
+    const now = monotonicNow();
+    if (grant.startedAt + Math.min(call.ttl, grant.validFor ?? call.ttl) - driftMargin(call.ttl) <= now) {
       // The grant came back after its own local deadline (a stalled network or backend): the lease
       // may already have ended and gone to someone else, so the work must not run under it.
-      lease.end('ended');
-      this.forget(lease);
-      this.giveBack(lease.backendKey, lease.token);
-      throw new LockBackendError(
+      this.giveBack(acquisition.backendKey, grant.token);
+      const error = new LockBackendError(
         this.backend.name,
-        `the grant of "${key}" came back after its local deadline (ttl ${ttl} ms): the backend or the network ` +
+        `the grant of "${key}" came back after its local deadline (ttl ${call.ttl} ms): the backend or the network ` +
           'was too slow for this ttl, so the work was not run',
       );
+      if (telemetry.on) telemetry.waited(call.name, 'error', now - acquisition.started);
+      span?.end('error', error);
+      throw error;
     }
-    const workStartedAt = monotonicNow();
+    if (telemetry.on) telemetry.waited(call.name, 'acquired', now - acquisition.started);
+    span?.acquired(grant.fence);
+    const lease = this.issueHeld(telemetry, key, call, grant, now);
+    lease.span = span;
+
     let succeeded = false;
     let value: T | undefined;
     let failure: unknown;
     try {
-      value = await runHolding(lease, () => fn(lease.guard));
+      const result = span
+        ? span.run((guard) => runHolding(lease, fn, guard), lease.guard)
+        : runHolding(lease, fn, lease.guard);
+      // Work that returns no promise is not awaited: it is over, and its lease is checked now.
+      value = isThenable(result) ? await result : result;
       succeeded = true;
     } catch (error) {
       failure = error;
@@ -228,21 +310,40 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     this.forget(lease);
     let lost = lease.lost;
     if (!releasedByHolder && !lease.releasedAtShutdown) {
-      const left = Math.ceil(minHold - (monotonicNow() - workStartedAt));
+      const left = call.minHold === 0 ? 0 : Math.ceil(call.minHold - (monotonicNow() - now));
       // minHold: the lease stays until start + minHold, then ends by itself; a lost one is released.
-      const ended = !lost && left >= 1 ? await this.keepFor(lease, left) : await this.releaseQuietly(lease, failure);
+      let ended: boolean | undefined;
+      if (!lost && left >= 1) ended = await this.keepFor(lease, left);
+      else {
+        try {
+          const result = await this.releaseCall(lease.backendKey, lease.token);
+          if (result.handedTo) this.handedOver(lease.backendKey, result.handedTo);
+          ended = result.released;
+        } catch (error) {
+          this.releaseFailed(lease, error, failure);
+        }
+      }
       if (ended === false && !lost) {
         lost = new LockLostError(
           key,
           'the lease was already gone when the work ended: it expired or was removed from the backend while the work ran (evicted, flushed, failed over)',
         );
-        this.reportLost(lease, lost.detail);
+        this.reportLost(lease, lost.detail, 'release_found_gone');
       }
     }
     if (lost) {
-      throw new LockLostError(key, lost.detail, { workSucceeded: succeeded, cause: succeeded ? undefined : failure });
+      const error = new LockLostError(key, lost.detail, {
+        workSucceeded: succeeded,
+        cause: succeeded ? undefined : failure,
+      });
+      span?.end('acquired', error);
+      throw error;
     }
-    if (!succeeded) throw failure;
+    if (!succeeded) {
+      span?.end('acquired', failure);
+      throw failure;
+    }
+    span?.end('acquired');
     return value as T;
   }
 
@@ -269,8 +370,11 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     for (const lease of leases) {
       this.forget(lease);
       lease.releasedAtShutdown = true;
-      if (lease instanceof WithLockLease)
+      if (lease instanceof WithLockLease) {
+        const lostBefore = lease.lost;
         lease.lose(new LockLostError(lease.guard.key, 'the application is shutting down'));
+        if (!lostBefore && lease.lost) this.countLost(lease, 'shutdown');
+      }
     }
     const releases = leases.map((lease) => this.releaseOnBackend(lease.backendKey, lease.token));
     // Stopped waits give back what they may hold once their last call returns.
@@ -279,41 +383,97 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     await this.backend.close();
   }
 
-  private async runReentrant<T>(outer: WithLockLease, fn: (lock: HeldLock) => T | Promise<T>): Promise<T> {
-    // A surrounding hold whose lease was lost: the work should stop, not run as if it held the key.
-    if (!outer.live()) throw outer.lost!;
+  /** The watchdog found a `withLock` lease lost. */
+  leaseLost(lease: WithLockLease, detail: string, reason: LossReason): void {
+    this.reportLost(lease, detail, reason);
+  }
+
+  /** An extension the watchdog sent for `lease` was refused or failed. */
+  extensionFailed(lease: WithLockLease, failure: 'refused' | 'error'): void {
+    const telemetry = this.telemetry ?? TELEMETRY_OFF;
+    if (telemetry.on) telemetry.extensionFailed(lease.name, failure);
+  }
+
+  private async runReentrant<T>(
+    outer: WithLockLease,
+    fn: (lock: HeldLock) => T | Promise<T>,
+    span: LockSpan | undefined,
+  ): Promise<T> {
     let value: T;
     try {
-      value = await runHolding(outer, () => fn(outer.guard));
+      // A surrounding hold whose lease was lost: the work should stop, not run as if it held the key.
+      if (!outer.live()) throw outer.lost!;
+      try {
+        value = await (span
+          ? span.run((guard) => runHolding(outer, fn, guard), outer.guard)
+          : runHolding(outer, fn, outer.guard));
+      } catch (error) {
+        if (outer.lost)
+          throw new LockLostError(outer.guard.key, outer.lost.detail, { workSucceeded: false, cause: error });
+        throw error;
+      }
+      if (!outer.live() && outer.lost)
+        throw new LockLostError(outer.guard.key, outer.lost.detail, { workSucceeded: true });
     } catch (error) {
-      if (outer.lost)
-        throw new LockLostError(outer.guard.key, outer.lost.detail, { workSucceeded: false, cause: error });
+      span?.end(undefined, error);
       throw error;
     }
-    if (!outer.live() && outer.lost)
-      throw new LockLostError(outer.guard.key, outer.lost.detail, { workSucceeded: true });
+    span?.end(undefined);
     return value;
   }
 
-  private resolveOptions(
-    where: string,
+  /** A call's key and options, checked, with the defaults applied. */
+  private callOptions(
+    method: 'tryAcquire' | 'acquire' | 'withLock',
     key: unknown,
     options: unknown,
-    allowed: readonly string[] = ACQUIRE_OPTIONS,
-  ): { ttl: number; wait: number; signal?: AbortSignal } {
+    allowed: readonly string[],
+  ): CallOptions {
     validateKey(key);
-    const opts = validateOptionsObject(where, options, allowed);
-    return {
-      ttl: opts.ttl === undefined ? this.defaultTtl : validateTtl(opts.ttl),
-      wait: opts.wait === undefined ? this.defaultWait : validateWait(opts.wait),
-      signal: validateSignal(opts.signal),
+    const call: CallOptions = {
+      ttl: this.defaultTtl,
+      wait: this.defaultWait,
+      signal: undefined,
+      minHold: 0,
+      name: UNNAMED,
+      skip: false,
     };
+    if (options === undefined) return call;
+    const opts = validateOptionsObject(`${method} options`, options, allowed);
+    if (opts.ttl !== undefined) call.ttl = validateTtl(opts.ttl);
+    if (opts.wait !== undefined) call.wait = validateWait(opts.wait);
+    call.signal = validateSignal(opts.signal);
+    if (opts.minHold !== undefined) call.minHold = validateMinHold(opts.minHold, `${method} minHold`);
+    if (opts.metricName !== undefined) call.name = validateMetricName(opts.metricName, `${method} metricName`);
+    call.skip = (options as { [SKIP_WHEN_BUSY]?: boolean })[SKIP_WHEN_BUSY] === true;
+    return call;
   }
 
-  /** Takes the key for a new token, waiting up to `wait` ms (see `Acquisition`). */
-  private obtain(key: string, ttl: number, wait: number, signal: AbortSignal | undefined): Promise<Grant> {
+  /** Looks up the registered OpenTelemetry providers, once: from then on the calls record into them, or not at all. */
+  private startTelemetry(): LockTelemetry {
+    this.telemetry = this.otel ? resolveTelemetry(this.otel.api, this.otel.setting, this.backend.name) : TELEMETRY_OFF;
+    return this.telemetry;
+  }
+
+  /** Takes the key for the acquisition's token (see `Acquisition`). */
+  private obtain(acquisition: Acquisition, signal: AbortSignal | undefined): Promise<Grant> {
     if (signal?.aborted) return Promise.reject(signal.reason);
-    return new Acquisition(this.host, key, this.keyPrefix + key, ttl, wait).run(signal);
+    return acquisition.run(signal);
+  }
+
+  /** Records a wait that ended without a grant; returns its outcome. */
+  private waitFailed(
+    telemetry: LockTelemetry,
+    acquisition: Acquisition,
+    call: CallOptions,
+    error: unknown,
+  ): AcquireOutcome {
+    let outcome: AcquireOutcome;
+    if (error instanceof LockTimeoutError) outcome = call.skip ? 'skipped' : 'busy';
+    else if ((call.signal?.aborted && error === call.signal.reason) || this.shuttingDown) outcome = 'aborted';
+    else outcome = 'error';
+    if (telemetry.on) telemetry.waited(call.name, outcome, monotonicNow() - acquisition.started);
+    return outcome;
   }
 
   private expiresAtOf(ttl: number, grant: Grant): number {
@@ -321,13 +481,29 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   }
 
   /** Turns a grant into the guard handed to the caller of `tryAcquire` / `acquire`. */
-  private issue(key: string, ttl: number, grant: Grant): Guard {
-    const guard = new Guard(key, grant.token, grant.fence, toEpochMs(monotonicNow()), this.expiresAtOf(ttl, grant));
-    const lease: Lease = { guard, backendKey: this.keyPrefix + key, token: grant.token, ttl };
-    this.leases.set(guard, lease);
-    this.active.add(lease);
-    this.expiries.set(lease, this.endOf(ttl));
-    return guard;
+  private issue(
+    telemetry: LockTelemetry,
+    acquisition: Acquisition,
+    key: string,
+    call: CallOptions,
+    grant: Grant,
+  ): Guard {
+    const now = monotonicNow();
+    if (telemetry.on) telemetry.waited(call.name, 'acquired', now - acquisition.started);
+    const lease = new GuardLease(
+      this,
+      acquisition.backendKey,
+      call.ttl,
+      grant.token,
+      call.name,
+      now,
+      key,
+      grant.fence,
+      this.expiresAtOf(call.ttl, grant),
+    );
+    this.hold(telemetry, lease);
+    this.expiries.set(lease, this.endOf(call.ttl));
+    return lease.guard;
   }
 
   /**
@@ -338,50 +514,49 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     return monotonicNow() + ttl + driftMargin(ttl);
   }
 
-  /** Logs a lost lease the moment it is found lost: the work should stop. */
-  private reportLost(lease: WithLockLease, detail: string): void {
+  /** Logs a lost lease the moment it is found lost (the work should stop), and counts it. */
+  private reportLost(lease: WithLockLease, detail: string, reason: LostReason): void {
     this.logger.warn(
       `Lock "${lease.guard.key}" (fence ${lease.guard.fence}) was lost: ${detail}. ` +
         'The work under it no longer runs exclusively and should stop; its signal is aborted.',
     );
+    this.countLost(lease, reason);
+  }
+
+  private countLost(lease: WithLockLease, reason: LostReason): void {
+    const telemetry = this.telemetry ?? TELEMETRY_OFF;
+    if (telemetry.on) telemetry.lost(lease.name, reason);
+    lease.span?.lost(reason);
   }
 
   /** Turns a grant into the lease `withLock` holds, under the watchdog's care. */
-  private issueHeld(key: string, ttl: number, grant: Grant): WithLockLease {
+  private issueHeld(
+    telemetry: LockTelemetry,
+    key: string,
+    call: CallOptions,
+    grant: Grant,
+    now: number,
+  ): WithLockLease {
     const lease = new WithLockLease(
       this,
       this.keyPrefix + key,
-      ttl,
+      call.ttl,
       grant.token,
+      call.name,
+      now,
       key,
       grant.fence,
-      toEpochMs(monotonicNow()),
-      this.expiresAtOf(ttl, grant),
+      this.expiresAtOf(call.ttl, grant),
     );
-    this.leases.set(lease.guard, lease);
-    this.active.add(lease);
-    lease.watch = this.watchdog.watch(
-      {
-        key: lease.backendKey,
-        token: grant.token,
-        ttl,
-        onConfirmed: (deadline) => {
-          lease.guard.expiresAt = toEpochMs(deadline);
-        },
-        onLost: (detail) => {
-          lease.lose(new LockLostError(key, detail));
-          this.reportLost(lease, detail);
-        },
-      },
-      grant.startedAt,
-      grant.validFor,
-    );
+    this.hold(telemetry, lease);
+    lease.watch = this.watchdog.watch(lease, grant.startedAt, grant.validFor);
     return lease;
   }
 
+  /** The lease behind a guard of this service; undefined for a guard-shaped object. */
   private leaseOf(guard: LockGuard): Lease | undefined {
-    const lease = this.leases.get(guard);
-    if (!lease && guard instanceof Guard) {
+    const lease = Guard.leaseOf(guard);
+    if (lease && lease.owner !== this) {
       throw new InvalidLockOptionsError(
         `Invalid guard: the guard of "${guard.key}" was issued by another DistributedLock (another module or backend); pass it to the instance that acquired it`,
       );
@@ -389,10 +564,31 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     return lease;
   }
 
+  /** Counts `lease` as held from `now` on. */
+  private hold(telemetry: LockTelemetry, lease: Lease): void {
+    this.active.add(lease);
+    if (telemetry.on) telemetry.holdStarted(lease.name);
+  }
+
+  /** A guard's lease renewed after it was forgotten as ended by its TTL: held again from now on. */
+  private holdAgain(lease: Lease): void {
+    if (this.active.has(lease)) return;
+    lease.heldSince = monotonicNow();
+    this.hold(this.telemetry ?? TELEMETRY_OFF, lease);
+  }
+
+  /** `lease` is no longer held: released, ended with its work or by its TTL, or released at shutdown. */
+  private unhold(lease: Lease): void {
+    if (!this.active.delete(lease)) return;
+    const telemetry = this.telemetry ?? TELEMETRY_OFF;
+    if (telemetry.on) telemetry.holdEnded(lease.name, monotonicNow() - lease.heldSince);
+    if (lease instanceof WithLockLease) lease.span?.released();
+  }
+
   private forget(lease: Lease): void {
     if (lease instanceof WithLockLease) lease.watch?.stop();
-    this.active.delete(lease);
-    this.expiries.delete(lease);
+    else this.expiries.delete(lease);
+    this.unhold(lease);
   }
 
   /**
@@ -403,6 +599,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     try {
       return await this.backend.extend(lease.backendKey, lease.token, ms);
     } catch (error) {
+      this.backendFailure(error, 'extend');
       this.logger.warn(
         `Keeping lock "${lease.guard.key}" for its minHold failed (it ends by its TTL instead): ${errorText(error)}`,
       );
@@ -410,22 +607,23 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     }
   }
 
-  /** Releases the lease after its work; true/false as the backend answered, undefined when it failed (logged). */
-  private async releaseQuietly(lease: Lease, workError: unknown): Promise<boolean | undefined> {
-    try {
-      return await this.releaseOnBackend(lease.backendKey, lease.token);
-    } catch (error) {
-      // The lease runs out by its TTL anyway; the work's own outcome is what the caller gets.
-      this.logger.warn(
-        `Releasing lock "${lease.guard.key}" failed (it will expire within its TTL): ${errorText(error)}` +
-          (workError === undefined ? '' : ' (the work had failed too; its error is the one thrown)'),
-      );
-      return undefined;
-    }
+  /** Releasing the lease after its work failed: logged, counted; the lease runs out by its TTL. */
+  private releaseFailed(lease: Lease, error: unknown, workError: unknown): void {
+    this.backendFailure(error, 'release');
+    // The work's own outcome is what the caller gets.
+    this.logger.warn(
+      `Releasing lock "${lease.guard.key}" failed (it will expire within its TTL): ${errorText(error)}` +
+        (workError === undefined ? '' : ' (the work had failed too; its error is the one thrown)'),
+    );
   }
 
-  /** A backend's failure as the service reports it: a LockError as it is, anything else as LockBackendError. */
-  private backendFailure(error: unknown): LockError {
+  /**
+   * A backend's failure in `operation` as the service reports it, counted: a LockError as it is,
+   * anything else as LockBackendError.
+   */
+  private backendFailure(error: unknown, operation: BackendOperation): LockError {
+    const telemetry = this.telemetry ?? TELEMETRY_OFF;
+    if (telemetry.on && !(error instanceof InvalidLockOptionsError)) telemetry.backendError(operation);
     return error instanceof LockError
       ? error
       : new LockBackendError(this.backend.name, errorText(error), { cause: error });
@@ -434,23 +632,39 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   private async extendBatch(items: { key: string; token: string; ttl: number }[]): Promise<Array<boolean | Error>> {
     if (this.backend.extendMany) {
       try {
-        return await this.backend.extendMany(items);
+        return this.countFailedExtensions(await this.backend.extendMany(items));
       } catch (error) {
+        this.backendFailure(error, 'extend');
         return items.map(() => error as Error);
       }
     }
-    return Promise.all(
-      items.map((item) =>
-        this.backend.extend(item.key, item.token, item.ttl).catch((error: unknown) => error as Error),
+    return this.countFailedExtensions(
+      await Promise.all(
+        items.map((item) =>
+          this.backend.extend(item.key, item.token, item.ttl).catch((error: unknown) => error as Error),
+        ),
       ),
     );
+  }
+
+  private countFailedExtensions(results: Array<boolean | Error>): Array<boolean | Error> {
+    for (const result of results) if (result instanceof Error) this.backendFailure(result, 'extend');
+    return results;
   }
 
   /** Releases `token` on `key` in the background: the wait was abandoned, nothing may stay held or queued. */
   private giveBack(backendKey: string, token: string): void {
     this.cleanups.run(this.releaseOnBackend(backendKey, token), (error) => {
+      this.backendFailure(error, 'release');
       this.logger.warn(`Cleaning up an abandoned wait on "${backendKey}" failed: ${errorText(error)}`);
     });
+  }
+
+  /** The backend's release of `token` on `backendKey`, with the hand-off it made, if it says. */
+  private releaseCall(backendKey: string, token: string): Promise<ReleaseResult> {
+    return this.backend.releaseWithHandOff
+      ? this.backend.releaseWithHandOff(backendKey, token)
+      : releaseOn(this.backend, backendKey, token);
   }
 
   /**
@@ -458,7 +672,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
    * service, that waiter is woken now rather than by the event that follows. True when a lease was ended.
    */
   private async releaseOnBackend(backendKey: string, token: string): Promise<boolean> {
-    const { released, handedTo } = await releaseOn(this.backend, backendKey, token);
+    const { released, handedTo } = await this.releaseCall(backendKey, token);
     if (handedTo) this.handedOver(backendKey, handedTo);
     return released;
   }
@@ -466,5 +680,30 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   /** A call of this service handed `backendKey` to `handOff.token`: its waiter, if it is ours, is woken. */
   private handedOver(backendKey: string, handOff: HandOff): void {
     this.host.waiting.get(handOff.token)?.handedOver(backendKey, handOff);
+  }
+}
+
+/** Whether `value` is a promise or another thenable, which `await` would wait for. */
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
+/**
+ * The API for a service's telemetry, when it is on: `undefined` when turned off, or when
+ * `@opentelemetry/api` is not installed and telemetry was not asked for (asked for, that throws).
+ */
+function openTelemetry(
+  setting: TelemetrySetting,
+): { api: OtelApi; setting: Exclude<TelemetrySetting, false> } | undefined {
+  if (setting === false) return undefined;
+  try {
+    return { api: loadOtelApi(), setting };
+  } catch (error) {
+    if (setting.required) throw error;
+    return undefined;
   }
 }

@@ -1,22 +1,38 @@
 import type { HeldLock, LockGuard } from './distributed-lock';
-import type { LockLostError } from './lock.errors';
+import { LockLostError } from './lock.errors';
+import { toEpochMs } from './lock-clock';
 import type { Hold } from './lock-context';
-import type { LeaseWatch } from './watchdog';
+import type { LockSpan } from './telemetry/lock-telemetry';
+import type { LeaseWatch, LossReason, WatchedLease } from './watchdog';
 
 /*
  * The leases the service hands out: a guard of tryAcquire/acquire, and the hold of withLock with
  * its signal, which counts as held only while its lease is confirmed.
  */
 
-/** A guard this service handed out. `expiresAt` moves forward with each confirmed extension. */
+/**
+ * A guard this service handed out. `expiresAt` moves forward with each confirmed extension. Its lease
+ * is kept in a private field, which a copy (`{ ...guard }`) does not carry: a copy is checked as any
+ * guard-shaped object is, and can never stand for the lease it was copied from.
+ */
 export class Guard implements LockGuard {
+  readonly #lease: Lease;
+
   constructor(
     readonly key: string,
     readonly token: string,
     readonly fence: bigint,
     readonly acquiredAt: number,
     public expiresAt: number,
-  ) {}
+    lease: Lease,
+  ) {
+    this.#lease = lease;
+  }
+
+  /** The lease behind a guard a service handed out; undefined for anything else. */
+  static leaseOf(guard: unknown): Lease | undefined {
+    return typeof guard === 'object' && guard !== null && #lease in guard ? (guard as Guard).#lease : undefined;
+  }
 
   /** Guards go into logs: fences are bigints, which JSON.stringify cannot write on its own. */
   toJSON(): Record<string, unknown> {
@@ -31,32 +47,55 @@ export class Guard implements LockGuard {
 }
 
 export class Held extends Guard implements HeldLock {
-  constructor(
-    key: string,
-    token: string,
-    fence: bigint,
-    acquiredAt: number,
-    expiresAt: number,
-    private readonly lease: WithLockLease,
-  ) {
-    super(key, token, fence, acquiredAt, expiresAt);
-  }
-
   /** Made when first read (most work never reads it), already aborted if the hold is over by then. */
   get signal(): AbortSignal {
-    return this.lease.signal;
+    return (Guard.leaseOf(this) as WithLockLease).signal;
   }
 }
 
 /** What the service remembers of each lease it handed out and has not released yet. */
 export interface Lease {
   readonly guard: Guard;
+  /** The service that issued it: a guard is released or extended only through its own service. */
+  readonly owner: object;
   readonly backendKey: string;
   /** The token the lease was granted to (the guard's, kept here so that a release needs no re-check of the guard). */
   readonly token: string;
   readonly ttl: number;
+  /** The `lock.name` its telemetry carries. */
+  readonly name: string;
+  /** Monotonic time it was granted (or, once ended, renewed) at, for the hold time. */
+  heldSince: number;
   /** Set once shutdown released it, so the work's own exit does not try again. */
   releasedAtShutdown?: boolean;
+}
+
+/** The lease of a guard of `tryAcquire` / `acquire`. */
+export class GuardLease implements Lease {
+  readonly guard: Guard;
+  releasedAtShutdown?: boolean;
+
+  constructor(
+    readonly owner: object,
+    readonly backendKey: string,
+    readonly ttl: number,
+    readonly token: string,
+    readonly name: string,
+    public heldSince: number,
+    key: string,
+    fence: bigint,
+    expiresAt: number,
+  ) {
+    this.guard = new Guard(key, token, fence, toEpochMs(heldSince), expiresAt, this);
+  }
+}
+
+/** What a `withLock` lease tells the service that issued it. */
+export interface LeaseHost {
+  /** The lease could not be confirmed (the watchdog found it lost): log it, count it. */
+  leaseLost(lease: WithLockLease, detail: string, reason: LossReason): void;
+  /** An extension the watchdog sent for it was refused or failed. */
+  extensionFailed(lease: WithLockLease, failure: 'refused' | 'error'): void;
 }
 
 const LEASE = Symbol('lease');
@@ -94,13 +133,16 @@ const HELD_SIGNAL: object = Object.create(AbortSignal.prototype, {
 });
 
 /**
- * A lease held by `withLock`: watched by the watchdog, with its signal, and the hold that the async
- * call chains started inside the work carry in their context. It counts as held only while the lease
- * is confirmed; once released, lost or past its local deadline, nothing treats it as held any more.
+ * A lease held by `withLock`: watched by the watchdog (it is the watchdog's `WatchedLease`), with its
+ * signal, and the hold that the async call chains started inside the work carry in their context. It
+ * counts as held only while the lease is confirmed; once released, lost or past its local deadline,
+ * nothing treats it as held any more.
  */
-export class WithLockLease implements Lease, Hold {
+export class WithLockLease implements Lease, Hold, WatchedLease {
   readonly guard: Held;
   watch: LeaseWatch | undefined;
+  /** The span of the `withLock` call, when traces are recorded. */
+  span: LockSpan | undefined;
   /** 'released': the holder released it inside the work; 'ended': the work is over. */
   state: 'held' | 'released' | 'ended' = 'held';
   /** Why the lease was lost, once it was. */
@@ -110,16 +152,31 @@ export class WithLockLease implements Lease, Hold {
   private controller: AbortController | undefined;
 
   constructor(
-    readonly owner: object,
+    readonly owner: LeaseHost,
     readonly backendKey: string,
     readonly ttl: number,
     readonly token: string,
+    readonly name: string,
+    public heldSince: number,
     key: string,
     fence: bigint,
-    acquiredAt: number,
     expiresAt: number,
   ) {
-    this.guard = new Held(key, token, fence, acquiredAt, expiresAt, this);
+    this.guard = new Held(key, token, fence, toEpochMs(heldSince), expiresAt, this);
+  }
+
+  /** The watchdog confirmed an extension: the guard's estimate moves to the new local deadline. */
+  onConfirmed(deadline: number): void {
+    this.guard.expiresAt = toEpochMs(deadline);
+  }
+
+  onLost(detail: string, reason: LossReason): void {
+    this.lose(new LockLostError(this.guard.key, detail));
+    this.owner.leaseLost(this, detail, reason);
+  }
+
+  onExtensionFailed(failure: 'refused' | 'error'): void {
+    this.owner.extensionFailed(this, failure);
   }
 
   get signal(): AbortSignal {

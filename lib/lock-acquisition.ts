@@ -3,6 +3,7 @@ import { MAX_TIMER_DELAY } from './lock.constants';
 import { LockTimeoutError, type LockError } from './lock.errors';
 import { monotonicNow, scheduleAt } from './lock-clock';
 import { newLockToken } from './lock-token';
+import type { BackendOperation } from './telemetry/lock-telemetry';
 
 /** A granted lease, before it becomes a guard. */
 export interface Grant {
@@ -17,8 +18,8 @@ export interface Grant {
 /** What an acquisition needs from the service that runs it. */
 export interface AcquisitionHost {
   readonly backend: LockBackend;
-  /** A backend's failure as the service reports it. */
-  backendFailure(error: unknown): LockError;
+  /** A backend's failure in `operation`, as the service reports (and counts) it. */
+  backendFailure(error: unknown, operation: BackendOperation): LockError;
   /** Releases `token` on `key` in the background, tracked until shutdown. */
   giveBack(backendKey: string, token: string): void;
   /** A call of this service handed `backendKey` over (see `HandOff`): wakes the waiter when it is its own. */
@@ -45,7 +46,8 @@ const STOPPED = new Error('acquisition stopped');
  */
 export class Acquisition {
   readonly token = newLockToken();
-  private readonly started = monotonicNow();
+  /** Monotonic time the wait began: the first attempt leaves now. */
+  readonly started = monotonicNow();
   private readonly deadline: number;
   /** Set once the caller was answered with an error (abort, deadline, shutdown). */
   private stopped: { reason: unknown } | undefined;
@@ -64,20 +66,46 @@ export class Acquisition {
   constructor(
     private readonly host: AcquisitionHost,
     private readonly key: string,
-    private readonly backendKey: string,
+    readonly backendKey: string,
     private readonly ttl: number,
     private readonly wait: number,
   ) {
     this.deadline = this.started + wait;
   }
 
-  /** Runs it. Without a signal the uncontended path takes no timer, listener or extra promise. */
+  /**
+   * Runs it. Without a signal the uncontended path takes no timer, listener or promise of its own:
+   * the first attempt is the backend's promise, and `answered` reads its answer.
+   */
   async run(signal: AbortSignal | undefined): Promise<Grant> {
     if (signal) return this.cancellable(undefined, signal);
-    const first = await this.attempt(undefined);
+    let first: AcquireResult;
+    try {
+      first = await this.firstAttempt();
+    } catch (error) {
+      throw this.failed(error);
+    }
+    return this.answered(first);
+  }
+
+  /** The first attempt, without a signal: the backend's own promise. A failure goes through `failed`. */
+  firstAttempt(): Promise<AcquireResult> {
+    return this.host.backend.tryAcquire(this.backendKey, this.token, this.ttl, undefined);
+  }
+
+  /** What the first attempt's answer means: the grant, `LockTimeoutError` (wait 0), or the wait that follows. */
+  answered(first: AcquireResult): Grant | Promise<Grant> {
+    this.took(first);
     if (first.fence !== null) return { token: this.token, fence: first.fence, startedAt: this.started };
     if (this.wait === 0) throw this.timeout();
     return this.cancellable(first, undefined);
+  }
+
+  /** The first attempt failed: the error as the caller gets it. */
+  failed(error: unknown): LockError {
+    // The attempt may have taken effect before it failed.
+    this.mayHold = true;
+    return this.host.backendFailure(error, 'acquire');
   }
 
   /** Ends the wait now: the caller gets `reason`, the loop stops at its next step and gives back. */
@@ -138,22 +166,26 @@ export class Acquisition {
 
   private async attempt(queueLease: number | undefined): Promise<AcquireResult> {
     if (queueLease !== undefined) this.mayHold = true;
+    let result: AcquireResult;
     try {
-      const result = await this.host.backend.tryAcquire(
+      result = await this.host.backend.tryAcquire(
         this.backendKey,
         this.token,
         this.ttl,
         queueLease === undefined ? undefined : { lease: queueLease },
       );
-      if (result.fence === null && result.retryIn !== undefined)
-        this.holderLeft = { retryIn: result.retryIn, at: monotonicNow() };
-      if (result.handedTo) this.host.handedOver(this.backendKey, result.handedTo);
-      return result;
     } catch (error) {
-      // The attempt may have taken effect before it failed.
-      this.mayHold = true;
-      throw this.host.backendFailure(error);
+      throw this.failed(error);
     }
+    this.took(result);
+    return result;
+  }
+
+  /** Notes what an answer says besides the grant: the time left on the holder's lease, a hand-off it made. */
+  private took(result: AcquireResult): void {
+    if (result.fence === null && result.retryIn !== undefined)
+      this.holderLeft = { retryIn: result.retryIn, at: monotonicNow() };
+    if (result.handedTo) this.host.handedOver(this.backendKey, result.handedTo);
   }
 
   private async loop(first: AcquireResult | undefined): Promise<Grant> {
@@ -169,7 +201,7 @@ export class Acquisition {
     try {
       unsubscribe = await this.host.backend.subscribe(this.backendKey, (event) => inbox.push(event));
     } catch (error) {
-      throw this.host.backendFailure(error);
+      throw this.host.backendFailure(error, 'subscribe');
     }
     this.inbox = inbox;
     try {

@@ -47,7 +47,7 @@ export function findHold(owner: object, key: string): Hold | undefined {
   return undefined;
 }
 
-/** Runs `fn` with `hold` as the innermost hold of its call chain. */
-export function runHolding<T>(hold: Hold, fn: () => T): T {
-  return storage.run({ hold, parent: storage.getStore() }, fn);
+/** Runs `fn(arg)` with `hold` as the innermost hold of its call chain. */
+export function runHolding<A, T>(hold: Hold, fn: (arg: A) => T, arg: A): T {
+  return storage.run({ hold, parent: storage.getStore() }, fn, arg);
 }

@@ -17,4 +17,24 @@ export interface LockModuleOptions {
    * as for `ttl`, and `'Infinity'`.
    */
   wait?: number | string;
+  /**
+   * OpenTelemetry metrics and spans through `@opentelemetry/api` (an optional peer). Default: on when
+   * the API is installed; recorded only when the application registered an SDK, a no-op otherwise.
+   * `false` turns it off; `true` or an object asks for it, and fails the start when the API is not
+   * installed. See the README's Observability section.
+   */
+  telemetry?: boolean | LockTelemetryOptions;
+}
+
+/** What `LockModule`'s `telemetry` option records. */
+export interface LockTelemetryOptions {
+  /** The `lock.*` metrics (default `true`). */
+  metrics?: boolean;
+  /** A span per `withLock` / `@WithLock` call (default `true`). */
+  traces?: boolean;
+  /**
+   * Put the lock key (without the module's `keyPrefix`) on spans as `lock.key` (default `false`).
+   * Keys often carry ids or personal data; they never go on metrics, where each value is a series.
+   */
+  recordKey?: boolean;
 }

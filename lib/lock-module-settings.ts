@@ -1,16 +1,19 @@
 import type { LockBackend, LockBackendCapabilities } from './backends/lock-backend';
 import type { DistributedLockSettings } from './distributed-lock.service';
+import type { LockTelemetryOptions } from './lock-module-options';
+import { telemetrySetting } from './telemetry/lock-telemetry';
 import { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT } from './lock.constants';
 import { InvalidLockOptionsError } from './lock.errors';
 import {
   describeValue,
   validateKeyPrefix,
   validateOptionsObject,
+  validateTelemetry,
   validateTtlOption,
   validateWaitOption,
 } from './lock.validation';
 
-const MODULE_OPTION_NAMES = ['backend', 'keyPrefix', 'ttl', 'wait', 'isGlobal', 'errorFilters'] as const;
+const MODULE_OPTION_NAMES = ['backend', 'keyPrefix', 'ttl', 'wait', 'telemetry', 'isGlobal', 'errorFilters'] as const;
 /** Options read when the module is defined (the builder's extras), not from what a factory returns. */
 const STATIC_OPTION_NAMES = ['isGlobal', 'errorFilters'] as const;
 const BACKEND_METHODS = ['tryAcquire', 'extend', 'release', 'subscribe', 'ping', 'close'] as const;
@@ -37,6 +40,7 @@ export function validateModuleOptions(options: unknown, where: string): Record<s
     if (opts.keyPrefix !== undefined) validateKeyPrefix(opts.keyPrefix);
     if (opts.ttl !== undefined) opts.ttl = validateTtlOption(opts.ttl, `${where} ttl`);
     if (opts.wait !== undefined) opts.wait = validateWaitOption(opts.wait, `${where} wait`);
+    validateTelemetry(opts.telemetry, `${where} telemetry`);
     validateStaticModuleOptions(opts, where);
     // forRoot's own options reach the factory path without their extras: errorFilters here came from a factory.
     if (where === FACTORY_WHERE && opts.errorFilters !== undefined) {
@@ -126,5 +130,6 @@ export function resolveModuleSettings(options: unknown, backend: LockBackend): D
     keyPrefix: opts.keyPrefix === undefined ? DEFAULT_KEY_PREFIX : (opts.keyPrefix as string),
     ttl: opts.ttl === undefined ? DEFAULT_TTL : (opts.ttl as number),
     wait: opts.wait === undefined ? DEFAULT_WAIT : (opts.wait as number),
+    telemetry: telemetrySetting(opts.telemetry as boolean | LockTelemetryOptions | undefined),
   };
 }

@@ -1,3 +1,6 @@
+/** The package, as its meter and tracer are named (a unit test keeps the version equal to package.json's). */
+export const PACKAGE_NAME = 'nestjs-distributed-lock';
+export const PACKAGE_VERSION = '0.2.0';
 /** Default lease length, in milliseconds. */
 export const DEFAULT_TTL = 30_000;
 /** Default time `acquire`, `withLock` and `@WithLock` wait for a busy lock, in milliseconds. */
@@ -15,6 +18,11 @@ export const SHUTDOWN_RELEASE_TIMEOUT = 2_000;
 
 /** Metadata key under which `@WithLock` records its options on the method. */
 export const WITH_LOCK_METADATA = 'LOCK:WITH_LOCK';
+/**
+ * An option `@WithLock({ onBusy: 'skip' })` passes to `withLock`: a busy key is then a skipped run
+ * (`lock.outcome` 'skipped'), not a failure. A symbol: no options check lists it, no user sets it.
+ */
+export const SKIP_WHEN_BUSY = Symbol('nestjs-distributed-lock:skip-when-busy');
 /** Property under which Nest injects `DistributedLock` into classes that use `@WithLock`. */
 export const LOCK_SERVICE_PROPERTY = Symbol.for('nestjs-distributed-lock:service');
 

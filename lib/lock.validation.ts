@@ -35,7 +35,8 @@ function checkKeyText(what: string, value: unknown, maxBytes: number, rule: stri
       `Invalid ${what}: expected ${rule}, got ${describeValue(value)} with an unpaired surrogate (not valid Unicode)`,
     );
   }
-  const bytes = Buffer.byteLength(value, 'utf8');
+  // A UTF-16 unit is at most 3 UTF-8 bytes: most keys are too short to need counting.
+  const bytes = value.length * 3 <= maxBytes ? 0 : Buffer.byteLength(value, 'utf8');
   if (bytes > maxBytes) {
     throw new InvalidLockOptionsError(
       `Invalid ${what}: expected ${rule}, got ${describeValue(value)} of ${bytes} bytes`,
@@ -56,6 +57,39 @@ export function validateKeyPrefix(prefix: unknown): string {
     `a string of at most ${MAX_KEY_PREFIX_BYTES} UTF-8 bytes, without NUL characters or unpaired surrogates`,
     true,
   );
+}
+
+const METRIC_NAME_BYTES = 255;
+
+/** A `metricName`: the `lock.name` of a call's metrics and span; a name of the call site, never an id. */
+export function validateMetricName(name: unknown, where = 'metricName'): string {
+  return checkKeyText(
+    where,
+    name,
+    METRIC_NAME_BYTES,
+    `a non-empty string of at most ${METRIC_NAME_BYTES} UTF-8 bytes, without NUL characters or unpaired surrogates (a name such as 'orders.pay', not a key with an id in it)`,
+    false,
+  );
+}
+
+const TELEMETRY_OPTIONS = ['metrics', 'traces', 'recordKey'] as const;
+
+/** The module's `telemetry` option: a boolean, or an object of boolean flags. */
+export function validateTelemetry(
+  telemetry: unknown,
+  where: string,
+): boolean | Partial<Record<(typeof TELEMETRY_OPTIONS)[number], boolean>> | undefined {
+  if (telemetry === undefined || typeof telemetry === 'boolean') return telemetry;
+  const rule = `true, false or an object { ${TELEMETRY_OPTIONS.map((name) => `${name}?: boolean`).join(', ')} }`;
+  const opts = validateOptionsObject(where, telemetry, TELEMETRY_OPTIONS, rule);
+  for (const name of TELEMETRY_OPTIONS) {
+    if (opts[name] !== undefined && typeof opts[name] !== 'boolean') {
+      throw new InvalidLockOptionsError(
+        `Invalid ${where}.${name}: expected a boolean, got ${describeValue(opts[name])}; allowed: ${rule}`,
+      );
+    }
+  }
+  return opts as Partial<Record<(typeof TELEMETRY_OPTIONS)[number], boolean>>;
 }
 
 export function validateTtl(ttl: unknown, where = 'ttl'): number {

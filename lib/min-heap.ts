@@ -1,6 +1,6 @@
 /** A binary min-heap ordered by a number each item carries: the timers' queue of the watchdog and the expiries. */
 export class MinHeap<T> {
-  private items: T[] = [];
+  private readonly items: T[] = [];
 
   constructor(private readonly at: (item: T) => number) {}
 
@@ -13,7 +13,7 @@ export class MinHeap<T> {
   }
 
   clear(): void {
-    this.items = [];
+    this.items.length = 0;
   }
 
   push(item: T): void {

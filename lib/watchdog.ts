@@ -6,14 +6,23 @@ import type { ExtendItem } from './backends/lock-backend';
 /** A lease under the watchdog's care. */
 export interface WatchedLease {
   /** The key as the backend knows it (prefixed). */
-  readonly key: string;
+  readonly backendKey: string;
   readonly token: string;
   readonly ttl: number;
   /** Called after each confirmed extension with the new local deadline (monotonic). */
   onConfirmed(deadline: number): void;
-  /** Called once when the lease cannot be confirmed any more; the watch is over. */
-  onLost(detail: string): void;
+  /** Called once when the lease cannot be confirmed any more, with what happened and why; the watch is over. */
+  onLost(detail: string, reason: LossReason): void;
+  /** Called when an extension the watchdog sent was refused or failed (a refusal is followed by `onLost`). */
+  onExtensionFailed?(failure: 'refused' | 'error'): void;
 }
+
+/**
+ * Why a watched lease was lost: an extension was refused (the lease expired or was taken over), none
+ * was confirmed before the local deadline (the backend is slow or unreachable), or the deadline
+ * passed before one could be sent (the event loop was blocked).
+ */
+export type LossReason = 'extension_refused' | 'extension_unconfirmed' | 'deadline_passed';
 
 /** Renews leases in bulk; one result per item, in order: true, false, or the error it failed with. */
 export type ExtendBatch = (items: ExtendItem[]) => Promise<Array<boolean | Error>>;
@@ -54,19 +63,50 @@ interface Flight {
   ttl: number;
 }
 
-interface Entry extends LeaseWatch {
-  lease: WatchedLease;
+/** A lease under watch: what the watchdog knows of it, and the `LeaseWatch` the service holds. */
+class Entry implements LeaseWatch {
   /** The ttl extensions ask for: the lease's own, or the last one an `extend` call gave. */
   ttl: number;
   deadline: number;
   /** Monotonic time of the next extension. */
   extendAt: number;
   /** Whether the watchdog's own extension is in flight. */
-  own: boolean;
-  flight: Flight | undefined;
-  done: boolean;
+  own = false;
+  flight: Flight | undefined = undefined;
+  done = false;
   /** Bumped on every reschedule; heap nodes carrying an older version are stale. */
-  version: number;
+  version = 0;
+
+  constructor(
+    readonly watchdog: Watchdog,
+    readonly lease: WatchedLease,
+    confirmedAt: number,
+    validFor: number,
+  ) {
+    const term = Math.min(lease.ttl, validFor);
+    this.ttl = lease.ttl;
+    this.deadline = confirmedAt + term - driftMargin(lease.ttl);
+    this.extendAt = confirmedAt + Math.min(lease.ttl / 3, term / 2);
+  }
+
+  stop(): void {
+    this.watchdog.finish(this);
+  }
+
+  confirm(): boolean {
+    if (this.done) return false;
+    if (this.deadline > monotonicNow()) return true;
+    this.watchdog.lapse(this);
+    return false;
+  }
+
+  extending(sentAt: number, ttl: number): (result: boolean | Error) => void {
+    if (this.done) return () => undefined;
+    this.ttl = ttl;
+    this.watchdog.depart(this, sentAt, ttl);
+    this.watchdog.schedule(this);
+    return (result) => this.watchdog.settle(this, result, false);
+  }
 }
 
 interface Node {
@@ -77,6 +117,7 @@ interface Node {
 
 const PAST_DEADLINE = 'the lease ran past its local deadline before it could be extended (was the event loop blocked?)';
 const UNCONFIRMED = 'no extension was confirmed before the local deadline (the backend is slow or unreachable)';
+const REFUSED = 'an extension was refused: the lease expired or was taken over';
 
 /**
  * One scheduler for every lease a process holds under `withLock` / `@WithLock`.
@@ -111,26 +152,7 @@ export class Watchdog {
    * latest halfway there.
    */
   watch(lease: WatchedLease, confirmedAt: number, validFor = lease.ttl): LeaseWatch {
-    const term = Math.min(lease.ttl, validFor);
-    const entry: Entry = {
-      lease,
-      ttl: lease.ttl,
-      deadline: confirmedAt + term - driftMargin(lease.ttl),
-      extendAt: confirmedAt + Math.min(lease.ttl / 3, term / 2),
-      own: false,
-      flight: undefined,
-      done: false,
-      version: 0,
-      stop: () => this.finish(entry),
-      confirm: () => this.confirm(entry),
-      extending: (sentAt, ttl) => {
-        if (entry.done) return () => undefined;
-        entry.ttl = ttl;
-        this.depart(entry, sentAt, ttl);
-        this.schedule(entry);
-        return (result) => this.settle(entry, result, false);
-      },
-    };
+    const entry = new Entry(this, lease, confirmedAt, validFor);
     this.entries.add(entry);
     this.schedule(entry);
     return entry;
@@ -143,34 +165,42 @@ export class Watchdog {
     this.timer.disarm();
   }
 
-  private finish(entry: Entry): void {
+  /** @internal Ends the watch of `entry`: no extension is sent for it from now on. */
+  finish(entry: Entry): void {
     if (entry.done) return;
     entry.done = true;
     entry.version++;
     this.entries.delete(entry);
-    if (this.entries.size === 0) {
-      this.heap.clear();
-      this.timer.disarm();
-    }
+    // Finished watches leave their nodes in the heap. None left: the heap is emptied, and the timer
+    // stays armed (unref'd: it finds nothing), so the next lease, due later, needs no timer of its
+    // own. Once stale nodes outnumber the live ones, the heap is rebuilt from the live watches.
+    if (this.entries.size === 0) this.heap.clear();
+    else if (this.heap.size > 64 && this.heap.size > 2 * this.entries.size) this.rebuild();
   }
 
-  private confirm(entry: Entry): boolean {
-    if (entry.done) return false;
-    if (entry.deadline > monotonicNow()) return true;
-    this.lose(entry, entry.flight ? UNCONFIRMED : PAST_DEADLINE);
-    return false;
-  }
-
-  private lose(entry: Entry, detail: string): void {
+  /** @internal The lease of `entry` cannot be confirmed any more: its watch ends and its holder is told. */
+  lose(entry: Entry, detail: string, reason: LossReason): void {
     this.finish(entry);
-    entry.lease.onLost(detail);
+    entry.lease.onLost(detail, reason);
   }
 
-  private schedule(entry: Entry): void {
+  /** @internal The local deadline of `entry` passed: with an extension in flight, unconfirmed; else too late to send one. */
+  lapse(entry: Entry): void {
+    if (entry.flight) this.lose(entry, UNCONFIRMED, 'extension_unconfirmed');
+    else this.lose(entry, PAST_DEADLINE, 'deadline_passed');
+  }
+
+  /** @internal Puts `entry` in the heap at its next due time. */
+  schedule(entry: Entry): void {
     entry.version++;
     const at = entry.own ? entry.deadline : Math.min(entry.extendAt, entry.deadline);
     this.heap.push({ at, entry, version: entry.version });
     if (at < this.timer.at) this.timer.arm(at);
+  }
+
+  private rebuild(): void {
+    this.heap.clear();
+    for (const entry of this.entries) this.schedule(entry);
   }
 
   private tick(): void {
@@ -195,7 +225,7 @@ export class Watchdog {
         break;
       }
     }
-    for (const entry of lost) this.lose(entry, entry.flight ? UNCONFIRMED : PAST_DEADLINE);
+    for (const entry of lost) this.lapse(entry);
     if (due.length > 0) this.extend(due, now);
     const next = this.heap.peek();
     if (next && next.at < this.timer.at) this.timer.arm(next.at);
@@ -207,7 +237,7 @@ export class Watchdog {
       this.depart(entry, sentAt, entry.ttl);
       this.schedule(entry);
     }
-    const items = entries.map((e) => ({ key: e.lease.key, token: e.lease.token, ttl: e.ttl }));
+    const items = entries.map((e) => ({ key: e.lease.backendKey, token: e.lease.token, ttl: e.ttl }));
     this.extendBatch(items).then(
       (results) => entries.forEach((entry, i) => this.settle(entry, results[i], true)),
       (error: unknown) => entries.forEach((entry) => this.settle(entry, error as Error, true)),
@@ -215,10 +245,11 @@ export class Watchdog {
   }
 
   /**
-   * An extension of `entry` leaves for `ttl` ms. Until every extension in flight has come back, the
-   * lease is trusted only until the earliest end any of them could set (a shorter ttl counts at once).
+   * @internal An extension of `entry` leaves for `ttl` ms. Until every extension in flight has come
+   * back, the lease is trusted only until the earliest end any of them could set (a shorter ttl
+   * counts at once).
    */
-  private depart(entry: Entry, sentAt: number, ttl: number): void {
+  depart(entry: Entry, sentAt: number, ttl: number): void {
     const deadline = sentAt + ttl - driftMargin(ttl);
     const flight = (entry.flight ??= { pending: 0, confirmed: false, deadline, sentAt, ttl });
     flight.pending++;
@@ -226,13 +257,15 @@ export class Watchdog {
     if (deadline < entry.deadline) entry.deadline = deadline;
   }
 
-  private settle(entry: Entry, result: boolean | Error | undefined, own: boolean): void {
+  /** @internal An extension of `entry` came back; `own`: the watchdog's, not an `extend` call of the holder. */
+  settle(entry: Entry, result: boolean | Error | undefined, own: boolean): void {
     if (entry.done) return;
     if (own) entry.own = false;
     const flight = entry.flight!;
     flight.pending--;
+    if (own && result !== true) entry.lease.onExtensionFailed?.(result === false ? 'refused' : 'error');
     if (result === false) {
-      this.lose(entry, 'an extension was refused: the lease expired or was taken over');
+      this.lose(entry, REFUSED, 'extension_refused');
       return;
     }
     if (result === true) flight.confirmed = true;

@@ -249,7 +249,10 @@ describe('LockModule', () => {
       [{ isGlobal: 'yes' }, /Invalid LockModule\.forRoot isGlobal: expected a boolean, got "yes"/],
       [{ errorFilters: 'off' }, /Invalid LockModule\.forRoot errorFilters: expected a boolean, got "off"/],
       [{ errorFilters: 0 }, /Invalid LockModule\.forRoot errorFilters: expected a boolean, got 0/],
-      [{ timeout: 5 }, /unknown option "timeout"; allowed: backend, keyPrefix, ttl, wait, isGlobal, errorFilters$/],
+      [
+        { timeout: 5 },
+        /unknown option "timeout"; allowed: backend, keyPrefix, ttl, wait, telemetry, isGlobal, errorFilters$/,
+      ],
       ['redis://localhost', /Invalid LockModule\.forRoot options: expected an object/],
       [
         { ttl: '30x' },

@@ -15,7 +15,7 @@ describe('Watchdog', () => {
       lost: [],
       confirmed: [],
       lease: {
-        key,
+        backendKey: key,
         token: 'a'.repeat(32),
         ttl,
         onConfirmed: (deadline) => p.confirmed.push(deadline),
@@ -48,6 +48,25 @@ describe('Watchdog', () => {
 
     watches.forEach((watch) => watch.stop());
     expect(watchdog.size).toBe(0);
+    // The timer stays armed (unref'd) for the next lease, and finds nothing when it fires.
+    expect(jest.getTimerCount()).toBe(1);
+    await jest.advanceTimersByTimeAsync(30_000);
+    expect(batches).toHaveLength(1);
+    expect(jest.getTimerCount()).toBe(0);
+  });
+
+  it('keeps its timer armed across a stream of short leases, and never grows its heap past twice the live ones', async () => {
+    const { batches, extend } = controlledBatches();
+    const watchdog = new Watchdog(extend);
+    const long = probe('long', 30_000);
+    watchdog.watch(long.lease, performance.now());
+    const timers = jest.getTimerCount();
+    for (let i = 0; i < 10_000; i++) watchdog.watch(probe(`k${i}`, 30_000).lease, performance.now()).stop();
+    expect(jest.getTimerCount()).toBe(timers);
+    expect((watchdog as unknown as { heap: { size: number } }).heap.size).toBeLessThanOrEqual(65);
+    await jest.advanceTimersByTimeAsync(10_000);
+    expect(batches.map((batch) => batch.items.map((item) => item.key))).toEqual([['long']]);
+    watchdog.stopAll();
     expect(jest.getTimerCount()).toBe(0);
   });
 
@@ -79,6 +98,7 @@ describe('Watchdog', () => {
     await jest.advanceTimersByTimeAsync(0);
     expect(p.lost).toEqual([expect.stringContaining('refused')]);
     expect(watchdog.size).toBe(0);
+    watchdog.stopAll();
     expect(jest.getTimerCount()).toBe(0);
   });
 

@@ -1,3 +1,4 @@
+import { LeaseExpiries } from '../../lease-expiries';
 import { LockBackendError } from '../../lock.errors';
 import { monotonicNow } from '../../lock-clock';
 import type { AcquireResult, HandOff, LockBackend, LockEvent, QueueOptions, ReleaseResult } from '../lock-backend';
@@ -19,10 +20,8 @@ interface Waiter {
 interface KeyState {
   lease?: Lease;
   queue: Waiter[];
-  listeners: Set<(event: LockEvent) => void>;
-  /** Ends the lease when it runs out (handing the key on), so nothing waits for a call to notice. */
-  timer?: NodeJS.Timeout;
-  timerAt?: number;
+  /** Made on the first subscription: most keys are taken and released without anyone listening. */
+  listeners?: Set<(event: LockEvent) => void>;
 }
 
 /**
@@ -31,12 +30,15 @@ interface KeyState {
  * Every operation takes effect synchronously, at the moment it is called (the returned promise only
  * reports the outcome), so an operation issued after another always sees its effect. Fences come
  * from one counter for the whole backend, so they increase per key without remembering every key
- * ever locked. Timers are unref'd: a held lock never keeps the process alive.
+ * ever locked. One unref'd timer ends the leases that run out (handing their key on), so nothing
+ * waits for a call to notice; a held lock never keeps the process alive.
  */
 export class MemoryLockBackend implements LockBackend {
   readonly name = 'memory';
   readonly capabilities = { fifo: true, fencing: 'strict' } as const;
   private readonly keys = new Map<string, KeyState>();
+  /** When each leased key's lease ends; the lease is settled then (one timer for every key). */
+  private readonly leaseEnds = new LeaseExpiries<string>((key) => this.leaseEnded(key));
   private lastFence = 0n;
   private closed = false;
 
@@ -108,9 +110,9 @@ export class MemoryLockBackend implements LockBackend {
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
     return this.run(() => {
       const state = this.stateOf(key);
-      state.listeners.add(listener);
+      (state.listeners ??= new Set()).add(listener);
       return () => {
-        state.listeners.delete(listener);
+        state.listeners!.delete(listener);
         if (this.keys.get(key) === state) this.forgetIfIdle(key, state);
       };
     });
@@ -122,7 +124,7 @@ export class MemoryLockBackend implements LockBackend {
 
   close(): Promise<void> {
     this.closed = true;
-    for (const state of this.keys.values()) clearTimeout(state.timer);
+    this.leaseEnds.clear();
     this.keys.clear();
     return Promise.resolve();
   }
@@ -144,7 +146,7 @@ export class MemoryLockBackend implements LockBackend {
   private stateOf(key: string): KeyState {
     let state = this.keys.get(key);
     if (!state) {
-      state = { queue: [], listeners: new Set() };
+      state = { queue: [] };
       this.keys.set(key, state);
     }
     return state;
@@ -181,26 +183,18 @@ export class MemoryLockBackend implements LockBackend {
     return lease;
   }
 
-  /**
-   * Keeps one timer per leased key, due when the lease ends. An extension leaves a later timer
-   * alone (it re-arms itself when it finds the lease renewed); a shorter lease re-arms it sooner.
-   */
+  /** Has the lease of `key`, when it has one, settled when it ends (an extension moves that time). */
   private armTimer(key: string, state: KeyState): void {
-    const lease = state.lease;
-    if (!lease || (state.timer && state.timerAt! <= lease.endsAt)) return;
-    clearTimeout(state.timer);
-    state.timerAt = lease.endsAt;
-    state.timer = setTimeout(
-      () => {
-        state.timer = undefined;
-        if (this.keys.get(key) !== state) return;
-        this.settle(key, state, monotonicNow());
-        this.armTimer(key, state);
-        this.forgetIfIdle(key, state);
-      },
-      Math.max(0, Math.ceil(lease.endsAt - monotonicNow())),
-    );
-    state.timer.unref();
+    if (state.lease) this.leaseEnds.set(key, state.lease.endsAt);
+  }
+
+  /** The lease of `key` ran out with nobody calling: the key goes to the next waiter, or is forgotten. */
+  private leaseEnded(key: string): void {
+    const state = this.keys.get(key);
+    if (!state) return;
+    this.settle(key, state, monotonicNow());
+    this.armTimer(key, state);
+    this.forgetIfIdle(key, state);
   }
 
   private removeWaiter(state: KeyState, token: string): void {
@@ -209,14 +203,14 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   private forgetIfIdle(key: string, state: KeyState): void {
-    if (!state.lease && state.queue.length === 0 && state.listeners.size === 0) {
-      clearTimeout(state.timer);
-      state.timer = undefined;
+    if (!state.lease && state.queue.length === 0 && !state.listeners?.size) {
+      this.leaseEnds.delete(key);
       this.keys.delete(key);
     }
   }
 
   private emit(state: KeyState, event: LockEvent): void {
+    if (!state.listeners?.size) return;
     for (const listener of [...state.listeners]) listener(event);
   }
 }
