@@ -33,6 +33,12 @@ export interface HeldLock extends LockGuard {
 export interface TryAcquireOptions {
   /** Lease length in ms, an integer from 1 to 2^31-1. Defaults to the module's `ttl`. */
   ttl?: number;
+  /**
+   * The `lock.name` of the call's metrics and span (OpenTelemetry): a name of the call site, such as
+   * `'orders.pay'`, never an id (each value is a new series). Default `'(unnamed)'`: the key is never
+   * used, since it often carries ids. At most 255 UTF-8 bytes.
+   */
+  metricName?: string;
 }
 
 export interface AcquireOptions extends TryAcquireOptions {

@@ -73,6 +73,8 @@ class Entry implements LeaseWatch {
   /** Whether the watchdog's own extension is in flight. */
   own = false;
   flight: Flight | undefined = undefined;
+  /** An extension failed since the last confirmed one: a deadline that passes now is the backend's doing. */
+  failed = false;
   done = false;
   /** Bumped on every reschedule; heap nodes carrying an older version are stale. */
   version = 0;
@@ -186,7 +188,7 @@ export class Watchdog {
 
   /** @internal The local deadline of `entry` passed: with an extension in flight, unconfirmed; else too late to send one. */
   lapse(entry: Entry): void {
-    if (entry.flight) this.lose(entry, UNCONFIRMED, 'extension_unconfirmed');
+    if (entry.flight || entry.failed) this.lose(entry, UNCONFIRMED, 'extension_unconfirmed');
     else this.lose(entry, PAST_DEADLINE, 'deadline_passed');
   }
 
@@ -269,13 +271,15 @@ export class Watchdog {
       return;
     }
     if (result === true) flight.confirmed = true;
-    else if (own) {
+    else {
+      entry.failed = true;
       // The backend failed: try again soon, until the deadline decides.
-      entry.extendAt = monotonicNow() + Math.max(entry.ttl / 10, 1);
+      if (own) entry.extendAt = monotonicNow() + Math.max(entry.ttl / 10, 1);
     }
     if (flight.pending === 0) {
       entry.flight = undefined;
       if (flight.confirmed) {
+        entry.failed = false;
         entry.deadline = flight.deadline;
         entry.extendAt = flight.sentAt + flight.ttl / 3;
         entry.lease.onConfirmed(entry.deadline);

@@ -1,11 +1,12 @@
 import { Inject, Logger, Optional } from '@nestjs/common';
 import { PROPERTY_DEPS_METADATA } from '@nestjs/common/constants';
 import { DistributedLock } from '../distributed-lock';
-import { LOCK_SERVICE_PROPERTY, WITH_LOCK_METADATA } from '../lock.constants';
+import { LOCK_SERVICE_PROPERTY, SKIP_WHEN_BUSY, WITH_LOCK_METADATA } from '../lock.constants';
 import { errorText, InvalidLockOptionsError, LockTimeoutError } from '../lock.errors';
 import {
   describeValue,
   validateKey,
+  validateMetricName,
   validateMinHold,
   validateOptionsObject,
   validateTtl,
@@ -32,13 +33,18 @@ export interface WithLockDecoratorOptions {
    * lag between instances, so that an instance firing a little later finds the key busy and skips.
    */
   minHold?: number;
+  /**
+   * The `lock.name` of the method's metrics and span (OpenTelemetry). Default `'Class.method'`, the
+   * class and method decorated: one name per call site, whatever the key.
+   */
+  metricName?: string;
 }
 
 export interface WithLockMetadata extends WithLockDecoratorOptions {
   key: LockKey;
 }
 
-const OPTION_NAMES = ['ttl', 'wait', 'onBusy', 'minHold'] as const;
+const OPTION_NAMES = ['ttl', 'wait', 'onBusy', 'minHold', 'metricName'] as const;
 const logger = new Logger('DistributedLock');
 
 /**
@@ -76,6 +82,9 @@ export function WithLock(
       ...(metadata.ttl === undefined ? {} : { ttl: metadata.ttl }),
       ...(metadata.wait === undefined ? {} : { wait: metadata.wait }),
       ...(metadata.minHold === undefined ? {} : { minHold: metadata.minHold }),
+      metricName: metadata.metricName ?? `${className}.${String(propertyKey)}`,
+      // A busy key is a skipped run, as the service's telemetry then records it.
+      ...(metadata.onBusy === 'skip' ? { [SKIP_WHEN_BUSY]: true } : {}),
     };
 
     const wrapped = async function (this: Record<PropertyKey, unknown>, ...args: unknown[]): Promise<unknown> {
@@ -135,7 +144,7 @@ function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLock
     opts = validateOptionsObject('@WithLock options', rest, OPTION_NAMES);
   } else {
     throw new InvalidLockOptionsError(
-      `Invalid @WithLock key: expected a string, a function of the method's arguments, or { key, ttl?, wait?, onBusy?, minHold? }, got ${describeValue(keyOrOptions)}`,
+      `Invalid @WithLock key: expected a string, a function of the method's arguments, or { key, ttl?, wait?, onBusy?, minHold?, metricName? }, got ${describeValue(keyOrOptions)}`,
     );
   }
   if (typeof key === 'string') validateKey(key);
@@ -147,6 +156,7 @@ function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLock
   if (opts.ttl !== undefined) validateTtl(opts.ttl, '@WithLock ttl');
   if (opts.wait !== undefined) validateWait(opts.wait, '@WithLock wait');
   if (opts.minHold !== undefined) validateMinHold(opts.minHold, '@WithLock minHold');
+  if (opts.metricName !== undefined) validateMetricName(opts.metricName, '@WithLock metricName');
   if (opts.onBusy !== undefined && opts.onBusy !== 'throw' && opts.onBusy !== 'skip') {
     throw new InvalidLockOptionsError(
       `Invalid @WithLock onBusy: expected 'throw' or 'skip', got ${describeValue(opts.onBusy)}`,
@@ -158,6 +168,7 @@ function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLock
     wait: opts.wait as number | undefined,
     onBusy: (opts.onBusy as 'throw' | 'skip' | undefined) ?? 'throw',
     minHold: opts.minHold as number | undefined,
+    metricName: opts.metricName as string | undefined,
   };
 }
 

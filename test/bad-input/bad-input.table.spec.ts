@@ -1,4 +1,5 @@
 import { createHook } from 'node:async_hooks';
+import { Test } from '@nestjs/testing';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { Client, Pool } from 'pg';
@@ -130,6 +131,17 @@ const rows: Row[] = [
     /unknown option "retries"; allowed: ttl, wait, signal/,
   ),
   invalid(
+    'metricName that is empty',
+    (c) => c.locks.withLock('k', () => 1, { metricName: '' }),
+    /Invalid withLock metricName: expected a non-empty string of at most 255 UTF-8 bytes.*got an empty string/,
+  ),
+  invalid(
+    'metricName that is a number',
+    (c) => c.locks.tryAcquire('k', { metricName: 7 as never }),
+    /Invalid tryAcquire metricName: expected a non-empty string .* \(a name such as 'orders\.pay', not a key with an id in it\), got 7 \(number\)/,
+    ['memory'],
+  ),
+  invalid(
     'work that is not a function',
     (c) => c.locks.withLock('k', null as never),
     /Invalid withLock work: expected a function, got null/,
@@ -184,6 +196,12 @@ const rows: Row[] = [
     () => WithLock('k', { onBusy: 'queue' as never }),
     InvalidLockOptionsError,
     /expected 'throw' or 'skip'/,
+  ),
+  alone(
+    '@WithLock metricName of 300 bytes',
+    () => WithLock('k', { metricName: 'm'.repeat(300) }),
+    InvalidLockOptionsError,
+    /Invalid @WithLock metricName: expected a non-empty string of at most 255 UTF-8 bytes.* of 300 bytes/,
   ),
   alone(
     '@WithLock without a key',
@@ -243,6 +261,35 @@ const rows: Row[] = [
     () => LockModule.forRoot([] as never),
     InvalidLockOptionsError,
     /Invalid LockModule\.forRoot options: expected an object/,
+  ),
+  alone(
+    "forRoot telemetry 'yes'",
+    () => LockModule.forRoot({ telemetry: 'yes' as never }),
+    InvalidLockOptionsError,
+    /Invalid LockModule\.forRoot telemetry: expected true, false or an object \{ metrics\?: boolean, traces\?: boolean, recordKey\?: boolean \}, got "yes"/,
+  ),
+  alone(
+    'forRoot telemetry with an unknown flag',
+    () => LockModule.forRoot({ telemetry: { spans: false } as never }),
+    InvalidLockOptionsError,
+    /Invalid LockModule\.forRoot telemetry: unknown option "spans"; allowed: metrics, traces, recordKey/,
+  ),
+  alone(
+    "forRoot telemetry.metrics 'off'",
+    () => LockModule.forRoot({ telemetry: { metrics: 'off' as never } }),
+    InvalidLockOptionsError,
+    /Invalid LockModule\.forRoot telemetry\.metrics: expected a boolean, got "off"; allowed: true, false or an object/,
+  ),
+  alone(
+    'forRootAsync factory returning telemetry 1',
+    async () => {
+      const app = await Test.createTestingModule({
+        imports: [LockModule.forRootAsync({ useFactory: () => ({ telemetry: 1 as never }) })],
+      }).compile();
+      await app.close();
+    },
+    InvalidLockOptionsError,
+    /Invalid LockModule telemetry: expected true, false or an object .*, got 1/,
   ),
   alone(
     'forRootAsync errorFilters that is a string',
