@@ -13,7 +13,9 @@ export class MinHeap<T> {
   }
 
   clear(): void {
-    this.items.length = 0;
+    // Most clears empty a heap of one node (a lone lease ended): popping it is cheaper than a resize.
+    if (this.items.length === 1) this.items.pop();
+    else this.items.length = 0;
   }
 
   push(item: T): void {

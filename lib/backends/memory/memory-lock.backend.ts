@@ -43,46 +43,21 @@ export class MemoryLockBackend implements LockBackend {
   private closed = false;
 
   tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
-    return this.run(() => {
-      const now = monotonicNow();
-      const state = this.stateOf(key);
-      const handed = this.settle(key, state, now);
-      if (state.lease?.token === token) {
-        state.lease.endsAt = now + ttl;
-        this.removeWaiter(state, token);
-        this.armTimer(key, state);
-        return { fence: state.lease.fence };
-      }
-      if (!state.lease) {
-        const lease = this.grant(key, state, token, ttl, now);
-        this.removeWaiter(state, token);
-        return { fence: lease.fence };
-      }
-      const handedTo = handed && { handedTo: handed };
-      if (queue) {
-        const place = state.queue.find((w) => w.token === token);
-        if (place) {
-          place.until = now + queue.lease;
-          place.ttl = ttl;
-        } else {
-          state.queue.push({ token, ttl, until: now + queue.lease });
-        }
-      }
-      return { fence: null, retryIn: Math.max(0, Math.ceil(state.lease.endsAt - now)), ...handedTo };
-    });
+    if (this.closed) return this.closedError();
+    try {
+      return Promise.resolve(this.acquireNow(key, token, ttl, queue));
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
   }
 
   extend(key: string, token: string, ttl: number): Promise<boolean> {
-    return this.run(() => {
-      const now = monotonicNow();
-      const state = this.keys.get(key);
-      if (!state) return false;
-      this.settle(key, state, now);
-      if (state.lease?.token !== token) return false;
-      state.lease.endsAt = now + ttl;
-      this.armTimer(key, state);
-      return true;
-    });
+    if (this.closed) return this.closedError();
+    try {
+      return Promise.resolve(this.extendNow(key, token, ttl));
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
   }
 
   async release(key: string, token: string): Promise<boolean> {
@@ -90,21 +65,68 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   releaseWithHandOff(key: string, token: string): Promise<ReleaseResult> {
-    return this.run(() => {
-      const now = monotonicNow();
-      const state = this.keys.get(key);
-      if (!state) return { released: false };
+    if (this.closed) return this.closedError();
+    try {
+      return Promise.resolve(this.releaseNow(key, token));
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+  }
+
+  /** The operations, each in effect at once: the public methods only turn their outcome into a promise. */
+  private acquireNow(key: string, token: string, ttl: number, queue: QueueOptions | undefined): AcquireResult {
+    const now = monotonicNow();
+    const state = this.stateOf(key);
+    const handed = this.settle(key, state, now);
+    if (state.lease?.token === token) {
+      state.lease.endsAt = now + ttl;
       this.removeWaiter(state, token);
-      this.settle(key, state, now);
-      let result: ReleaseResult = { released: false };
-      if (state.lease?.token === token) {
-        state.lease = undefined;
-        const handedTo = this.handOff(key, state, now);
-        result = handedTo ? { released: true, handedTo } : { released: true };
+      this.armTimer(key, state);
+      return { fence: state.lease.fence };
+    }
+    if (!state.lease) {
+      const lease = this.grant(key, state, token, ttl, now);
+      this.removeWaiter(state, token);
+      return { fence: lease.fence };
+    }
+    const handedTo = handed && { handedTo: handed };
+    if (queue) {
+      const place = state.queue.find((w) => w.token === token);
+      if (place) {
+        place.until = now + queue.lease;
+        place.ttl = ttl;
+      } else {
+        state.queue.push({ token, ttl, until: now + queue.lease });
       }
-      this.forgetIfIdle(key, state);
-      return result;
-    });
+    }
+    return { fence: null, retryIn: Math.max(0, Math.ceil(state.lease.endsAt - now)), ...handedTo };
+  }
+
+  private extendNow(key: string, token: string, ttl: number): boolean {
+    const now = monotonicNow();
+    const state = this.keys.get(key);
+    if (!state) return false;
+    this.settle(key, state, now);
+    if (state.lease?.token !== token) return false;
+    state.lease.endsAt = now + ttl;
+    this.armTimer(key, state);
+    return true;
+  }
+
+  private releaseNow(key: string, token: string): ReleaseResult {
+    const now = monotonicNow();
+    const state = this.keys.get(key);
+    if (!state) return { released: false };
+    this.removeWaiter(state, token);
+    this.settle(key, state, now);
+    let result: ReleaseResult = { released: false };
+    if (state.lease?.token === token) {
+      state.lease = undefined;
+      const handedTo = this.handOff(key, state, now);
+      result = handedTo ? { released: true, handedTo } : { released: true };
+    }
+    this.forgetIfIdle(key, state);
+    return result;
   }
 
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
@@ -134,8 +156,12 @@ export class MemoryLockBackend implements LockBackend {
     return this.keys.size;
   }
 
+  private closedError(): Promise<never> {
+    return Promise.reject(new LockBackendError(this.name, 'the backend was closed'));
+  }
+
   private run<T>(operation: () => T): Promise<T> {
-    if (this.closed) return Promise.reject(new LockBackendError(this.name, 'the backend was closed'));
+    if (this.closed) return this.closedError();
     try {
       return Promise.resolve(operation());
     } catch (error) {
@@ -167,7 +193,7 @@ export class MemoryLockBackend implements LockBackend {
     while (state.queue.length > 0 && state.queue[0].until <= now) state.queue.shift();
     const next = state.queue.shift();
     if (!next) {
-      this.emit(state, { type: 'released', key });
+      if (state.listeners?.size) this.emit(state, { type: 'released', key });
       return undefined;
     }
     const lease = this.grant(key, state, next.token, next.ttl, now);
