@@ -8,7 +8,7 @@ import { MinHeap } from './min-heap';
  */
 export class LeaseExpiries<T> {
   private readonly due = new Map<T, number>();
-  private readonly heap = new MinHeap<{ at: number; item: T }>((node) => node.at);
+  private readonly heap = new MinHeap<{ at: number; item: T }>();
   private readonly timer = new WakeTimer(() => this.tick());
 
   constructor(private readonly expire: (item: T) => void) {}

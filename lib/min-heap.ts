@@ -1,8 +1,6 @@
-/** A binary min-heap ordered by a number each item carries: the timers' queue of the watchdog and the expiries. */
-export class MinHeap<T> {
+/** A binary min-heap ordered by the time each item carries (`at`): the timers' queue of the watchdog and the expiries. */
+export class MinHeap<T extends { readonly at: number }> {
   private readonly items: T[] = [];
-
-  constructor(private readonly at: (item: T) => number) {}
 
   get size(): number {
     return this.items.length;
@@ -20,12 +18,12 @@ export class MinHeap<T> {
 
   push(item: T): void {
     const heap = this.items;
-    const at = this.at(item);
+    const at = item.at;
     heap.push(item);
     let i = heap.length - 1;
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      if (this.at(heap[parent]) <= at) break;
+      if (heap[parent].at <= at) break;
       heap[i] = heap[parent];
       i = parent;
     }
@@ -37,14 +35,14 @@ export class MinHeap<T> {
     const top = heap[0];
     const last = heap.pop();
     if (heap.length === 0 || last === undefined) return top;
-    const at = this.at(last);
+    const at = last.at;
     let i = 0;
     for (;;) {
       const left = 2 * i + 1;
       if (left >= heap.length) break;
       const right = left + 1;
-      const child = right < heap.length && this.at(heap[right]) < this.at(heap[left]) ? right : left;
-      if (this.at(heap[child]) >= at) break;
+      const child = right < heap.length && heap[right].at < heap[left].at ? right : left;
+      if (heap[child].at >= at) break;
       heap[i] = heap[child];
       i = child;
     }

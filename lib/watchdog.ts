@@ -136,7 +136,7 @@ const REFUSED = 'an extension was refused: the lease expired or was taken over';
  * blocked event loop): `confirm()` checks the deadline whenever the holder asks.
  */
 export class Watchdog {
-  private readonly heap = new MinHeap<Node>((node) => node.at);
+  private readonly heap = new MinHeap<Node>();
   private readonly timer = new WakeTimer(() => this.tick());
   private entries = new Set<Entry>();
 
