@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { context, metrics, SpanKind, trace } from '@opentelemetry/api';
 import { memoryBackend } from '../lib';
 import { DistributedLockService } from '../lib/distributed-lock.service';
@@ -6,6 +8,8 @@ import { inProcessMutex } from './harness/in-process-mutex';
 import { printContention, printThroughput, runContention, runThroughput } from './harness/lock-bench.harness';
 import { registerOtelSdk } from './harness/otel-sdk';
 import { serviceLock } from './harness/service-lock';
+
+const execFileAsync = promisify(execFile);
 
 type Telemetry = Parameters<typeof telemetrySetting>[0];
 const service = (telemetry?: Telemetry): DistributedLockService =>
@@ -22,6 +26,8 @@ const service = (telemetry?: Telemetry): DistributedLockService =>
  * then the cost of telemetry. `npm run bench:memory -- --telemetry` runs the telemetry table alone.
  */
 async function main(): Promise<void> {
+  const row = process.argv.indexOf('--telemetry-row');
+  if (row >= 0) return telemetryRow(Number(process.argv[row + 1]));
   if (process.argv.includes('--telemetry')) return telemetryTable();
   const locks = service();
   const mutex = inProcessMutex();
@@ -54,52 +60,88 @@ async function main(): Promise<void> {
   await telemetryTable();
 }
 
+/** One row of the telemetry table: whether the SDK is registered, and the call measured in that process. */
+interface TelemetryRow {
+  name: string;
+  sdk: boolean;
+  call: () => (i: number) => Promise<unknown>;
+}
+
+const withLockOn = (telemetry?: Telemetry) => () => {
+  const locks = service(telemetry);
+  return (i: number) => locks.withLock(`w${i % 10}`, () => i);
+};
+const tryAcquireOn = (telemetry?: Telemetry) => () => {
+  const locks = service(telemetry);
+  return async (i: number) => {
+    await locks.release((await locks.tryAcquire(`t${i % 10}`))!);
+  };
+};
+
+const TELEMETRY_ROWS: TelemetryRow[] = [
+  { name: 'withLock, telemetry: false', sdk: false, call: withLockOn(false) },
+  { name: 'withLock, @opentelemetry/api without an SDK', sdk: false, call: withLockOn() },
+  { name: 'withLock, SDK registered, telemetry: false', sdk: true, call: withLockOn(false) },
+  { name: 'withLock, SDK: metrics and spans', sdk: true, call: withLockOn() },
+  { name: 'withLock, SDK: metrics only (traces: false)', sdk: true, call: withLockOn({ traces: false }) },
+  { name: 'withLock, SDK: spans only (metrics: false)', sdk: true, call: withLockOn({ metrics: false }) },
+  { name: 'the SDK alone: what withLock records, without a lock', sdk: true, call: sdkFloor },
+  { name: 'tryAcquire + release, telemetry: false', sdk: false, call: tryAcquireOn(false) },
+  { name: 'tryAcquire + release, SDK: metrics', sdk: true, call: tryAcquireOn() },
+];
+
 /**
- * µs per `withLock` with telemetry off, with `@opentelemetry/api` but no SDK (the default of an app
- * that has the API without an SDK), and with the SDK registered (a meter provider whose reader
- * aggregates, a tracer provider batching spans to an exporter that drops them). The rows of a table
- * run in turn in every round, so a load that comes and goes weighs on all of them alike. The SDK's
- * context manager (one more AsyncLocalStorage) slows every promise of the process, so the rows
- * without an SDK run before it is registered, and the SDK table repeats `telemetry: false`.
+ * µs per call with telemetry off, with `@opentelemetry/api` but no SDK (the default of an app that
+ * has the API without an SDK), and with the SDK registered (a meter provider whose reader
+ * aggregates, a tracer provider batching spans to an exporter that drops them). Each row runs in a
+ * process of its own, as an app runs one `DistributedLock` (two in one process slow each other's
+ * calls down, the optimiser then sees both), three times, in turn with the other rows, so that a
+ * load that comes and goes weighs on all of them alike. The SDK's context manager (one more
+ * AsyncLocalStorage) slows every promise of a process: hence the row with the SDK and telemetry off.
  */
 async function telemetryTable(): Promise<void> {
-  const work = (locks: DistributedLockService) => (i: number) => locks.withLock(`w${i % 10}`, () => i);
-  const off = service(false);
-  const noSdk = service();
+  const runs = TELEMETRY_ROWS.map((): Array<{ median: number; min: number; max: number }> => []);
+  for (let run = 0; run < 3; run++) {
+    for (const [index] of TELEMETRY_ROWS.entries()) {
+      const { stdout } = await execFileAsync(process.execPath, [__filename, '--telemetry-row', String(index)]);
+      runs[index].push(JSON.parse(stdout) as { median: number; min: number; max: number });
+    }
+  }
   console.log(
-    'withLock without an OpenTelemetry SDK, sequential, 10 keys (median of 5 interleaved rounds of 50,000 calls)',
+    'Telemetry: µs per call, sequential, 10 keys (each row in its own process; the median of 3 runs of the median of 5 rounds of 30,000 calls)',
   );
   console.table(
-    await perCallInterleaved([
-      ['withLock, telemetry: false', work(off)],
-      ['withLock, @opentelemetry/api without an SDK', work(noSdk)],
-    ]),
+    TELEMETRY_ROWS.map((row, index) => {
+      const medians = runs[index].map((r) => r.median).sort((a, b) => a - b);
+      return {
+        call: row.name,
+        'µs per call': medians[1].toFixed(2),
+        'medians of the runs': medians.map((m) => m.toFixed(2)).join(' '),
+        'min–max of all rounds': `${Math.min(...runs[index].map((r) => r.min)).toFixed(2)}–${Math.max(...runs[index].map((r) => r.max)).toFixed(2)}`,
+      };
+    }),
   );
-  // Each service looks the providers up at its first call, so these are made after the SDK is registered.
-  const sdk = registerOtelSdk();
-  const offWithSdk = service(false);
-  const full = service();
-  const metricsOnly = service({ traces: false });
-  const tracesOnly = service({ metrics: false });
-  console.log('withLock with the OpenTelemetry SDK registered (same rounds)');
-  console.table(
-    await perCallInterleaved([
-      ['withLock, telemetry: false', work(offWithSdk)],
-      ['withLock, metrics and spans', work(full)],
-      ['withLock, metrics only (traces: false)', work(metricsOnly)],
-      ['withLock, spans only (metrics: false)', work(tracesOnly)],
-      [
-        'tryAcquire + release, metrics',
-        async (i) => {
-          await full.release((await full.tryAcquire(`t${i % 10}`))!);
-        },
-      ],
-      ['the SDK alone: what withLock records, without a lock', sdkFloor()],
-    ]),
-  );
-  for (const locks of [off, noSdk, offWithSdk, full, metricsOnly, tracesOnly]) await locks.shutdown();
-  await sdk.unregister();
-  console.log(`spans exported (and dropped): ${sdk.exporter.exported}`);
+}
+
+/** Calls per round of a telemetry row. */
+const ROW_CALLS = 30_000;
+
+/** A child process of `telemetryTable`: measures one row and prints its figures as JSON. */
+async function telemetryRow(index: number): Promise<void> {
+  const row = TELEMETRY_ROWS[index];
+  // Each service looks the providers up at its first call: the SDK is registered before it is made.
+  const sdk = row.sdk ? registerOtelSdk() : undefined;
+  const call = row.call();
+  const rounds: number[] = [];
+  for (let round = 0; round < 6; round++) {
+    const started = performance.now();
+    for (let i = 0; i < ROW_CALLS; i++) await call(i);
+    if (round > 0) rounds.push(((performance.now() - started) * 1000) / ROW_CALLS);
+  }
+  rounds.sort((a, b) => a - b);
+  process.stdout.write(JSON.stringify({ median: rounds[2], min: rounds[0], max: rounds[4] }));
+  await sdk?.unregister();
+  process.exit(0);
 }
 
 /**
@@ -123,28 +165,6 @@ function sdkFloor(): (i: number) => Promise<unknown> {
     span.setAttribute('lock.outcome', 'acquired');
     span.end();
   };
-}
-
-/** `perCall` for several calls at once: each round runs every call in turn, after a warm-up round. */
-async function perCallInterleaved(
-  rows: Array<[string, (i: number) => Promise<unknown>]>,
-): Promise<Array<Record<string, string>>> {
-  const rounds = rows.map((): number[] => []);
-  for (let round = 0; round < 6; round++) {
-    for (const [index, [, call]] of rows.entries()) {
-      const started = performance.now();
-      for (let i = 0; i < 50_000; i++) await call(i);
-      if (round > 0) rounds[index].push(((performance.now() - started) * 1000) / 50_000);
-    }
-  }
-  return rows.map(([name], index) => {
-    const sorted = rounds[index].sort((a, b) => a - b);
-    return {
-      call: name,
-      'µs per call (median)': sorted[2].toFixed(2),
-      'min–max': `${sorted[0].toFixed(2)}–${sorted[4].toFixed(2)}`,
-    };
-  });
 }
 
 /** µs per call of `call`, the median of 5 rounds of 50,000 calls after a warm-up round. */

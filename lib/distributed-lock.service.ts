@@ -99,8 +99,8 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   private readonly host: AcquisitionHost;
   /** The API and what to record, when telemetry is on. */
   private readonly otel: { api: OtelApi; setting: Exclude<TelemetrySetting, false> } | undefined;
-  /** What this service records, looked up at its first lock call (the SDK is registered by then). */
-  private telemetry: LockTelemetry | undefined;
+  /** What this service records, looked up at its first call (the SDK is registered by then). */
+  private telemetry: LockTelemetry | undefined = undefined;
   private shuttingDown = false;
 
   constructor(settings: DistributedLockSettings) {
@@ -622,7 +622,8 @@ export class DistributedLockService extends DistributedLock implements OnApplica
    * anything else as LockBackendError.
    */
   private backendFailure(error: unknown, operation: BackendOperation): LockError {
-    const telemetry = this.telemetry ?? TELEMETRY_OFF;
+    // A ping may be the service's first call (the module pings at start, a health check any time).
+    const telemetry = this.telemetry ?? this.startTelemetry();
     if (telemetry.on && !(error instanceof InvalidLockOptionsError)) telemetry.backendError(operation);
     return error instanceof LockError
       ? error

@@ -73,7 +73,7 @@ export interface Lease {
 /** The lease of a guard of `tryAcquire` / `acquire`. */
 export class GuardLease implements Lease {
   readonly guard: Guard;
-  releasedAtShutdown?: boolean;
+  releasedAtShutdown = false;
 
   constructor(
     readonly owner: object,
@@ -140,16 +140,17 @@ const HELD_SIGNAL: object = Object.create(AbortSignal.prototype, {
  */
 export class WithLockLease implements Lease, Hold, WatchedLease {
   readonly guard: Held;
-  watch: LeaseWatch | undefined;
+  // Every field is set in the constructor (undefined until used), so that every lease has one shape.
+  watch: LeaseWatch | undefined = undefined;
   /** The span of the `withLock` call, when traces are recorded. */
-  span: LockSpan | undefined;
+  span: LockSpan | undefined = undefined;
   /** 'released': the holder released it inside the work; 'ended': the work is over. */
   state: 'held' | 'released' | 'ended' = 'held';
   /** Why the lease was lost, once it was. */
-  lost: LockLostError | undefined;
-  releasedAtShutdown?: boolean;
+  lost: LockLostError | undefined = undefined;
+  releasedAtShutdown = false;
   /** Made on the first read of the signal: a hold whose work never reads it costs no controller. */
-  private controller: AbortController | undefined;
+  private controller: AbortController | undefined = undefined;
 
   constructor(
     readonly owner: LeaseHost,

@@ -1,6 +1,6 @@
 /** `nestjs-distributed-lock`: the module, the service, `@WithLock`, errors, the memory backend and the backend SPI. */
 export { LockModule } from './lock.module';
-export type { LockModuleOptions } from './lock-module-options';
+export type { LockModuleOptions, LockTelemetryOptions } from './lock-module-options';
 export type { LockOptionsFactory } from './lock.module-definition';
 export { DistributedLock } from './distributed-lock';
 export type { AcquireOptions, HeldLock, LockGuard, TryAcquireOptions, WithLockOptions } from './distributed-lock';

@@ -50,18 +50,18 @@ export class Acquisition {
   readonly started = monotonicNow();
   private readonly deadline: number;
   /** Set once the caller was answered with an error (abort, deadline, shutdown). */
-  private stopped: { reason: unknown } | undefined;
+  private stopped: { reason: unknown } | undefined = undefined;
   /** Wakes the loop from its wait for an event. */
-  wake: (() => void) | undefined;
-  private answer: ((reason: unknown) => void) | undefined;
+  wake: (() => void) | undefined = undefined;
+  private answer: ((reason: unknown) => void) | undefined = undefined;
   /** A queued attempt was sent, or an attempt failed: the token may hold or wait for the key. */
   private mayHold = false;
   /** The time left on the holder's lease by the last busy answer, and when that answer came (monotonic). */
-  private holderLeft: { retryIn: number; at: number } | undefined;
+  private holderLeft: { retryIn: number; at: number } | undefined = undefined;
   /** Settles once the wait is over and any give-back was handed to the host (set while it waits). */
-  finished: Promise<void> | undefined;
+  finished: Promise<void> | undefined = undefined;
   /** The events of the key while it waits for them. */
-  private inbox: Inbox | undefined;
+  private inbox: Inbox | undefined = undefined;
 
   constructor(
     private readonly host: AcquisitionHost,

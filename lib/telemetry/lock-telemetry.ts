@@ -241,7 +241,7 @@ export class LockSpan {
 
 /**
  * What one service records: metrics when the application registered a meter provider, spans when
- * it registered a tracer provider (each looked up once, at the service's first lock call).
+ * it registered a tracer provider (each looked up once, at the service's first call).
  * `TELEMETRY_OFF` records nothing; the service checks `on` and `tracing` before any call here.
  */
 export class LockTelemetry {
