@@ -7,14 +7,16 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { LockModule, WithLock, memoryBackend, type LockBackend } from '../lib';
 import { redisBackend } from '../lib/redis';
+import { BENCH_OPTIONS, resultsWriter } from './harness/results-file';
 
 /**
- * `npm run bench:http [-- --seconds S --rounds R --connections C]`: what `@WithLock` costs an Express
+ * `npm run bench:http [-- --seconds S --rounds R --connections C --json <file> --quick]`: what `@WithLock` costs an Express
  * route, with autocannon on loopback. Each request takes a key of its own (no contention: the cost of
  * the lock itself). Routes are measured in the same run, interleaved, for several rounds:
  * - memory: `@WithLock` on the memory backend against the same route without a lock;
  * - Redis: `@WithLock` on the Redis backend against a route that makes the same two round trips with
  *   bare ioredis (SET NX PX, then DEL), the floor of any Redis lock.
+ * --quick makes the defaults 1 s per route and 2 rounds.
  */
 
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -49,7 +51,27 @@ function appModule(backend: LockBackend) {
   return HttpBenchModule;
 }
 
-async function measure(url: string, route: string, seconds: number, connections: number): Promise<number> {
+interface RouteFigures {
+  requestsPerSecond: number;
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+}
+
+/** One round of the HTTP benchmark: both routes of one backend, as the JSON results keep it. */
+export interface HttpRound {
+  backend: string;
+  round: number;
+  /** The route without a lock ('plain') or with bare ioredis ('bare'). */
+  baseline: string;
+  /** The order the two routes ran in this round. */
+  order: string[];
+  baselineRoute: RouteFigures;
+  lockedRoute: RouteFigures;
+  /** @WithLock req/s ÷ baseline req/s. */
+  ratio: number;
+}
+
+async function measure(url: string, route: string, seconds: number, connections: number): Promise<RouteFigures> {
   let counter = 0;
   const result = await autocannon({
     url,
@@ -60,7 +82,11 @@ async function measure(url: string, route: string, seconds: number, connections:
   if (result.non2xx > 0 || result.errors > 0) {
     throw new Error(`${route}: ${result.non2xx} non-2xx answers and ${result.errors} errors`);
   }
-  return result.requests.average;
+  return {
+    requestsPerSecond: result.requests.average,
+    latencyP50Ms: result.latency.p50,
+    latencyP99Ms: result.latency.p99,
+  };
 }
 
 async function compare(
@@ -68,11 +94,12 @@ async function compare(
   backend: LockBackend,
   baseline: string,
   options: { seconds: number; rounds: number; connections: number },
-): Promise<Array<Record<string, string | number>>> {
+): Promise<{ printed: Array<Record<string, string | number>>; rounds: HttpRound[] }> {
   const app: INestApplication = await NestFactory.create(appModule(backend), { logger: ['error', 'warn'] });
   await app.listen(0, '127.0.0.1');
   const url = await app.getUrl();
   const rows: Array<Record<string, string | number>> = [];
+  const rounds: HttpRound[] = [];
   try {
     // A short warm-up of both routes, not counted.
     await measure(url, baseline, 1, options.connections);
@@ -80,8 +107,18 @@ async function compare(
     for (let round = 1; round <= options.rounds; round++) {
       // The order alternates, so neither route always runs on a warmer process.
       const order = round % 2 === 1 ? [baseline, 'locked'] : ['locked', baseline];
-      const rps: Record<string, number> = {};
-      for (const route of order) rps[route] = await measure(url, route, options.seconds, options.connections);
+      const figures: Record<string, RouteFigures> = {};
+      for (const route of order) figures[route] = await measure(url, route, options.seconds, options.connections);
+      const rps = { [baseline]: figures[baseline].requestsPerSecond, locked: figures.locked.requestsPerSecond };
+      rounds.push({
+        backend: name,
+        round,
+        baseline,
+        order,
+        baselineRoute: figures[baseline],
+        lockedRoute: figures.locked,
+        ratio: rps.locked / rps[baseline],
+      });
       rows.push({
         backend: name,
         round,
@@ -93,20 +130,22 @@ async function compare(
   } finally {
     await app.close();
   }
-  return rows;
+  return { printed: rows, rounds };
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      seconds: { type: 'string', default: '5' },
-      rounds: { type: 'string', default: '4' },
+      ...BENCH_OPTIONS,
+      seconds: { type: 'string' },
+      rounds: { type: 'string' },
       connections: { type: 'string', default: '32' },
     },
   });
+  const save = await resultsWriter('http', values);
   const options = {
-    seconds: Number(values.seconds),
-    rounds: Number(values.rounds),
+    seconds: Number(values.seconds ?? (values.quick ? 1 : 5)),
+    rounds: Number(values.rounds ?? (values.quick ? 2 : 4)),
     connections: Number(values.connections),
   };
   console.log(
@@ -114,15 +153,19 @@ async function main(): Promise<void> {
       `${options.rounds} rounds interleaved, a key per request)`,
   );
   const memory = await compare('memory', memoryBackend(), 'plain', options);
-  console.table(memory);
+  console.table(memory.printed);
   const redis = await compare('redis', redisBackend({ url: redisUrl }), 'bare', options);
-  console.table(redis);
+  console.table(redis.printed);
   const mean = (rows: Array<Record<string, string | number>>): string =>
     (rows.reduce((sum, row) => sum + Number(row.ratio), 0) / rows.length).toFixed(3);
   console.log(
-    `Mean ratio: memory ${mean(memory)} × the route without a lock; Redis ${mean(redis)} × bare ioredis (same two round trips).`,
+    `Mean ratio: memory ${mean(memory.printed)} × the route without a lock; Redis ${mean(redis.printed)} × bare ioredis (same two round trips).`,
   );
   console.log('Targets: ≥ 0.95× in both.');
+  save({
+    settings: { ...options, framework: 'express', warmUpSeconds: 1 },
+    rounds: [...memory.rounds, ...redis.rounds],
+  });
   bare.disconnect();
 }
 

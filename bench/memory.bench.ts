@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { context, metrics, SpanKind, trace } from '@opentelemetry/api';
 import { memoryBackend } from '../lib';
 import { DistributedLockService } from '../lib/distributed-lock.service';
@@ -7,6 +7,7 @@ import { telemetrySetting } from '../lib/telemetry/lock-telemetry';
 import { inProcessMutex } from './harness/in-process-mutex';
 import { printContention, printThroughput, runContention, runThroughput } from './harness/lock-bench.harness';
 import { registerOtelSdk } from './harness/otel-sdk';
+import { BENCH_OPTIONS, contentionRow, resultsWriter, throughputRow } from './harness/results-file';
 import { serviceLock } from './harness/service-lock';
 
 const execFileAsync = promisify(execFile);
@@ -21,43 +22,69 @@ const service = (telemetry?: Telemetry): DistributedLockService =>
     telemetry: telemetrySetting(telemetry),
   });
 
+/** The common options, and this script's own: `--telemetry` runs the telemetry table alone. */
+function memoryBenchArgs(): { json?: string; quick: boolean; telemetry: boolean; 'telemetry-row'?: string } {
+  return parseArgs({
+    options: { ...BENCH_OPTIONS, telemetry: { type: 'boolean', default: false }, 'telemetry-row': { type: 'string' } },
+  }).values;
+}
+
 /**
- * `npm run bench:memory`: the memory backend against an in-process mutex, the ceiling of the harness,
- * then the cost of telemetry. `npm run bench:memory -- --telemetry` runs the telemetry table alone.
+ * `npm run bench:memory [-- --json <file>] [-- --quick]`: the memory backend against an in-process
+ * mutex, the ceiling of the harness, then the cost of telemetry. `npm run bench:memory -- --telemetry`
+ * runs the telemetry table alone.
  */
 async function main(): Promise<void> {
-  const row = process.argv.indexOf('--telemetry-row');
-  if (row >= 0) return telemetryRow(Number(process.argv[row + 1]));
-  if (process.argv.includes('--telemetry')) return telemetryTable();
+  const args = memoryBenchArgs();
+  if (args['telemetry-row'] !== undefined) return telemetryRow(Number(args['telemetry-row']), args.quick);
+  if (args.telemetry) {
+    await telemetryTable(args.quick);
+    return;
+  }
+  const save = await resultsWriter('memory', args);
+  const settings = {
+    throughputMs: args.quick ? 500 : 3_000,
+    callsPerRound: args.quick ? 5_000 : 50_000,
+    contention: { workers: 8, holdMs: 2, thinkMs: 1, durationMs: args.quick ? 1_000 : 5_000 },
+  };
   const locks = service();
   const mutex = inProcessMutex();
   const library = serviceLock(locks);
+  const durationMs = settings.throughputMs;
 
   console.log('Uncontended acquire+release');
-  printThroughput(
-    [
-      await runThroughput('in-process mutex', mutex),
-      await runThroughput('memoryBackend', library),
-      await runThroughput('in-process mutex', mutex, { concurrency: 64 }),
-      await runThroughput('memoryBackend', library, { concurrency: 64 }),
-    ],
-    'in-process mutex',
-  );
-  console.log('Cost per call, sequential, 10 keys (median of 5 rounds of 50,000 calls)');
-  console.table([
-    await perCall('in-process mutex: lock + unlock', async (i) => (await mutex(`m${i % 10}`))()),
-    await perCall('memoryBackend: tryAcquire + release', async (i) => {
+  const throughput = [
+    throughputRow(await runThroughput('in-process mutex', mutex, { durationMs }), 'ceiling'),
+    throughputRow(await runThroughput('memoryBackend', library, { durationMs }), 'library'),
+    throughputRow(await runThroughput('in-process mutex', mutex, { concurrency: 64, durationMs }), 'ceiling'),
+    throughputRow(await runThroughput('memoryBackend', library, { concurrency: 64, durationMs }), 'library'),
+  ];
+  printThroughput(throughput, 'in-process mutex');
+  const calls = settings.callsPerRound;
+  console.log(`Cost per call, sequential, 10 keys (median of 5 rounds of ${calls.toLocaleString('en')} calls)`);
+  const perCalls = [
+    await perCall('in-process mutex: lock + unlock', calls, async (i) => (await mutex(`m${i % 10}`))()),
+    await perCall('memoryBackend: tryAcquire + release', calls, async (i) => {
       await locks.release((await locks.tryAcquire(`t${i % 10}`))!);
     }),
-    await perCall('memoryBackend: withLock', (i) => locks.withLock(`w${i % 10}`, () => i)),
-    await perCall('memoryBackend: withLock, the work reads lock.signal', (i) =>
+    await perCall('memoryBackend: withLock', calls, (i) => locks.withLock(`w${i % 10}`, () => i)),
+    await perCall('memoryBackend: withLock, the work reads lock.signal', calls, (i) =>
       locks.withLock(`s${i % 10}`, (lock) => lock.signal.aborted),
     ),
-  ]);
-  console.log('Contended: 8 workers, 1 key, hold 2 ms, think 1 ms, 5 s');
-  printContention([await runContention('in-process mutex', mutex), await runContention('memoryBackend', library)]);
+  ];
+  console.table(perCalls.map((p) => p.printed));
+  const c = settings.contention;
+  console.log(
+    `Contended: ${c.workers} workers, 1 key, hold ${c.holdMs} ms, think ${c.thinkMs} ms, ${c.durationMs / 1000} s`,
+  );
+  const contention = [
+    contentionRow(await runContention('in-process mutex', mutex, { durationMs: c.durationMs }), 'ceiling'),
+    contentionRow(await runContention('memoryBackend', library, { durationMs: c.durationMs }), 'library'),
+  ];
+  printContention(contention);
   await locks.shutdown();
-  await telemetryTable();
+  const telemetry = await telemetryTable(args.quick);
+  save({ settings, throughput, contention, perCall: perCalls.map((p) => p.figures), telemetry });
 }
 
 /** One row of the telemetry table: whether the SDK is registered, and the call measured in that process. */
@@ -99,44 +126,51 @@ const TELEMETRY_ROWS: TelemetryRow[] = [
  * load that comes and goes weighs on all of them alike. The SDK's context manager (one more
  * AsyncLocalStorage) slows every promise of a process: hence the row with the SDK and telemetry off.
  */
-async function telemetryTable(): Promise<void> {
+async function telemetryTable(
+  quick: boolean,
+): Promise<Array<{ name: string; medianUs: number; runMediansUs: number[] }>> {
   const runs = TELEMETRY_ROWS.map((): Array<{ median: number; min: number; max: number }> => []);
   for (let run = 0; run < 3; run++) {
     for (const [index] of TELEMETRY_ROWS.entries()) {
-      const { stdout } = await execFileAsync(process.execPath, [__filename, '--telemetry-row', String(index)]);
+      const rowArgs = [__filename, '--telemetry-row', String(index), ...(quick ? ['--quick'] : [])];
+      const { stdout } = await execFileAsync(process.execPath, rowArgs);
       runs[index].push(JSON.parse(stdout) as { median: number; min: number; max: number });
     }
   }
   console.log(
-    'Telemetry: µs per call, sequential, 10 keys (each row in its own process; the median of 3 runs of the median of 5 rounds of 30,000 calls)',
+    `Telemetry: µs per call, sequential, 10 keys (each row in its own process; the median of 3 runs of the median of 5 rounds of ${rowCalls(quick).toLocaleString('en')} calls)`,
   );
+  const medians = runs.map((rowRuns) => rowRuns.map((r) => r.median).sort((a, b) => a - b));
   console.table(
-    TELEMETRY_ROWS.map((row, index) => {
-      const medians = runs[index].map((r) => r.median).sort((a, b) => a - b);
-      return {
-        call: row.name,
-        'µs per call': medians[1].toFixed(2),
-        'medians of the runs': medians.map((m) => m.toFixed(2)).join(' '),
-        'min–max of all rounds': `${Math.min(...runs[index].map((r) => r.min)).toFixed(2)}–${Math.max(...runs[index].map((r) => r.max)).toFixed(2)}`,
-      };
-    }),
+    TELEMETRY_ROWS.map((row, index) => ({
+      call: row.name,
+      'µs per call': medians[index][1].toFixed(2),
+      'medians of the runs': medians[index].map((m) => m.toFixed(2)).join(' '),
+      'min–max of all rounds': `${Math.min(...runs[index].map((r) => r.min)).toFixed(2)}–${Math.max(...runs[index].map((r) => r.max)).toFixed(2)}`,
+    })),
   );
+  return TELEMETRY_ROWS.map((row, index) => ({
+    name: row.name,
+    medianUs: medians[index][1],
+    runMediansUs: medians[index],
+  }));
 }
 
 /** Calls per round of a telemetry row. */
-const ROW_CALLS = 30_000;
+const rowCalls = (quick: boolean): number => (quick ? 5_000 : 30_000);
 
 /** A child process of `telemetryTable`: measures one row and prints its figures as JSON. */
-async function telemetryRow(index: number): Promise<void> {
+async function telemetryRow(index: number, quick: boolean): Promise<void> {
   const row = TELEMETRY_ROWS[index];
   // Each service looks the providers up at its first call: the SDK is registered before it is made.
   const sdk = row.sdk ? registerOtelSdk() : undefined;
   const call = row.call();
+  const calls = rowCalls(quick);
   const rounds: number[] = [];
   for (let round = 0; round < 6; round++) {
     const started = performance.now();
-    for (let i = 0; i < ROW_CALLS; i++) await call(i);
-    if (round > 0) rounds.push(((performance.now() - started) * 1000) / ROW_CALLS);
+    for (let i = 0; i < calls; i++) await call(i);
+    if (round > 0) rounds.push(((performance.now() - started) * 1000) / calls);
   }
   rounds.sort((a, b) => a - b);
   process.stdout.write(JSON.stringify({ median: rounds[2], min: rounds[0], max: rounds[4] }));
@@ -167,19 +201,26 @@ function sdkFloor(): (i: number) => Promise<unknown> {
   };
 }
 
-/** µs per call of `call`, the median of 5 rounds of 50,000 calls after a warm-up round. */
-async function perCall(name: string, call: (i: number) => Promise<unknown>): Promise<Record<string, string>> {
+/** µs per call of `call`, the median of 5 rounds of `calls` calls after a warm-up round. */
+async function perCall(
+  name: string,
+  calls: number,
+  call: (i: number) => Promise<unknown>,
+): Promise<{ printed: Record<string, string>; figures: { name: string; medianUs: number; roundsUs: number[] } }> {
   const rounds: number[] = [];
   for (let round = 0; round < 6; round++) {
     const started = performance.now();
-    for (let i = 0; i < 50_000; i++) await call(i);
-    if (round > 0) rounds.push(((performance.now() - started) * 1000) / 50_000);
+    for (let i = 0; i < calls; i++) await call(i);
+    if (round > 0) rounds.push(((performance.now() - started) * 1000) / calls);
   }
   rounds.sort((a, b) => a - b);
   return {
-    call: name,
-    'µs per call (median)': rounds[2].toFixed(2),
-    'min–max': `${rounds[0].toFixed(2)}–${rounds[4].toFixed(2)}`,
+    printed: {
+      call: name,
+      'µs per call (median)': rounds[2].toFixed(2),
+      'min–max': `${rounds[0].toFixed(2)}–${rounds[4].toFixed(2)}`,
+    },
+    figures: { name, medianUs: rounds[2], roundsUs: rounds },
   };
 }
 

@@ -4,31 +4,44 @@ import { DistributedLockService } from '../lib/distributed-lock.service';
 import { postgresBackend } from '../lib/postgres';
 import { PostgresLockNames } from '../lib/backends/postgres/postgres-lock.names';
 import { PostgresLockStatements } from '../lib/backends/postgres/postgres-lock.statements';
-import {
-  runContention,
-  runThroughput,
-  type ContentionResult,
-  type LockUnderTest,
-  type ThroughputResult,
-} from './harness/lock-bench.harness';
+import { runContention, runThroughput, type LockUnderTest, type ThroughputResult } from './harness/lock-bench.harness';
+import { packageVersion } from './harness/machine-facts';
 import { advisoryLockPackage, leaseFloor, sessionAdvisoryLocks } from './harness/postgres-anchors';
+import {
+  benchArgs,
+  contentionRow,
+  resultsWriter,
+  throughputRow,
+  type ContentionRow,
+  type ThroughputRow,
+} from './harness/results-file';
 import { serviceLock } from './harness/service-lock';
 
 const FLOOR = 'raw floor (same statements, bare pg)';
 const LIBRARY = "postgresBackend (durability 'full', default)";
 const RELAXED = "postgresBackend (durability 'relaxed')";
-const ADVISORY_PACKAGE = 'advisory-lock 2.0.0';
+const ADVISORY_PACKAGE = `advisory-lock ${packageVersion('advisory-lock')}`;
 const ADVISORY_CEILING = 'session advisory locks, 8 dedicated conns';
 
 const fixed = (n: number | undefined, digits: number): string =>
   n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits);
 
 /**
- * `npm run bench:postgres`: the PostgreSQL backend side by side with the raw floor (the same lease
+ * `npm run bench:postgres [-- --json <file>] [-- --quick]`: the PostgreSQL backend side by side with the raw floor (the same lease
  * statements from a bare pg pool) and advisory-lock 2.0.0, on the PostgreSQL of DATABASE_URL
  * (default the local one), in a schema of its own that is dropped afterwards.
  */
 async function main(): Promise<void> {
+  const args = benchArgs();
+  const save = await resultsWriter('postgres', args);
+  const settings = {
+    runMs: args.quick ? 500 : 2_000,
+    advisoryMs: args.quick ? 500 : 3_000,
+    concurrencies: [1, 8],
+    contention: { workers: 8, holdMs: 2, thinkMs: 1, durationMs: args.quick ? 1_000 : 5_000 },
+  };
+  const c = settings.contention;
+  const contended = `${c.workers} workers, 1 key, hold ${c.holdMs} ms, think ${c.thinkMs} ms, ${c.durationMs / 1000} s`;
   const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
   const schema = `dl_bench_${randomBytes(4).toString('hex')}`;
   const backend = postgresBackend({ connection: url, schema, applicationName: 'dl-bench' });
@@ -54,39 +67,47 @@ async function main(): Promise<void> {
   const floor = leaseFloor(floorPool, statements);
   const advisory = advisoryLockPackage(url);
   const ceiling = await sessionAdvisoryLocks(url, 8);
-  const throughput: ThroughputResult[] = [];
-  const contention: ContentionResult[] = [];
+  const throughput: ThroughputRow[] = [];
+  const contention: ContentionRow[] = [];
   try {
-    for (const concurrency of [1, 8]) {
+    for (const concurrency of settings.concurrencies) {
       console.error(`uncontended, ${concurrency} in flight…`);
       // Each lock twice, in mirrored order (A B C C B A), so that drift of the machine during the run
       // weighs on all of them alike; the table shows the mean of the two runs.
-      const order: Array<[string, LockUnderTest]> = [
-        [FLOOR, floor],
-        [LIBRARY, library],
-        [RELAXED, relaxed],
+      const order: Array<[string, LockUnderTest, ThroughputRow['role']]> = [
+        [FLOOR, floor, 'floor'],
+        [LIBRARY, library, 'library'],
+        [RELAXED, relaxed, 'library-variant'],
       ];
       const runs: ThroughputResult[] = [];
       for (const [name, lock] of [...order, ...[...order].reverse()]) {
-        runs.push(await runThroughput(name, lock, { concurrency, durationMs: 2_000 }));
+        runs.push(await runThroughput(name, lock, { concurrency, durationMs: settings.runMs }));
       }
-      for (const [name] of order) {
+      for (const [name, , role] of order) {
         const mine = runs.filter((r) => r.name === name);
         console.error(`  ${name}: ${mine.map((r) => r.opsPerSecond.toFixed(0)).join(' / ')} ops/s`);
-        throughput.push({
-          name,
-          concurrency,
-          opsPerSecond: mine.reduce((sum, r) => sum + r.opsPerSecond, 0) / mine.length,
-        });
+        const opsPerSecond = mine.reduce((sum, r) => sum + r.opsPerSecond, 0) / mine.length;
+        throughput.push(
+          throughputRow(
+            { name, concurrency, opsPerSecond },
+            role,
+            mine.map((r) => r.opsPerSecond),
+          ),
+        );
       }
-      throughput.push(await runThroughput(ADVISORY_PACKAGE, advisory, { concurrency }));
+      const advisoryRun = await runThroughput(ADVISORY_PACKAGE, advisory, {
+        concurrency,
+        durationMs: settings.advisoryMs,
+      });
+      throughput.push(throughputRow(advisoryRun, 'anchor'));
     }
-    console.error('contended: 8 workers, 1 key, hold 2 ms, think 1 ms, 5 s…');
-    contention.push(await runContention('raw floor polling every 1 ms', floor));
-    contention.push(await runContention(LIBRARY, library));
-    contention.push(await runContention(RELAXED, relaxed));
-    contention.push(await runContention(ADVISORY_PACKAGE, advisory));
-    contention.push(await runContention(ADVISORY_CEILING, ceiling.lock));
+    console.error(`contended: ${contended}…`);
+    const { durationMs } = c;
+    contention.push(contentionRow(await runContention('raw floor polling every 1 ms', floor, { durationMs }), 'floor'));
+    contention.push(contentionRow(await runContention(LIBRARY, library, { durationMs }), 'library'));
+    contention.push(contentionRow(await runContention(RELAXED, relaxed, { durationMs }), 'library-variant'));
+    contention.push(contentionRow(await runContention(ADVISORY_PACKAGE, advisory, { durationMs }), 'anchor'));
+    contention.push(contentionRow(await runContention(ADVISORY_CEILING, ceiling.lock, { durationMs }), 'ceiling'));
   } finally {
     await locks.shutdown();
     await relaxedLocks.shutdown();
@@ -119,7 +140,8 @@ async function main(): Promise<void> {
     };
   });
   console.log(
-    'PostgreSQL backend: uncontended acquire+release (mean of 2 × 2 s, mirrored order; advisory-lock 1 × 3 s) and contended (8 workers, 1 key, hold 2 ms, think 1 ms, 5 s)',
+    `PostgreSQL backend: uncontended acquire+release (mean of 2 × ${settings.runMs / 1000} s, mirrored order; ` +
+      `advisory-lock 1 × ${settings.advisoryMs / 1000} s) and contended (${contended})`,
   );
   console.table(rows);
   console.log(
@@ -128,6 +150,7 @@ async function main(): Promise<void> {
   console.log(
     "The floor sends the statements of durability 'full'. × floor of the 'relaxed' row compares different durability.",
   );
+  save({ settings, throughput, contention });
 }
 
 void main().catch((error: unknown) => {

@@ -11,17 +11,25 @@ import {
   runContention,
   runThroughput,
   type ContentionResult,
-  type ThroughputResult,
 } from './harness/lock-bench.harness';
+import { packageVersion } from './harness/machine-facts';
 import { rawIoredisFloor, redisSemaphoreAnchor, redlockAnchor } from './harness/redis-anchors';
+import { benchArgs, contentionRow, resultsWriter, throughputRow, type Role } from './harness/results-file';
 import { serviceLock } from './harness/service-lock';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const LIBRARY = 'nestjs-distributed-lock';
 const FLOOR = 'raw ioredis floor';
 const FLOOR_AUTO = 'raw floor, auto-pipelined';
-const REDLOCK = 'redlock 5.0.0-beta.2';
-const SEMAPHORE = 'redis-semaphore 5.8.0';
+const REDLOCK = `redlock ${packageVersion('redlock')}`;
+const SEMAPHORE = `redis-semaphore ${packageVersion('redis-semaphore')}`;
+const ROLES: Record<string, Role> = {
+  [LIBRARY]: 'library',
+  [FLOOR]: 'floor',
+  [FLOOR_AUTO]: 'floor',
+  [REDLOCK]: 'anchor',
+  [SEMAPHORE]: 'anchor',
+};
 
 /** Counts the watchdog's batched extensions (one `extendMany` = one pipeline = one round trip). */
 function countingExtensions(backend: LockBackend): { backend: LockBackend; calls: number[]; failures: number } {
@@ -49,11 +57,12 @@ async function usedMemory(redis: Redis): Promise<number> {
   return Number(/used_memory:(\d+)/.exec(info)![1]);
 }
 
-/** 10,000 locks held at once under withLock while the watchdog renews them. */
-async function manyHeld(prefix: string, admin: Redis): Promise<Record<string, string | number>> {
-  const count = 10_000;
-  const ttl = 3_000;
-  const holdMs = 7_000;
+/** `count` locks held at once under withLock while the watchdog renews them. */
+async function manyHeld(
+  prefix: string,
+  admin: Redis,
+  { count, ttl, holdMs }: { count: number; ttl: number; holdMs: number },
+): Promise<Record<string, string | number>> {
   const stats = countingExtensions(redisBackend({ url: REDIS_URL }));
   const locks = new DistributedLockService({ backend: stats.backend, keyPrefix: `${prefix}many:`, ttl, wait: 10_000 });
   global.gc?.();
@@ -107,8 +116,6 @@ async function manyHeld(prefix: string, admin: Redis): Promise<Record<string, st
   };
 }
 
-const ROUNDS = 5;
-
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
@@ -119,6 +126,15 @@ function ratio(a: number, b: number): string {
 }
 
 async function main(): Promise<void> {
+  const args = benchArgs();
+  const save = await resultsWriter('redis', args);
+  const settings = {
+    rounds: args.quick ? 2 : 5,
+    roundMs: args.quick ? 300 : 1_000,
+    concurrencies: [1, 64],
+    contention: { workers: 8, holdMs: 2, thinkMs: 1, durationMs: args.quick ? 1_000 : 5_000 },
+    manyHeld: { count: args.quick ? 1_000 : 10_000, ttl: 3_000, holdMs: args.quick ? 3_500 : 7_000 },
+  };
   const prefix = `ndl-bench:${randomBytes(4).toString('hex')}:`;
   const admin = new Redis(REDIS_URL);
   const floorClient = new Redis(REDIS_URL, { keyPrefix: prefix });
@@ -142,34 +158,47 @@ async function main(): Promise<void> {
   try {
     console.log(`Redis at ${new URL(REDIS_URL).host}; Node ${process.version}; other work may share this machine.\n`);
     console.log(
-      `Uncontended acquire+release (median of ${ROUNDS} interleaved rounds of 1 s each, so load from other work hits every candidate alike)`,
+      `Uncontended acquire+release (median of ${settings.rounds} interleaved rounds of ${settings.roundMs / 1000} s each, so load from other work hits every candidate alike)`,
     );
-    const throughput: ThroughputResult[] = [];
-    for (const concurrency of [1, 64]) {
+    const throughput: Array<ReturnType<typeof throughputRow>> = [];
+    for (const concurrency of settings.concurrencies) {
       const rounds = new Map<string, number[]>(candidates.map(([name]) => [name, []]));
-      for (let round = 0; round < ROUNDS; round++) {
+      for (let round = 0; round < settings.rounds; round++) {
         for (const [name, lock] of candidates) {
           const result = await runThroughput(name, lock, {
             concurrency,
-            durationMs: 1_000,
+            durationMs: settings.roundMs,
             prefix: `tp:${concurrency}`,
           });
           rounds.get(name)!.push(result.opsPerSecond);
         }
       }
-      for (const [name, values] of rounds) throughput.push({ name, concurrency, opsPerSecond: median(values) });
+      for (const [name, values] of rounds) {
+        throughput.push(throughputRow({ name, concurrency, opsPerSecond: median(values) }, ROLES[name], values));
+      }
     }
     printThroughput(throughput, FLOOR);
 
-    console.log('Contended: 8 workers, 1 key, hold 2 ms, think 1 ms, 5 s');
-    const contention: ContentionResult[] = [await runContention('in-process mutex (ceiling)', inProcessMutex())];
+    const c = settings.contention;
+    console.log(
+      `Contended: ${c.workers} workers, 1 key, hold ${c.holdMs} ms, think ${c.thinkMs} ms, ${c.durationMs / 1000} s`,
+    );
+    const { durationMs } = c;
+    const contention = [
+      contentionRow(await runContention('in-process mutex (ceiling)', inProcessMutex(), { durationMs }), 'ceiling'),
+    ];
     for (const [name, lock] of candidates.filter(([n]) => n !== FLOOR && n !== FLOOR_AUTO)) {
-      contention.push(await runContention(name, lock, { key: `contended:${name}` }));
+      contention.push(
+        contentionRow(await runContention(name, lock, { key: `contended:${name}`, durationMs }), ROLES[name]),
+      );
     }
     printContention(contention);
 
-    console.log('10,000 locks held at once under withLock (ttl 3 s, held 7 s)');
-    const many = await manyHeld(prefix, admin);
+    const m = settings.manyHeld;
+    console.log(
+      `${m.count.toLocaleString('en')} locks held at once under withLock (ttl ${m.ttl / 1000} s, held ${m.holdMs / 1000} s)`,
+    );
+    const many = await manyHeld(prefix, admin, m);
     console.table([many]);
 
     const tp = (name: string, c: number): number =>
@@ -228,6 +257,7 @@ async function main(): Promise<void> {
         `utilisation ≥ 0.90 (${ours.utilisation.toFixed(3)}), p99 ≤ 30 ms (${ours.p99Wait.toFixed(1)}), ` +
         `Jain ≥ 0.98 (${ours.fairness.toFixed(3)}), overlaps 0 (${ours.overlaps}).`,
     );
+    save({ settings, throughput, contention, manyHeld: many });
   } finally {
     await locks.shutdown();
     for (const client of [floorClient, floorAutoClient, redlockClient, semaphoreClient]) client.disconnect();

@@ -17,6 +17,8 @@ export interface ContentionResult {
   fairness: number;
   /** Times a worker entered while another was inside: must be 0. */
   overlaps: number;
+  /** Every wait (ms from asking to entering), in the order the workers entered: the distribution behind p50/p99/max. */
+  waits: number[];
 }
 
 /**
@@ -60,9 +62,9 @@ export async function runContention(
   };
   await Promise.all(Array.from({ length: workers }, (_, id) => worker(id)));
 
-  waits.sort((a, b) => a - b);
+  const sorted = [...waits].sort((a, b) => a - b);
   const pick = (q: number): number =>
-    waits.length ? waits[Math.min(waits.length - 1, Math.floor(q * waits.length))] : NaN;
+    sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : NaN;
   const sum = counts.reduce((a, b) => a + b, 0);
   const sumSq = counts.reduce((a, b) => a + b * b, 0);
   return {
@@ -72,9 +74,10 @@ export async function runContention(
     acquisitions: sum,
     p50Wait: pick(0.5),
     p99Wait: pick(0.99),
-    maxWait: waits.length ? waits[waits.length - 1] : NaN,
+    maxWait: sorted.length ? sorted[sorted.length - 1] : NaN,
     fairness: sumSq === 0 ? 0 : (sum * sum) / (workers * sumSq),
     overlaps,
+    waits,
   };
 }
 

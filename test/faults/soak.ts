@@ -4,7 +4,8 @@
  * Runs the quick suite's cases again and again for N minutes, each time with a shape drawn from a
  * seeded generator (workers, TTL, work time, run length, when the fault starts), and writes
  * reports/soak-<time>.json (every case's report, without the raw histories) and
- * reports/soak-<time>.txt (a summary). Exits 1 when any history broke a rule.
+ * reports/soak-<time>.txt (a summary), and the whole history of every run that broke a rule
+ * (reports/soak-<time>-round-<n>.history.json). Exits 1 when any history broke a rule.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -50,6 +51,9 @@ async function main(): Promise<void> {
   if (definitions.length === 0) throw new Error(`no case matches --only ${values.only}`);
 
   const started = Date.now();
+  const stamp = new Date(started).toISOString().replace(/[:.]/g, '-');
+  const reportsDir = join(__dirname, '..', '..', 'reports');
+  mkdirSync(reportsDir, { recursive: true });
   const until = started + minutes * 60_000;
   const runs: Array<Record<string, unknown>> = [];
   const lines: string[] = [];
@@ -74,6 +78,19 @@ async function main(): Promise<void> {
       const line = `${definition.name} ${JSON.stringify(shape)}: ${summarise(result)}${result.workerErrors.length ? `; worker errors: ${result.workerErrors.join(' | ')}` : ''}${missed ? `; MISSED: ${missed}` : ''}`;
       lines.push(line);
       console.log(line);
+      // A broken history is kept whole, with the holds the checker built from it, to be read later.
+      if (broken > 0) {
+        const file = join(reportsDir, `soak-${stamp}-round-${round}.history.json`);
+        writeFileSync(
+          file,
+          JSON.stringify(
+            { case: definition.name, shape, report, history: result.history },
+            (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value),
+            2,
+          ),
+        );
+        console.log(`  the whole history: ${file}`);
+      }
       runs.push({
         case: definition.name,
         unfenced: definition.unfenced === true,
@@ -110,18 +127,15 @@ async function main(): Promise<void> {
     `Of those: withLock resolved although not held ${total((r) => r.report.resolvedUnheld, fenced)}, stale "held" answers ${total((r) => r.report.staleGuards, fenced)}, stuck keys ${total((r) => r.report.stuckKeys, fenced)}, overdue calls ${total((r) => r.report.overdueCalls, fenced)}; lock calls lost ${total((r) => r.report.outcomes.lost, fenced)}, failed ${total((r) => r.report.outcomes.error, fenced)}.`,
     `Fence check off (demonstration): ${demonstration.length} runs, updates lost ${total((r) => r.report.acceptedWrites - r.finalValue, demonstration)} (of ${total((r) => r.report.acceptedWrites, demonstration)} accepted writes), runs without a lost update ${demonstration.filter((r) => (r.report as { lostWrites: unknown[] }).lostWrites.length === 0).length}.`,
   ];
-  const stamp = new Date(started).toISOString().replace(/[:.]/g, '-');
-  const dir = join(__dirname, '..', '..', 'reports');
-  mkdirSync(dir, { recursive: true });
   writeFileSync(
-    join(dir, `soak-${stamp}.json`),
+    join(reportsDir, `soak-${stamp}.json`),
     JSON.stringify(
       { seed, minutes, summary, runs },
       (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value),
       2,
     ),
   );
-  writeFileSync(join(dir, `soak-${stamp}.txt`), [...summary, '', ...lines].join('\n') + '\n');
+  writeFileSync(join(reportsDir, `soak-${stamp}.txt`), [...summary, '', ...lines].join('\n') + '\n');
   console.log(`\n${summary.join('\n')}\nreports/soak-${stamp}.json and .txt written`);
   if (violations > 0 || failures > 0) process.exitCode = 1;
 }

@@ -7,15 +7,14 @@
 --                     fence p_fence; '/<valid for>' (ms) only when p_valid_for is not NULL
 -- The key comes last and may contain anything (spaces, newlines); tokens and fences hold no space.
 --
+-- One SELECT in LANGUAGE sql, inlined by the planner into the caller's PERFORM (see :durable).
+--
 -- Locks: no row lock. The payload is queued and sent at commit, where PostgreSQL serialises the
 -- commits of all notifying transactions on one lock of its notification queue.
 CREATE OR REPLACE FUNCTION :notify(p_key text, p_fence bigint, p_token text, p_valid_for integer) RETURNS void
-LANGUAGE plpgsql AS $fn$
-BEGIN
-  IF p_token IS NULL THEN
-    PERFORM pg_notify(:'channel', 'r ' || p_fence || ' ' || p_key);
-  ELSE
-    PERFORM pg_notify(:'channel', 'g ' || p_fence || ' ' || p_token || coalesce('/' || p_valid_for, '') || ' ' || p_key);
-  END IF;
-END
+LANGUAGE sql AS $fn$
+  SELECT pg_notify(:'channel', CASE
+    WHEN p_token IS NULL THEN 'r ' || p_fence || ' ' || p_key
+    ELSE 'g ' || p_fence || ' ' || p_token || coalesce('/' || p_valid_for, '') || ' ' || p_key
+  END)
 $fn$;
