@@ -101,10 +101,13 @@ export class Acquisition {
     return this.cancellable(first, undefined);
   }
 
-  /** The first attempt failed: the error as the caller gets it. */
+  /**
+   * The first attempt failed: the error as the caller gets it. The attempt may have taken effect
+   * before it failed (a lost reply), so it is given back, as a wait that fails gives back.
+   */
   failed(error: unknown): LockError {
-    // The attempt may have taken effect before it failed.
     this.mayHold = true;
+    this.host.giveBack(this.backendKey, this.token);
     return this.host.backendFailure(error, 'acquire');
   }
 
