@@ -211,6 +211,20 @@ describe('postgresBackend: connections and errors', () => {
     expect(await open()).toBe(0);
   });
 
+  it('has closed every connection it opened once close() resolves', async () => {
+    const sockets = (): number => process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length;
+    const before = sockets();
+    const b = backend();
+    const locks = service(b);
+    // Several pool connections at once, and the LISTEN connection.
+    const guards = await Promise.all(Array.from({ length: 5 }, (_, i) => locks.tryAcquire(`sockets-${i}`)));
+    await Promise.all(guards.map((g) => locks.release(g!)));
+    expect(sockets()).toBeGreaterThan(before + 1);
+    // pg-pool's end() resolves before the server has closed the connections it asked to end.
+    await b.close();
+    expect(sockets()).toBeLessThanOrEqual(before);
+  });
+
   it('keeps keys with quotes and backslashes apart', async () => {
     const locks = service(backend());
     const keys = [`it's`, `it''s`, 'back\\slash', 'back\\\\slash', `"quoted"`, '$fn$ DROP'];
