@@ -122,7 +122,9 @@ export function heldLeaseCases(ctx: ContractContext): void {
 
     it('work that blocks the event loop past the TTL sees its signal aborted, and withLock rejects with LockLostError', async () => {
       const locks = ctx.service();
-      const ttl = 300;
+      // Longer than the answer to the attempt on a slow machine, or the grant would come back too
+      // late for the work to run at all (the case above).
+      const ttl = 600;
       const seen: { aborted?: boolean; current?: unknown; wrote?: boolean; nested?: unknown } = {};
       const error = await locks
         .withLock(
@@ -165,7 +167,7 @@ export function heldLeaseCases(ctx: ContractContext): void {
           'blocked-reads',
           (lock) => {
             const { signal } = lock;
-            blockFor(600);
+            blockFor(1_400);
             reads.push(signal.reason instanceof LockLostError);
             reads.push(signal.aborted);
             try {
@@ -175,7 +177,7 @@ export function heldLeaseCases(ctx: ContractContext): void {
               reads.push(error instanceof LockLostError);
             }
           },
-          { ttl: 250 },
+          { ttl: 600 },
         )
         .catch(() => undefined);
       expect(reads).toEqual([true, true, true]);
@@ -184,13 +186,15 @@ export function heldLeaseCases(ctx: ContractContext): void {
     it('an extend with a shorter TTL moves the watchdog: the lease stays held on the new schedule', async () => {
       const a = ctx.service();
       const b = ctx.service();
+      // The new TTL is long enough for its extensions (every 500 ms) to come back in time on a slow
+      // machine; the old schedule's first extension (at 10 s) is far past the end of the new TTL.
       await a.withLock(
         'shorter',
         async (lock) => {
-          expect(await a.extend(lock, 300)).toBe(true);
+          expect(await a.extend(lock, 1_500)).toBe(true);
           const extensionsBefore = ctx.backend.count('extend') + ctx.backend.count('extendMany');
-          // Past the new TTL, before the old schedule's first extension (at 1 s).
-          await sleep(800);
+          // Past the new TTL, long before the old schedule's first extension.
+          await sleep(2_500);
           expect(await b.tryAcquire('shorter')).toBeNull();
           expect(lock.signal.aborted).toBe(false);
           expect(lock.expiresAt).toBeGreaterThan(Date.now());
@@ -199,7 +203,7 @@ export function heldLeaseCases(ctx: ContractContext): void {
           await sleep(400);
           expect(await b.tryAcquire('shorter')).toBeNull();
         },
-        { ttl: 3_000 },
+        { ttl: 30_000 },
       );
       expect(await b.tryAcquire('shorter')).not.toBeNull();
     });
@@ -267,7 +271,9 @@ export function heldLeaseCases(ctx: ContractContext): void {
       const waiter = ctx.service();
       const held = (await holder.tryAcquire('deadline-in-flight'))!;
       const gate = gateOn((call) => call.method === 'tryAcquire' && call.queued === true);
-      const error = await waiter.acquire('deadline-in-flight', { wait: 200 }).catch((e: unknown) => e);
+      // The wait outlasts the first attempt and the subscription, so its queued attempt is under way
+      // (held at the gate) when the deadline passes.
+      const error = await waiter.acquire('deadline-in-flight', { wait: 1_000 }).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(LockTimeoutError);
       // Answered while the ctx.backend call was still held back.
       expect(gate.isOpen).toBe(false);

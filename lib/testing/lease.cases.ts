@@ -45,7 +45,8 @@ export function leaseCases(ctx: ContractContext): void {
 
   it('lets a lease expire after its TTL and never lets a stale guard touch the next holder', async () => {
     const locks = ctx.service();
-    const stale = (await locks.tryAcquire('ttl', { ttl: 150 }))!;
+    // Short enough to end soon, long enough to be found held by the next call on a slow machine.
+    const stale = (await locks.tryAcquire('ttl', { ttl: 1_000 }))!;
     expect(await locks.tryAcquire('ttl')).toBeNull();
     const next = await eventually(() => locks.tryAcquire('ttl', { ttl: 10_000 }), { within: 5_000 });
     expect(next.fence).toBeGreaterThan(stale.fence);
@@ -63,13 +64,13 @@ export function leaseCases(ctx: ContractContext): void {
 
   it('extends a held lease, and refuses once it was released', async () => {
     const locks = ctx.service();
-    const guard = (await locks.tryAcquire('extend', { ttl: 300 }))!;
+    const guard = (await locks.tryAcquire('extend', { ttl: 1_000 }))!;
     const before = guard.expiresAt;
     await sleep(20);
     expect(await locks.extend(guard, 5_000)).toBe(true);
     expect(guard.expiresAt).toBeGreaterThan(before);
-    // The extension outlives the original 300 ms.
-    await sleep(500);
+    // The extension outlives the original TTL.
+    await sleep(1_200);
     expect(await locks.tryAcquire('extend')).toBeNull();
     await locks.release(guard);
     expect(await locks.extend(guard)).toBe(false);

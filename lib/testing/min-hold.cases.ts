@@ -1,6 +1,7 @@
 import { Logger, type LoggerService } from '@nestjs/common';
+import { driftMargin } from '../lock.constants';
 import type { ContractContext } from './contract-context';
-import { eventually, sleep } from './time';
+import { eventually, sleep, whenAborted } from './time';
 
 /** minHold, leases that end by their TTL, and the warning a lost lease gets. */
 export function minHoldCases(ctx: ContractContext): void {
@@ -9,6 +10,8 @@ export function minHoldCases(ctx: ContractContext): void {
   const it = ctx.it;
 
   describe('minHold and leases that end by their TTL', () => {
+    // The minHold of these cases outlasts the few calls each makes before it checks that the lease
+    // is still held (or that a waiter has queued), however slow the backend and the machine.
     it('keeps the lease until minHold after the work started, without a release, then lets it end', async () => {
       const a = ctx.service();
       const b = ctx.service();
@@ -19,7 +22,7 @@ export function minHoldCases(ctx: ContractContext): void {
           token = lock.token;
           return 'done';
         },
-        { minHold: 700 },
+        { minHold: 1_500 },
       );
       expect(result).toBe('done');
       expect(a.heldCount).toBe(0);
@@ -35,7 +38,7 @@ export function minHoldCases(ctx: ContractContext): void {
       const a = ctx.service();
       const b = ctx.service();
       let fence = 0n;
-      await a.withLock('min-hold-fifo', (lock) => (fence = lock.fence), { minHold: 500 });
+      await a.withLock('min-hold-fifo', (lock) => (fence = lock.fence), { minHold: 1_500 });
       const waiting = b.acquire('min-hold-fifo', { wait: 5_000 });
       await ctx.backend.whenQueued(ctx.prefix + 'min-hold-fifo');
       const next = await waiting;
@@ -61,16 +64,25 @@ export function minHoldCases(ctx: ContractContext): void {
 
     it('forgets leases that ended by their TTL without a release, and releases none of them at shutdown', async () => {
       const locks = ctx.service();
-      const guards = await Promise.all(
-        Array.from({ length: 50 }, (_, i) => locks.tryAcquire(`ttl-end-${i}`, { ttl: 100 })),
-      );
+      // Fifty leases, all held at once (their TTL outlasts any answer), then cut to 100 ms each
+      // and left to end by that TTL. (Taken with a TTL of 100 ms straight away, the first could end
+      // before a slow backend, or a busy pool, answered the last: then they are never 50 at once.)
+      const guards = await Promise.all(Array.from({ length: 50 }, (_, i) => locks.tryAcquire(`ttl-end-${i}`)));
       expect(guards.every((g) => g !== null)).toBe(true);
       expect(locks.heldCount).toBe(50);
+      expect(await Promise.all(guards.map((g) => locks.extend(g!, 100)))).toEqual(guards.map(() => true));
       await eventually(() => locks.heldCount === 0, { within: 5_000, what: 'the ended leases to be forgotten' });
-      // An extension that still finds one alive makes it held again.
-      const kept = (await locks.tryAcquire('ttl-end-kept', { ttl: 200 }))!;
+
+      // A lease taken with a short TTL is forgotten when it ends; one that an extension renewed in
+      // time is held again until its new end, past the end of its first TTL.
+      const ttl = 1_000;
+      expect(await locks.tryAcquire('ttl-end-own', { ttl: 100 })).not.toBeNull();
+      const kept = (await locks.tryAcquire('ttl-end-kept', { ttl }))!;
+      // No later than this, the service would forget it if the extension had not renewed it.
+      const firstEnd = performance.now() + ttl + driftMargin(ttl);
       expect(await locks.extend(kept, 10_000)).toBe(true);
-      await sleep(400);
+      await eventually(() => locks.heldCount === 1, { within: 5_000, what: 'the unextended lease to be forgotten' });
+      await sleep(Math.max(0, firstEnd - performance.now()) + 50);
       expect(locks.heldCount).toBe(1);
       const releasesBefore = ctx.backend.count('release');
       await locks.shutdown();
@@ -88,13 +100,11 @@ export function minHoldCases(ctx: ContractContext): void {
             'lost-logged',
             async (held) => {
               await ctx.backend.release(ctx.prefix + 'lost-logged', held.token);
-              await new Promise<void>((resolve) =>
-                held.signal.addEventListener('abort', () => resolve(), { once: true }),
-              );
+              await whenAborted(held.signal);
               warnedBeforeEnd = [...warnings];
               return 'done';
             },
-            { ttl: 300 },
+            { ttl: 1_000 },
           )
           .catch(() => undefined);
         expect(warnedBeforeEnd).toEqual([

@@ -18,3 +18,13 @@ export async function eventually<T>(
     await delay(every);
   }
 }
+
+/**
+ * Resolves once `signal` is aborted; at once when it already is. (An 'abort' listener added after
+ * the abort never fires: on a slow machine a lease can be lost while the work is still awaiting
+ * the call that was meant to come first.)
+ */
+export function whenAborted(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+}

@@ -1,7 +1,7 @@
 import { LockLostError } from '../lock.errors';
 import { currentLock } from '../lock-context';
 import type { ContractContext } from './contract-context';
-import { sleep } from './time';
+import { sleep, whenAborted } from './time';
 
 /** withLock: the work runs under the lock, is extended past its TTL, loses it visibly, and keeps its own error. */
 export function withLockCases(ctx: ContractContext): void {
@@ -35,17 +35,19 @@ export function withLockCases(ctx: ContractContext): void {
       const locks = ctx.service();
       const other = ctx.service();
       const fenceSeen: bigint[] = [];
+      // Work for two TTLs and more. The TTL leaves each extension (sent every ttl/3) time to come
+      // back from a slow backend on a busy machine.
       await locks.withLock(
         'long',
         async (held) => {
           for (let i = 0; i < 6; i++) {
-            await sleep(100);
+            await sleep(350);
             expect(await other.tryAcquire('long')).toBeNull();
             expect(held.signal.aborted).toBe(false);
           }
           fenceSeen.push(held.fence);
         },
-        { ttl: 240 },
+        { ttl: 1_000 },
       );
       expect(ctx.backend.count('extend') + ctx.backend.count('extendMany')).toBeGreaterThanOrEqual(2);
       expect(await other.tryAcquire('long')).not.toBeNull();
@@ -60,13 +62,11 @@ export function withLockCases(ctx: ContractContext): void {
           async (held) => {
             // Another party ends the lease behind the holder's back.
             await ctx.backend.release(ctx.prefix + 'lost', held.token);
-            await new Promise<void>((resolve) =>
-              held.signal.addEventListener('abort', () => resolve(), { once: true }),
-            );
+            await whenAborted(held.signal);
             reason = held.signal.reason;
             return 'done';
           },
-          { ttl: 300 },
+          { ttl: 1_000 },
         )
         .catch((e: unknown) => e);
       expect(reason).toBeInstanceOf(LockLostError);

@@ -1,5 +1,5 @@
 import type { Logger } from '@nestjs/common';
-import type { ClientConfig, Pool, PoolConfig } from 'pg';
+import type { ClientConfig, Pool, PoolClient, PoolConfig } from 'pg';
 import { loadPg } from './pg.loader';
 import type { ResolvedPostgresOptions } from './postgres-lock.options';
 
@@ -19,6 +19,12 @@ export interface PostgresConnections {
   /** Settings of the LISTEN connection, before the backend adds its own (timeout, keepAlive, application_name). */
   listen: ClientConfig;
   target: PostgresTarget;
+  /**
+   * Resolves once every connection the backend's own pool opened has closed (at once for a user's
+   * pool, which the backend does not end). pg-pool's `end()` resolves as soon as it has asked its
+   * connections to end, before the server has closed them: until then their sockets stay open.
+   */
+  closed(): Promise<void>;
 }
 
 /**
@@ -33,7 +39,7 @@ export function openConnections(options: ResolvedPostgresOptions, logger: Logger
     const settings: PoolConfig = pool.options ?? {};
     // pg-pool keeps the password there as a non-enumerable property: a copy must name it.
     const listen = options.listen ?? { ...settings, password: settings.password };
-    return { pool, ownsPool: false, listen, target: describeTarget(settings) };
+    return { pool, ownsPool: false, listen, target: describeTarget(settings), closed: () => Promise.resolve() };
   }
   const config: PoolConfig = {
     max: 10,
@@ -45,7 +51,25 @@ export function openConnections(options: ResolvedPostgresOptions, logger: Logger
   const pool = new (loadPg().Pool)(config);
   // Idle connections may be terminated by the server; the pool drops them and opens new ones.
   pool.on('error', (error) => logger.warn(`An idle PostgreSQL connection failed: ${error.message}`));
-  return { pool, ownsPool: true, listen: options.listen ?? config, target: describeTarget(options.connection) };
+  // A connection counts as open from its 'connect' until its socket has closed ('end').
+  const open = new Set<PoolClient>();
+  const whenClosed: Array<() => void> = [];
+  pool.on('connect', (client) => {
+    open.add(client);
+    client.once('end', () => {
+      open.delete(client);
+      if (open.size === 0) for (const resolve of whenClosed.splice(0)) resolve();
+    });
+  });
+  const closed = (): Promise<void> =>
+    open.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => whenClosed.push(resolve));
+  return {
+    pool,
+    ownsPool: true,
+    listen: options.listen ?? config,
+    target: describeTarget(options.connection),
+    closed,
+  };
 }
 
 /**

@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import type { Pool, QueryResult } from 'pg';
 import { LockBackendError } from '../../lock.errors';
-import { monotonicNow } from '../../lock-clock';
+import { monotonicNow, settleWithin } from '../../lock-clock';
 import { BackgroundWork } from '../../background-work';
 import type {
   AcquireResult,
@@ -13,7 +13,7 @@ import type {
   ReleaseResult,
 } from '../lock-backend';
 import { PostgresAttemptsInFlight } from './postgres-attempts';
-import { openConnections, type PostgresTarget } from './postgres-connections';
+import { openConnections, type PostgresConnections, type PostgresTarget } from './postgres-connections';
 import { isConnectionLost, wasNotSent } from './postgres-error.classifier';
 import { PostgresHeldLeases } from './postgres-held-leases';
 import { PostgresLocalWaiters } from './postgres-local-waiters';
@@ -56,6 +56,7 @@ export class PostgresLockBackend implements LockBackend {
   private readonly statements: PostgresLockStatements;
   private readonly pool: Pool;
   private readonly ownsPool: boolean;
+  private readonly connections: PostgresConnections;
   private readonly target: PostgresTarget;
   private readonly runner: PostgresStatementRunner;
   private readonly schema: PostgresLockSchema;
@@ -77,6 +78,7 @@ export class PostgresLockBackend implements LockBackend {
       this.options.durability === 'relaxed',
     );
     const connections = openConnections(this.options, this.logger);
+    this.connections = connections;
     this.pool = connections.pool;
     this.ownsPool = connections.ownsPool;
     this.target = connections.target;
@@ -258,7 +260,11 @@ export class PostgresLockBackend implements LockBackend {
     this.waiters.clear();
     await this.events.close();
     await this.cleanups.settle(2_000);
-    if (this.ownsPool) await this.pool.end().catch(() => undefined);
+    if (this.ownsPool) {
+      await this.pool.end().catch(() => undefined);
+      // Closed means closed: the pool's sockets too, which outlive pool.end() by a round trip to the server.
+      await settleWithin([this.connections.closed()], 2_000);
+    }
   }
 
   /** Runs the housekeeping once (see `PostgresLockSchema.housekeep`); returns what it deleted. */

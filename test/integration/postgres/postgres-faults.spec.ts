@@ -6,7 +6,7 @@ import { RecordingBackend } from '../../support/recording-backend';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
 import { freePort } from '../../support/free-port';
 import { PrivatePostgres } from '../../support/postgres-server';
-import { eventually, sleep } from '../../support/time';
+import { eventually, sleep, whenAborted } from '../../support/time';
 
 const backends: PostgresLockBackend[] = [];
 
@@ -165,7 +165,7 @@ describe('postgresBackend faults on a private server', () => {
           // Let the watchdog confirm one extension, then take the server down (a crash).
           await sleep(ttl / 3 + 300);
           await server.halt('immediate');
-          await new Promise<void>((resolve) => lock.signal.addEventListener('abort', () => resolve(), { once: true }));
+          await whenAborted(lock.signal);
           abortedAt = Date.now();
           return 'stopped';
         },

@@ -108,9 +108,11 @@ describe('redisBackend and Redis ACL users (a spawned Redis 7 server)', () => {
       const refused = backendOf('nochannels');
       const other = backendOf('default');
       const keys = redisLockKeys('lock:expired');
-      const waiter = token();
-      await other.tryAcquire('lock:expired', token(), 100);
+      const [holder, waiter] = [token(), token()];
+      await other.tryAcquire('lock:expired', holder, 10_000);
       expect((await other.tryAcquire('lock:expired', waiter, 5_000, { lease: 10_000 })).fence).toBeNull();
+      // Once the waiter is queued, the lease is cut short and left to expire.
+      expect(await other.extend('lock:expired', holder, 100)).toBe(true);
       await sleep(200);
       const error = (await refused.tryAcquire('lock:expired', token(), 5_000).catch((e: unknown) => e)) as Error;
       expect(error).toBeInstanceOf(LockBackendError);

@@ -8,7 +8,7 @@ import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
 import { lockScripts } from '../../../lib/backends/redis/redis-lock.scripts';
 import { textDigest } from '../../../lib/backends/script-text';
 import { deleteSharedKeys, SHARED_REDIS_URL, sharedRedisOptions, testRunPrefix } from '../../support/shared-redis';
-import { sleep } from '../../support/time';
+import { eventually, sleep } from '../../support/time';
 
 const prefix = testRunPrefix('backend');
 const token = (): string => randomBytes(16).toString('hex');
@@ -155,8 +155,10 @@ describe('redisBackend on the shared Redis', () => {
         // The command connection and the subscriber connection.
         expect(((await raw.client('LIST')) as string).split(`name=${name} `)).toHaveLength(3);
         await owned.close();
-        await sleep(100);
-        expect((await raw.client('LIST')) as string).not.toContain(`name=${name} `);
+        // The server drops a closed connection from its list once it has read the close.
+        await eventually(async () => !((await raw.client('LIST')) as string).includes(`name=${name} `), {
+          what: 'both connections to be gone from CLIENT LIST',
+        });
       } finally {
         client.disconnect();
       }
@@ -384,12 +386,16 @@ describe('redisBackend on the shared Redis', () => {
       const b = backend();
       const events: string[] = [];
       await b.subscribe('lock:expired', (e) => events.push(e.type === 'granted' ? `granted ${e.token}` : e.type));
-      const waiter = token();
-      await b.tryAcquire('lock:expired', token(), 100);
+      const [holder, waiter] = [token(), token()];
+      await b.tryAcquire('lock:expired', holder, 10_000);
       expect((await b.tryAcquire('lock:expired', waiter, 10_000, { lease: 10_000 })).fence).toBeNull();
+      // Once the waiter is queued, the lease is cut short and left to expire.
+      expect(await b.extend('lock:expired', holder, 100)).toBe(true);
       await sleep(200);
       const late = await b.tryAcquire('lock:expired', token(), 10_000);
       expect(late.fence).toBeNull();
+      // The grant is published by the call that found the lease expired; it comes on the subscriber's own connection.
+      await eventually(() => events.length > 0, { what: 'the grant to be published' });
       expect(events).toEqual([`granted ${waiter}`]);
       expect((await b.tryAcquire('lock:expired', waiter, 10_000)).fence).not.toBeNull();
     });
@@ -434,10 +440,12 @@ describe('redisBackend on the shared Redis', () => {
     it('lets the oldest waiter take an expired lease itself, and its release hands on to the next', async () => {
       const b = backend();
       const keys = redisLockKeys('lock:expired-head');
-      const [oldest, next] = [token(), token()];
-      await b.tryAcquire('lock:expired-head', token(), 100);
+      const [holder, oldest, next] = [token(), token(), token()];
+      await b.tryAcquire('lock:expired-head', holder, 10_000);
       expect((await b.tryAcquire('lock:expired-head', oldest, 10_000, { lease: 10_000 })).fence).toBeNull();
       expect((await b.tryAcquire('lock:expired-head', next, 10_000, { lease: 10_000 })).fence).toBeNull();
+      // Once both are queued, the lease is cut short and left to expire.
+      expect(await b.extend('lock:expired-head', holder, 100)).toBe(true);
       await sleep(200);
       // The oldest gets the lock on its own attempt; the next one stays queued behind it.
       const head = await b.tryAcquire('lock:expired-head', oldest, 10_000, { lease: 10_000 });
@@ -457,6 +465,8 @@ describe('redisBackend on the shared Redis', () => {
       await b.tryAcquire('lock:once', holder, 10_000);
       await b.tryAcquire('lock:once', waiter, 10_000, { lease: 10_000 });
       await b.release('lock:once', holder);
+      await eventually(() => events.length > 0, { what: 'the grant to be published' });
+      // A second delivery would come right behind the first.
       await sleep(200);
       expect(events).toEqual(['granted']);
     });

@@ -5,13 +5,9 @@ import { redisBackend, type RedisLockBackend } from '../../../lib/redis';
 import { driftMargin } from '../../../lib/lock.constants';
 import { monotonicNow } from '../../../lib/lock-clock';
 import { SpawnedRedis, type RedisServerProcess } from '../../support/redis-servers';
-import { eventually, sleep } from '../../support/time';
+import { eventually, sleep, whenAborted as aborted } from '../../support/time';
 
 const token = (): string => randomBytes(16).toString('hex');
-
-function aborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
-}
 
 describe('redisBackend under faults of a spawned server', () => {
   const spawned = new SpawnedRedis();

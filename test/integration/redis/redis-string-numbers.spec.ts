@@ -4,8 +4,9 @@ import { type AcquireResult, type LockBackend } from '../../../lib';
 import { DistributedLockService } from '../../../lib/distributed-lock.service';
 import { redisBackend, type RedisLockBackend } from '../../../lib/redis';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
+import { RecordingBackend } from '../../support/recording-backend';
 import { deleteSharedKeys, sharedRedisOptions, testRunPrefix } from '../../support/shared-redis';
-import { sleep } from '../../support/time';
+import { eventually, sleep } from '../../support/time';
 
 const prefix = testRunPrefix('string-numbers');
 const token = (): string => randomBytes(16).toString('hex');
@@ -81,30 +82,36 @@ describe.each([
     await b.subscribe('lock:expired', (e) =>
       events.push(e.type === 'granted' ? `granted ${e.token} ${typeof e.fence}` : e.type),
     );
-    await b.tryAcquire('lock:expired', token(), 100);
+    const holder = token();
+    await b.tryAcquire('lock:expired', holder, 10_000);
     expect((await b.tryAcquire('lock:expired', waiter, 10_000, { lease: 10_000 })).fence).toBeNull();
+    // Once the waiter is queued, the lease is cut short and left to expire.
+    expect(await b.extend('lock:expired', holder, 100)).toBe(true);
     await sleep(200);
     const late = await b.tryAcquire('lock:expired', token(), 10_000);
     expect(late.fence).toBeNull();
     expect(typeof retryIn(late)).toBe('number');
+    // The grant is published by the call that found the lease expired; it comes on the subscriber's own connection.
+    await eventually(() => events.length > 0, { what: 'the grant to be published' });
     expect(events).toEqual([`granted ${waiter} bigint`]);
     expect((await b.tryAcquire('lock:expired', waiter, 10_000)).fence).not.toBeNull();
   });
 
   it('runs the service: tryAcquire, a waiter woken by the release in this process and in another, extend, withLock with renewals', async () => {
-    const b = backend();
+    const b = new RecordingBackend(backend());
+    const o = new RecordingBackend(backend());
     const locks = service(b);
-    const other = service(backend());
+    const other = service(o);
 
     const first = (await locks.tryAcquire('handoff'))!;
     expect(first).not.toBeNull();
     expect(await other.tryAcquire('handoff')).toBeNull();
-    // A waiter of the same backend: woken by the release reply.
+    // A waiter of the same backend, first in the queue: woken by the release reply.
     const local = locks.acquire('handoff');
-    // A waiter of another backend: woken by the published grant, through its subscriber.
-    await sleep(50);
+    await b.whenQueued('lock:handoff');
+    // A waiter of another backend, queued behind it: woken by the published grant, through its subscriber.
     const remote = other.acquire('handoff');
-    await sleep(50);
+    await o.whenQueued('lock:handoff');
     await locks.release(first);
     const second = await local;
     expect(second.fence).toBeGreaterThan(first.fence);
