@@ -270,7 +270,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
       throw error;
     }
     const now = monotonicNow();
-    if (grant.startedAt + Math.min(call.ttl, grant.validFor ?? call.ttl) - driftMargin(call.ttl) <= now) {
+    if (localDeadlineOf(call.ttl, grant) <= now) {
       // The grant came back after its own local deadline (a stalled network or backend): the lease
       // may already have ended and gone to someone else, so the work must not run under it.
       this.giveBack(acquisition.backendKey, grant.token);
@@ -477,7 +477,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   }
 
   private expiresAtOf(ttl: number, grant: Grant): number {
-    return toEpochMs(grant.startedAt + Math.min(ttl, grant.validFor ?? ttl) - driftMargin(ttl));
+    return toEpochMs(localDeadlineOf(ttl, grant));
   }
 
   /** Turns a grant into the guard handed to the caller of `tryAcquire` / `acquire`. */
@@ -685,6 +685,11 @@ export class DistributedLockService extends DistributedLock implements OnApplica
 }
 
 /** Whether `value` is a promise or another thenable, which `await` would wait for. */
+/** The local deadline (monotonic) of a lease of `ttl` from `grant`: counted from its attempt's start, drift taken off. */
+function localDeadlineOf(ttl: number, grant: Grant): number {
+  return grant.startedAt + Math.min(ttl, grant.validFor ?? ttl) - driftMargin(ttl);
+}
+
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return (
     value !== null &&
