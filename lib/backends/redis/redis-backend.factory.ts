@@ -2,7 +2,8 @@ import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import type { LockBackend } from '../lock-backend';
 import { loadIoredis } from './ioredis.loader';
 import { resolveRedisBackendOptions, type RedisBackendOptions, type RedisQuorumNode } from './redis-backend.options';
-import { RedisConnection, type RedisClient } from './redis-connection';
+import type { RedisClient } from './redis-client-description';
+import { RedisConnection } from './redis-connection';
 import { RedisLockBackend } from './redis-lock.backend';
 import { RedisQuorumLockBackend } from './redis-quorum.backend';
 

@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
-import { isCluster, type RedisConnection } from './redis-connection';
+import { isCluster } from './redis-client-description';
+import type { RedisConnection } from './redis-connection';
 
 /** The only `maxmemory-policy` under which Redis never evicts a lock key. */
 export const SAFE_EVICTION_POLICY = 'noeviction';
