@@ -2,7 +2,7 @@ import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from '
 import { MAX_TIMER_DELAY } from '../../lock.constants';
 import { InvalidLockOptionsError } from '../../lock.errors';
 import { describeValue, validateOptionsObject } from '../../lock.validation';
-import type { ReplicaAcknowledgement } from './redis-lock.backend';
+import type { ReplicaAcknowledgement } from './redis-replica-acknowledgement';
 
 /** A quorum node: your own `Redis` instance (left open), a `redis://` URL or ioredis options (opened and closed by the backend). */
 export type RedisQuorumNode = Redis | string | RedisOptions;

@@ -1,3 +1,4 @@
+import type { Logger } from '@nestjs/common';
 import type { Cluster, Redis } from 'ioredis';
 import { isCluster } from './redis-client-description';
 import type { RedisConnection } from './redis-connection';
@@ -68,4 +69,37 @@ export function evictionWarning(endpoint: string, policies: readonly EvictionPol
     'another process can acquire the key while its holder still works, and only fences checked by the resource still ' +
     `protect it. Set maxmemory-policy ${SAFE_EVICTION_POLICY} on the Redis that holds the locks.`
   );
+}
+
+/** The check of a backend's server: started by its first acquisition or ping, done once answered. */
+export class RedisEvictionCheck {
+  private check: Promise<void> | undefined;
+
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly logger: Logger,
+  ) {}
+
+  /** True while the check runs or once it is done; false before it starts and after it got no answer. */
+  get started(): boolean {
+    return this.check !== undefined;
+  }
+
+  /**
+   * Reads the server's `maxmemory-policy` once and warns when it can evict lock keys. A refusal
+   * (NOPERM, CONFIG renamed on a managed service) ends the check silently; no answer at all (the
+   * server unreachable) lets the next acquisition or ping try again.
+   */
+  run(): Promise<void> {
+    this.check ??= readEvictionPolicies(this.connection).then(
+      (policies) => {
+        const warning = evictionWarning(this.connection.endpoint, policies);
+        if (warning) this.logger.warn(warning);
+      },
+      () => {
+        this.check = undefined;
+      },
+    );
+    return this.check;
+  }
 }

@@ -1,5 +1,4 @@
 import { Logger } from '@nestjs/common';
-import type { ChainableCommander } from 'ioredis';
 import { LockBackendError } from '../../lock.errors';
 import { BackgroundWork } from '../../background-work';
 import type {
@@ -12,21 +11,18 @@ import type {
   ReleaseResult,
 } from '../lock-backend';
 import { RedisConnection } from './redis-connection';
-import { evictionWarning, readEvictionPolicies } from './redis-eviction-check';
+import { RedisEvictionCheck } from './redis-eviction-check';
+import { extendLeases } from './redis-extend-many';
+import { RedisFenceFloor } from './redis-fence-floor';
 import { redisLockKeys, type RedisLockKeys } from './redis-key-layout';
 import { readAcquireReply, readFlag, readReleaseReply } from './redis-lock.replies';
 import { RedisLockSubscriber } from './redis-lock.subscriber';
-import { defineLockScripts, lockScripts, type LockScript, type LockScriptHost } from './redis-lock.scripts';
-
-/** Acknowledgement of an acquisition by replicas (`WAIT`) or by their AOF (`WAITAOF`). */
-export interface ReplicaAcknowledgement {
-  /** How many replicas must confirm the acquisition. */
-  replicas: number;
-  /** How long to wait for them, in ms. */
-  timeout: number;
-  /** Wait for the replicas' append-only files to be fsynced (`WAITAOF`, Redis 7.2+) instead of `WAIT`. */
-  aof?: boolean;
-}
+import { defineLockScripts, lockScripts, type LockScript } from './redis-lock.scripts';
+import {
+  AcknowledgedAcquisitions,
+  grantsAsReleases,
+  type ReplicaAcknowledgement,
+} from './redis-replica-acknowledgement';
 
 export interface RedisLockBackendSettings {
   /** Bound on every command, in ms (waiting for the connection included). */
@@ -54,28 +50,22 @@ export class RedisLockBackend implements LockBackend {
   readonly name = 'redis';
   readonly capabilities = { fifo: true, fencing: 'strict' } as const;
   readonly recheckInterval: number;
-  private readonly host: LockScriptHost;
   private readonly acquireScript: LockScript;
   private readonly extendScript: LockScript;
   private readonly releaseScript: LockScript;
   private readonly publish: 'PUBLISH' | 'SPUBLISH';
-  /** How the acquire script publishes: "p" PUBLISH, "s" SPUBLISH. */
-  private readonly acquireMode: 'p' | 's';
-  /** How the release script publishes: as acquireMode; upper case also announces every release. */
-  private readonly releaseMode: 'p' | 's' | 'P' | 'S';
   private subscriber: RedisLockSubscriber | undefined;
-  /** The highest fence this backend has seen: every new fence it asks for is higher. */
-  private floor = 0;
-  /** What follows the token in the scripts' first argument: the publish mode and the floor. */
-  private acquireSuffix: string;
-  private releaseSuffix: string;
+  /** The highest fence this backend has seen, which the scripts' first argument carries. */
+  private readonly floor: RedisFenceFloor;
+  /** Set with replica acknowledgement: acquisitions then wait for the replicas. */
+  private readonly acknowledged: AcknowledgedAcquisitions | undefined;
   private closed = false;
   /** What each operation is called in errors: `acquire on Redis at host:port`, … */
   private readonly names: { readonly acquire: string; readonly extend: string; readonly release: string };
   private readonly readExtend = (reply: unknown): boolean => readFlag(this.names.extend, reply);
-  /** The check of the server's eviction policy: started by the first acquisition or ping, done once answered. */
-  private evictionCheck: Promise<void> | undefined;
   private readonly logger = new Logger('RedisLockBackend');
+  /** The check of the server's eviction policy: started by the first acquisition or ping, done once answered. */
+  private readonly evictionCheck: RedisEvictionCheck;
   /**
    * The release with the hand-off it made. Left out with replica acknowledgement: a hand-off the
    * replicas have not confirmed is no grant to wake a waiter with (see `subscribe`).
@@ -93,20 +83,26 @@ export class RedisLockBackend implements LockBackend {
     this.extendScript = scripts.extend;
     this.releaseScript = scripts.release;
     defineLockScripts(connection.client, scripts);
-    this.host = connection.client as unknown as LockScriptHost;
     this.recheckInterval = settings.recheckInterval;
     if (!settings.replicaAck) this.releaseWithHandOff = (key, token) => this.releaseAndRead(key, token);
     this.publish = connection.cluster && settings.shardedPubSub ? 'SPUBLISH' : 'PUBLISH';
-    this.acquireMode = this.publish === 'SPUBLISH' ? 's' : 'p';
-    this.releaseMode = settings.announceReleases ? (this.acquireMode === 's' ? 'S' : 'P') : this.acquireMode;
-    this.acquireSuffix = `${this.acquireMode}0`;
-    this.releaseSuffix = `${this.releaseMode}0`;
+    this.floor = new RedisFenceFloor(this.publish === 'SPUBLISH', settings.announceReleases);
     const endpoint = connection.endpoint;
     this.names = {
       acquire: `acquire on ${endpoint}`,
       extend: `extend on ${endpoint}`,
       release: `release on ${endpoint}`,
     };
+    this.acknowledged = settings.replicaAck
+      ? new AcknowledgedAcquisitions(
+          connection,
+          settings.replicaAck,
+          settings.commandTimeout,
+          this.acquireScript.name,
+          this.names.acquire,
+        )
+      : undefined;
+    this.evictionCheck = new RedisEvictionCheck(connection, this.logger);
   }
 
   /** Where the backend connects, for messages (host and port, no credentials). */
@@ -115,7 +111,7 @@ export class RedisLockBackend implements LockBackend {
   }
 
   tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
-    if (this.evictionCheck === undefined) void this.checkEvictionPolicy();
+    if (!this.evictionCheck.started) void this.evictionCheck.run();
     const keys = redisLockKeys(key);
     const script = this.acquireScript;
     const args: Array<string | number> = [
@@ -126,13 +122,13 @@ export class RedisLockBackend implements LockBackend {
       keys.waiters,
       keys.fence,
       keys.channel,
-      token + this.acquireSuffix,
+      token + this.floor.acquire,
       ttl,
     ];
     if (queue && queue.lease > 0) args.push(queue.lease);
     const read = (reply: unknown): AcquireResult => this.readAcquire(key, keys, reply);
-    const answer = this.settings.replicaAck
-      ? this.acquireAcknowledged(key, token, args.slice(2)).then(read)
+    const answer = this.acknowledged
+      ? this.acknowledged.acquire(args.slice(2), () => this.release(key, token)).then(read)
       : this.connection.evalScript('acquire', script, args, read);
     return answer.catch((error: unknown) => {
       // The attempt may have been granted after all: give back whatever it may hold.
@@ -152,42 +148,9 @@ export class RedisLockBackend implements LockBackend {
     );
   }
 
-  /**
-   * Renews many leases in one round trip: one pipeline on a single server; on a Cluster the
-   * commands go out in the same tick (ioredis groups them per node when auto-pipelining is on).
-   * An item whose command failed gets its error, the others their answer.
-   */
-  async extendMany(items: readonly ExtendItem[]): Promise<Array<boolean | Error>> {
-    if (items.length === 0) return [];
-    const extend = this.extendScript.name;
-    const answers = await this.connection.run(`extend (${items.length} leases)`, async () => {
-      if (!this.connection.cluster) {
-        const pipeline = this.connection.client.pipeline() as unknown as LockScriptHost & ChainableCommander;
-        // Queued on the pipeline (its results come from exec()), not a promise to await.
-        for (const item of items) void pipeline[extend](redisLockKeys(item.key).lease, item.token, item.ttl);
-        const rows = (await pipeline.exec()) ?? [];
-        return items.map((_, i) => (rows[i]?.[0] ? rows[i][0] : rows[i]?.[1]));
-      }
-      return Promise.all(
-        items.map((item) =>
-          this.host[extend](redisLockKeys(item.key).lease, item.token, item.ttl).catch((error: unknown) => error),
-        ),
-      );
-    });
-    return answers.map((answer, i) => {
-      if (answer instanceof Error) {
-        return new LockBackendError(
-          'redis',
-          `extend of "${items[i].key}" on ${this.endpoint} failed: ${answer.message}`,
-          { cause: answer },
-        );
-      }
-      try {
-        return readFlag(this.names.extend, answer);
-      } catch (error) {
-        return error as Error;
-      }
-    });
+  /** Renews many leases in one round trip (see `extendLeases`). */
+  extendMany(items: readonly ExtendItem[]): Promise<Array<boolean | Error>> {
+    return extendLeases(this.connection, this.extendScript.name, this.names.extend, items);
   }
 
   async release(key: string, token: string): Promise<boolean> {
@@ -205,7 +168,7 @@ export class RedisLockBackend implements LockBackend {
       keys.waiters,
       keys.fence,
       keys.channel,
-      token + this.releaseSuffix,
+      token + this.floor.release,
     ];
     return this.connection.evalScript('release', script, args, (reply) => this.readRelease(key, keys, reply));
   }
@@ -217,17 +180,13 @@ export class RedisLockBackend implements LockBackend {
       this.publish === 'SPUBLISH',
       this.settings.commandTimeout,
     );
-    // With replica acknowledgement a hand-off is not yet confirmed: the waiter re-attempts, which
-    // renews its lease and waits for the replicas.
-    const deliver = this.settings.replicaAck
-      ? (event: LockEvent) => listener(event.type === 'granted' ? { type: 'released', key } : event)
-      : listener;
+    const deliver = this.settings.replicaAck ? grantsAsReleases(key, listener) : listener;
     return this.subscriber.subscribe(this.channelOf(redisLockKeys(key)), key, deliver);
   }
 
   /** PING; the first one also waits for the check of the eviction policy (whose failure it ignores). */
   async ping(): Promise<void> {
-    const check = this.checkEvictionPolicy();
+    const check = this.evictionCheck.run();
     await this.connection.run('PING', () => this.connection.client.ping());
     await check;
   }
@@ -241,14 +200,14 @@ export class RedisLockBackend implements LockBackend {
 
   /** Makes every later fence of this backend higher than `fence` (the quorum's fence, seen on another node). */
   raiseFloor(fence: bigint): void {
-    this.observe(Number(fence));
+    this.floor.observe(Number(fence));
   }
 
   private readAcquire(key: string, keys: RedisLockKeys, reply: unknown): AcquireResult {
     const answer = readAcquireReply(this.names.acquire, reply);
     switch (answer.kind) {
       case 'granted':
-        this.observe(answer.fence);
+        this.floor.observe(answer.fence);
         return { fence: BigInt(answer.fence) };
       case 'busy':
         return { fence: null, retryIn: answer.retryIn };
@@ -274,7 +233,7 @@ export class RedisLockBackend implements LockBackend {
    * `subscribe`), and the waiter's re-attempt waits for the replicas.
    */
   private handedOver(key: string, keys: RedisLockKeys, waiter: string, fence: number): HandOff | undefined {
-    this.observe(fence);
+    this.floor.observe(fence);
     this.subscriber?.deliverLocal(this.channelOf(keys), { type: 'granted', key, token: waiter, fence: BigInt(fence) });
     return this.settings.replicaAck ? undefined : { token: waiter, fence: BigInt(fence) };
   }
@@ -283,72 +242,9 @@ export class RedisLockBackend implements LockBackend {
     return this.connection.keyPrefix + keys.channel;
   }
 
-  private observe(fence: number): void {
-    if (fence > this.floor) {
-      this.floor = fence;
-      const floor = fence.toFixed(0);
-      this.acquireSuffix = this.acquireMode + floor;
-      this.releaseSuffix = this.releaseMode + floor;
-    }
-  }
-
-  /**
-   * Reads the server's `maxmemory-policy` once and warns when it can evict lock keys. A refusal
-   * (NOPERM, CONFIG renamed on a managed service) ends the check silently; no answer at all (the
-   * server unreachable) lets the next acquisition or ping try again.
-   */
-  private checkEvictionPolicy(): Promise<void> {
-    this.evictionCheck ??= readEvictionPolicies(this.connection).then(
-      (policies) => {
-        const warning = evictionWarning(this.endpoint, policies);
-        if (warning) this.logger.warn(warning);
-      },
-      () => {
-        this.evictionCheck = undefined;
-      },
-    );
-    return this.evictionCheck;
-  }
-
   /** Gives back, in the background (awaited by `close()`), whatever a failed attempt may hold. */
   private releaseInBackground(key: string, token: string): void {
     if (this.closed) return;
     this.background.run(this.release(key, token));
-  }
-
-  /** The acquire script and WAIT/WAITAOF in one pipeline; a grant the replicas did not confirm is given back. */
-  private async acquireAcknowledged(
-    key: string,
-    token: string,
-    args: ReadonlyArray<string | number>,
-  ): Promise<unknown> {
-    const ack = this.settings.replicaAck!;
-    const rows = await this.connection.run(
-      'acquire',
-      async () => {
-        const pipeline = this.connection.client.pipeline() as unknown as LockScriptHost & ChainableCommander;
-        void pipeline[this.acquireScript.name](...args); // queued; exec() gives the result
-        if (ack.aof) pipeline.call('WAITAOF', 0, ack.replicas, ack.timeout);
-        else pipeline.call('WAIT', ack.replicas, ack.timeout);
-        return (await pipeline.exec()) ?? [];
-      },
-      this.settings.commandTimeout + ack.timeout,
-    );
-    const [acquireError, reply] = rows[0] ?? [new Error('no reply')];
-    if (acquireError) throw acquireError;
-    const acquired = readAcquireReply(this.names.acquire, reply);
-    if (acquired.kind !== 'granted') return reply;
-    const [waitError, answer] = rows[1] ?? [new Error('no reply')];
-    const confirmed = waitError ? undefined : Number(Array.isArray(answer) ? answer[1] : answer);
-    if (confirmed !== undefined && confirmed >= ack.replicas) return reply;
-    await this.release(key, token).catch(() => undefined);
-    const command = ack.aof ? 'WAITAOF' : 'WAIT';
-    throw new LockBackendError(
-      'redis',
-      waitError
-        ? `${command} on ${this.endpoint} failed: ${waitError.message}; the lock was given back`
-        : `only ${confirmed} of ${ack.replicas} replicas of ${this.endpoint} confirmed the lock within ${ack.timeout} ms (${command}); the lock was given back`,
-      { cause: waitError ?? undefined },
-    );
   }
 }
