@@ -1,32 +1,26 @@
 import { Logger } from '@nestjs/common';
-import type { Pool, QueryResult } from 'pg';
+import type { QueryResult } from 'pg';
 import { LockBackendError } from '../../lock.errors';
 import { monotonicNow, settleWithin } from '../../lock-clock';
-import { BackgroundWork } from '../../background-work';
-import type {
-  AcquireResult,
-  ExtendItem,
-  HandOff,
-  LockBackend,
-  LockEvent,
-  QueueOptions,
-  ReleaseResult,
-} from '../lock-backend';
+import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions, ReleaseResult } from '../lock-backend';
+import { PostgresAttemptCleanup } from './postgres-attempt-cleanup';
 import { PostgresAttemptsInFlight } from './postgres-attempts';
-import { openConnections, type PostgresConnections, type PostgresTarget } from './postgres-connections';
+import type { PostgresConnections } from './postgres-connections';
 import { isConnectionLost, wasNotSent } from './postgres-error.classifier';
+import { PostgresHandOffs } from './postgres-hand-offs';
 import { PostgresHeldLeases } from './postgres-held-leases';
 import { PostgresLocalWaiters } from './postgres-local-waiters';
-import { PostgresLockEvents } from './postgres-lock.events';
+import type { PostgresLockEvents } from './postgres-lock.events';
 import type { PostgresLockNames } from './postgres-lock.names';
 import {
   resolvePostgresOptions,
   type PostgresBackendOptions,
   type ResolvedPostgresOptions,
 } from './postgres-lock.options';
-import { PostgresLockSchema } from './postgres-lock.schema';
-import { PostgresLockStatements, type AcquireRow, type ReleaseRow } from './postgres-lock.statements';
-import { PostgresStatementRunner } from './postgres-statement-runner';
+import type { PostgresLockSchema } from './postgres-lock.schema';
+import { setUpPostgresLock } from './postgres-lock.setup';
+import type { AcquireRow, PostgresLockStatements, ReleaseRow } from './postgres-lock.statements';
+import type { PostgresStatementRunner } from './postgres-statement-runner';
 
 /** While LISTEN is up, waiters still re-check this often, in case a notification was lost. */
 const LISTENING_RECHECK_INTERVAL = 30_000;
@@ -44,7 +38,7 @@ const LISTENING_RECHECK_INTERVAL = 30_000;
  * - Waiters queue in an UNLOGGED table; a release hands the key to the oldest live waiter in the same
  *   statement and NOTIFYs. One dedicated LISTEN connection per backend delivers the events
  *   (`PostgresLockEvents`); a grant made by this process's own release reaches a waiter of this
- *   process at once (the backend delivers it, and returns it as `handedTo`).
+ *   process at once (the backend delivers it through `PostgresHandOffs`, and returns it as `handedTo`).
  * - The schema is checked (and created) at start, and housekept, by `PostgresLockSchema`.
  */
 export class PostgresLockBackend implements LockBackend {
@@ -54,69 +48,37 @@ export class PostgresLockBackend implements LockBackend {
   private readonly options: ResolvedPostgresOptions;
   private readonly names: PostgresLockNames;
   private readonly statements: PostgresLockStatements;
-  private readonly pool: Pool;
-  private readonly ownsPool: boolean;
   private readonly connections: PostgresConnections;
-  private readonly target: PostgresTarget;
   private readonly runner: PostgresStatementRunner;
   private readonly schema: PostgresLockSchema;
   private readonly events: PostgresLockEvents;
   private readonly waiters = new PostgresLocalWaiters();
   private readonly held = new PostgresHeldLeases();
+  private readonly handOffs: PostgresHandOffs;
   private readonly attempts = new PostgresAttemptsInFlight();
   /** Releases after a failed attempt, awaited by `close()`. */
-  private readonly cleanups = new BackgroundWork();
+  private readonly cleanups = new PostgresAttemptCleanup(
+    (key, token) => this.release(key, token),
+    () => this.closed,
+  );
   private starting: Promise<void> | undefined;
   private closed = false;
 
   constructor(options: PostgresBackendOptions | ResolvedPostgresOptions) {
     this.options = 'names' in options ? options : resolvePostgresOptions(options);
     this.names = this.options.names;
-    this.statements = new PostgresLockStatements(
-      this.names,
-      this.options.statementTimeout,
-      this.options.durability === 'relaxed',
-    );
-    const connections = openConnections(this.options, this.logger);
-    this.connections = connections;
-    this.pool = connections.pool;
-    this.ownsPool = connections.ownsPool;
-    this.target = connections.target;
-    this.runner = new PostgresStatementRunner(
-      this.pool,
-      this.target,
-      this.names,
-      this.options.statementTimeout,
-      () => this.closed,
-    );
-    this.schema = new PostgresLockSchema({
-      names: this.names,
-      statements: this.statements,
-      migrate: this.options.migrate,
-      statementTimeout: this.options.statementTimeout,
-      housekeepingInterval: this.options.housekeepingInterval,
-      database: this.target.database,
+    const parts = setUpPostgresLock(this.options, this.logger, {
+      isClosed: () => this.closed,
       send: (text, timeout) => this.send(text, false, timeout),
       run: (text) => this.run(text, false),
-      isClosed: () => this.closed,
-      logger: this.logger,
-    });
-    this.events = new PostgresLockEvents({
-      listen: {
-        connectionTimeoutMillis: 5_000,
-        keepAlive: true,
-        ...connections.listen,
-        application_name: `${this.options.applicationName}/listen`,
-      },
-      channel: this.names.channel,
-      target: this.target,
-      recheckInterval: this.options.recheckInterval,
-      sendProbe: async (payload) => {
-        await this.send(this.statements.probe(payload), false);
-      },
       granted: (key, token) => this.waiters.forget(key, token),
-      logger: this.logger,
     });
+    this.statements = parts.statements;
+    this.connections = parts.connections;
+    this.runner = parts.runner;
+    this.schema = parts.schema;
+    this.events = parts.events;
+    this.handOffs = new PostgresHandOffs(this.waiters, this.held, this.events);
   }
 
   /** The NOTIFY channel the backend listens on. */
@@ -171,13 +133,13 @@ export class PostgresLockBackend implements LockBackend {
       row = (await this.run(this.statements.acquire(key, token, ttl, queue?.lease), true)).rows[0] as AcquireRow;
     } catch (error) {
       // The statement may have committed before the failure: give back what it may have granted.
-      if (!wasNotSent(error)) this.cleanUpAfterFailure(key, token);
+      if (!wasNotSent(error)) this.cleanups.afterFailure(key, token);
       throw error;
     }
     // The acquire function notifies every hand-off it makes.
     const handedTo =
       row.granted_token !== null && row.granted_fence !== null
-        ? this.handedOver(key, row.granted_token, row.granted_fence, sentAt, true, null)
+        ? this.handOffs.handedOver(key, row.granted_token, row.granted_fence, sentAt, true, null)
         : undefined;
     if (row.fence !== null) {
       this.waiters.forget(key, token);
@@ -229,7 +191,7 @@ export class PostgresLockBackend implements LockBackend {
     if (row.granted_token !== null && row.granted_fence !== null) {
       // The release function notifies a hand-off only to a waiter of another process.
       const notified = !local.includes(row.granted_token);
-      const handedTo = this.handedOver(
+      const handedTo = this.handOffs.handedOver(
         key,
         row.granted_token,
         row.granted_fence,
@@ -260,8 +222,8 @@ export class PostgresLockBackend implements LockBackend {
     this.waiters.clear();
     await this.events.close();
     await this.cleanups.settle(2_000);
-    if (this.ownsPool) {
-      await this.pool.end().catch(() => undefined);
+    if (this.connections.ownsPool) {
+      await this.connections.pool.end().catch(() => undefined);
       // Closed means closed: the pool's sockets too, which outlive pool.end() by a round trip to the server.
       await settleWithin([this.connections.closed()], 2_000);
     }
@@ -298,46 +260,4 @@ export class PostgresLockBackend implements LockBackend {
   private closedError(): LockBackendError {
     return new LockBackendError(this.name, 'the backend was closed');
   }
-
-  /** Gives back, in the background, whatever a failed attempt may have granted or queued. */
-  private cleanUpAfterFailure(key: string, token: string): void {
-    if (this.closed) return;
-    this.cleanups.run(this.release(key, token));
-  }
-
-  /**
-   * A statement of this process handed `key` to `token`: wake it here if it waits here; returns the
-   * hand-off for the caller. `validFor`: set when the hand-off was committed without waiting for its
-   * flush (see `sql/release.sql`).
-   */
-  private handedOver(
-    key: string,
-    token: string,
-    fence: string,
-    sentAt: number,
-    notified: boolean,
-    validFor: number | null,
-  ): HandOff {
-    const ttl = this.waiters.ttl(key, token);
-    this.waiters.forget(key, token);
-    if (ttl === undefined) this.held.forget(key);
-    else this.held.hold(key, token, sentAt, ttl, Math.min(ttl, validFor ?? ttl));
-    const event: LockEvent = { type: 'granted', key, token, fence: BigInt(fence) };
-    if (validFor !== null) event.validFor = validFor;
-    this.events.deliver(event, notified ? fence : undefined);
-    return validFor === null ? { token, fence: event.fence } : { token, fence: event.fence, validFor };
-  }
-}
-
-/**
- * The PostgreSQL backend: leases in a table on the database clock, fences from a sequence, fair
- * FIFO hand-off with LISTEN/NOTIFY wake-ups, safe behind PgBouncer in transaction mode.
- *
- * ```ts
- * LockModule.forRoot({ backend: postgresBackend({ connection: process.env.DATABASE_URL }) })
- * LockModule.forRoot({ backend: postgresBackend({ pool, listen: directUrl }) }) // pool through PgBouncer
- * ```
- */
-export function postgresBackend(options: PostgresBackendOptions | Pool | string): PostgresLockBackend {
-  return new PostgresLockBackend(resolvePostgresOptions(options));
 }
