@@ -254,10 +254,12 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     try {
       if (call.signal) grant = await this.obtain(acquisition, call.signal);
       else {
-        // The uncontended path awaits the backend's own promise, and nothing else.
+        // The uncontended path awaits the backend's own promise, and nothing else: none at all when the
+        // backend answered at once (the memory backend), and then the work starts within this call.
         let first: AcquireResult;
         try {
-          first = await acquisition.firstAttempt();
+          const attempt = acquisition.firstAttempt();
+          first = isThenable(attempt) ? await attempt : attempt;
         } catch (error) {
           throw acquisition.failed(error);
         }
@@ -316,7 +318,8 @@ export class DistributedLockService extends DistributedLock implements OnApplica
       if (!lost && left >= 1) ended = await this.keepFor(lease, left);
       else {
         try {
-          const result = await this.releaseCall(lease.backendKey, lease.token);
+          const sent = this.releaseCall(lease.backendKey, lease.token);
+          const result = isThenable(sent) ? await sent : sent;
           if (result.handedTo) this.handedOver(lease.backendKey, result.handedTo);
           ended = result.released;
         } catch (error) {
@@ -662,7 +665,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   }
 
   /** The backend's release of `token` on `backendKey`, with the hand-off it made, if it says. */
-  private releaseCall(backendKey: string, token: string): Promise<ReleaseResult> {
+  private releaseCall(backendKey: string, token: string): Promise<ReleaseResult> | ReleaseResult {
     return this.backend.releaseWithHandOff
       ? this.backend.releaseWithHandOff(backendKey, token)
       : releaseOn(this.backend, backendKey, token);
@@ -684,13 +687,13 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   }
 }
 
-/** Whether `value` is a promise or another thenable, which `await` would wait for. */
 /** The local deadline (monotonic) of a lease of `ttl` from `grant`: counted from its attempt's start, drift taken off. */
 function localDeadlineOf(ttl: number, grant: Grant): number {
   return grant.startedAt + Math.min(ttl, grant.validFor ?? ttl) - driftMargin(ttl);
 }
 
-function isThenable(value: unknown): value is PromiseLike<unknown> {
+/** Whether `value` is a promise or another thenable, which `await` would wait for. */
+function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
   return (
     value !== null &&
     (typeof value === 'object' || typeof value === 'function') &&

@@ -89,7 +89,7 @@ export class Acquisition {
   }
 
   /** The first attempt, without a signal: the backend's own promise. A failure goes through `failed`. */
-  firstAttempt(): Promise<AcquireResult> {
+  firstAttempt(): Promise<AcquireResult> | AcquireResult {
     return this.host.backend.tryAcquire(this.backendKey, this.token, this.ttl, undefined);
   }
 

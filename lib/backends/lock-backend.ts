@@ -22,6 +22,12 @@
  *    (`capabilities.fifo: true`; a backend without a queue says `fifo: false`).
  * 6. A failure of the backend is thrown (any error; the service wraps it in `LockBackendError`),
  *    never reported as "busy" (`fence: null`) or "not held" (`false`).
+ *
+ * `tryAcquire` and `releaseWithHandOff`, the two calls of every lock, may answer with the result
+ * itself rather than a promise of it, when the operation took effect before the call returned (the
+ * memory backend does): the service then waits for nothing, and an uncontended `withLock` takes
+ * no turn of the event loop of its own. A failure is still a rejected promise (or a throw); any
+ * backend may keep returning promises.
  */
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- see the class below
 export interface LockBackend {
@@ -57,7 +63,7 @@ export interface LockBackend {
    *   hands the lease straight to the queue's oldest live waiter, for the `ttl` it asked for, and
    *   emits a `granted` event.
    */
-  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult>;
+  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> | AcquireResult;
 
   /** Renews the lease to `ttl` ms from now when `token` holds `key`; false when it does not. */
   extend(key: string, token: string, ttl: number): Promise<boolean>;
@@ -84,7 +90,7 @@ export interface LockBackend {
    * and is harmless (a waiter takes one grant of its token, however often it is told). A backend
    * without it is woken through its subscription alone, as before.
    */
-  releaseWithHandOff?(key: string, token: string): Promise<ReleaseResult>;
+  releaseWithHandOff?(key: string, token: string): Promise<ReleaseResult> | ReleaseResult;
 
   /**
    * Starts delivering the events of `key` to `listener`. Resolves once the subscription is live:

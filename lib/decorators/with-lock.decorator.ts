@@ -87,33 +87,44 @@ export function WithLock(
       ...(metadata.onBusy === 'skip' ? { [SKIP_WHEN_BUSY]: true } : {}),
     };
 
-    const wrapped = async function (this: Record<PropertyKey, unknown>, ...args: unknown[]): Promise<unknown> {
+    const skipWhenBusy = metadata.onBusy === 'skip';
+    // Not an async function: the method's promise is the one withLock returns, with no layer of its own.
+    const wrapped = function (this: Record<PropertyKey, unknown>, ...args: unknown[]): Promise<unknown> {
       const locks = this?.[LOCK_SERVICE_PROPERTY];
       if (!(locks instanceof DistributedLock)) {
-        throw new InvalidLockOptionsError(
-          `@WithLock on ${className}.${String(propertyKey)} has no DistributedLock: import LockModule.forRoot(...) ` +
-            `in the module that provides ${className} (or once with isGlobal: true), and let Nest create ${className} ` +
-            `(a provider or controller, not "new ${className}()")`,
+        return Promise.reject(
+          new InvalidLockOptionsError(
+            `@WithLock on ${className}.${String(propertyKey)} has no DistributedLock: import LockModule.forRoot(...) ` +
+              `in the module that provides ${className} (or once with isGlobal: true), and let Nest create ${className} ` +
+              `(a provider or controller, not "new ${className}()")`,
+          ),
         );
       }
-      const key = resolveKey(metadata.key, this, args, className, propertyKey);
-      let started = false;
+      let key: string;
       try {
-        return await locks.withLock(
+        key = resolveKey(metadata.key, this, args, className, propertyKey);
+      } catch (error) {
+        return Promise.reject(error as Error);
+      }
+      if (!skipWhenBusy)
+        return locks.withLock(key, () => (original as (...a: unknown[]) => unknown).apply(this, args), lockOptions);
+      let started = false;
+      return locks
+        .withLock(
           key,
           () => {
             started = true;
             return (original as (...a: unknown[]) => unknown).apply(this, args);
           },
           lockOptions,
-        );
-      } catch (error) {
-        if (!started && metadata.onBusy === 'skip' && error instanceof LockTimeoutError) {
-          logger.debug(`${className}.${String(propertyKey)} skipped: lock "${key}" is busy`);
-          return undefined;
-        }
-        throw error;
-      }
+        )
+        .catch((error: unknown) => {
+          if (!started && error instanceof LockTimeoutError) {
+            logger.debug(`${className}.${String(propertyKey)} skipped: lock "${key}" is busy`);
+            return undefined;
+          }
+          throw error;
+        });
     };
     Object.defineProperty(wrapped, 'name', { value: (original as { name: string }).name });
     // Decorators applied before this one (below it in the source) stored their metadata on the

@@ -103,7 +103,7 @@ export class LatencyBackend implements LockBackend {
     return ms === 0 ? Promise.resolve() : new Promise((resolve) => setTimeout(resolve, ms));
   }
 
-  private async delayed<T>(call: CallInFlight, run: () => Promise<T>): Promise<T> {
+  private async delayed<T>(call: CallInFlight, run: () => T | Promise<T>): Promise<T> {
     this.inFlight.add(call);
     try {
       if (this.reorder) await this.pause();

@@ -125,7 +125,7 @@ export class RecordingBackend implements LockBackend {
     return this.inner.close();
   }
 
-  private async record<T>(call: RecordedCall, run: () => Promise<T>): Promise<T> {
+  private async record<T>(call: RecordedCall, run: () => T | Promise<T>): Promise<T> {
     this.calls.push(call);
     try {
       if (this.fail.has(call.method)) throw new Error(`injected failure: ${call.method}`);

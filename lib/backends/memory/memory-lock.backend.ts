@@ -42,10 +42,10 @@ export class MemoryLockBackend implements LockBackend {
   private lastFence = 0n;
   private closed = false;
 
-  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
+  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): AcquireResult | Promise<AcquireResult> {
     if (this.closed) return this.closedError();
     try {
-      return Promise.resolve(this.acquireNow(key, token, ttl, queue));
+      return this.acquireNow(key, token, ttl, queue);
     } catch (error) {
       return Promise.reject(error as Error);
     }
@@ -64,10 +64,10 @@ export class MemoryLockBackend implements LockBackend {
     return (await this.releaseWithHandOff(key, token)).released;
   }
 
-  releaseWithHandOff(key: string, token: string): Promise<ReleaseResult> {
+  releaseWithHandOff(key: string, token: string): ReleaseResult | Promise<ReleaseResult> {
     if (this.closed) return this.closedError();
     try {
-      return Promise.resolve(this.releaseNow(key, token));
+      return this.releaseNow(key, token);
     } catch (error) {
       return Promise.reject(error as Error);
     }
