@@ -93,7 +93,9 @@ describe('redisBackend on the shared Redis', () => {
       const port = await closedPort();
       const down = redisBackend({ url: `redis://locker:hunter2@127.0.0.1:${port}`, commandTimeout: 25_000 });
       opened.push(down);
-      const error = (await Promise.resolve(down.tryAcquire('lock:x', token(), 1_000)).catch((e: unknown) => e)) as LockBackendError;
+      const error = (await Promise.resolve(down.tryAcquire('lock:x', token(), 1_000)).catch(
+        (e: unknown) => e,
+      )) as LockBackendError;
       expect(error).toBeInstanceOf(LockBackendError);
       // Refused at once: the message is the connection error, not the 25 s timeout.
       expect(error.message).toContain(`cannot reach Redis at 127.0.0.1:${port}`);
@@ -126,12 +128,16 @@ describe('redisBackend on the shared Redis', () => {
         commandTimeout: 25_000,
       });
       opened.push(cluster, sentinel);
-      const clusterError = (await Promise.resolve(cluster.tryAcquire('lock:x', token(), 1_000)).catch((e: unknown) => e)) as Error;
+      const clusterError = (await Promise.resolve(cluster.tryAcquire('lock:x', token(), 1_000)).catch(
+        (e: unknown) => e,
+      )) as Error;
       expect(clusterError).toBeInstanceOf(LockBackendError);
       expect(clusterError.message).toContain(
         `cannot reach Redis Cluster (startup nodes 127.0.0.1:${a}, 127.0.0.1:${b})`,
       );
-      const sentinelError = (await Promise.resolve(sentinel.tryAcquire('lock:x', token(), 1_000)).catch((e: unknown) => e)) as Error;
+      const sentinelError = (await Promise.resolve(sentinel.tryAcquire('lock:x', token(), 1_000)).catch(
+        (e: unknown) => e,
+      )) as Error;
       expect(sentinelError).toBeInstanceOf(LockBackendError);
       expect(sentinelError.message).toContain(`cannot reach Redis master "locks" via Sentinel 127.0.0.1:${a}`);
       expect(sentinelError.message).not.toContain('hunter2');
@@ -202,7 +208,7 @@ describe('redisBackend on the shared Redis', () => {
         await b.ping();
         const tokens = Array.from({ length: 200 }, () => token());
         // All in one tick: the backend's commands and the user's interleaved on one socket.
-        const grants = tokens.map((t, i) => b.tryAcquire(`lock:burst-${i % 50}`, t, 10_000));
+        const grants = tokens.map((t, i) => Promise.resolve(b.tryAcquire(`lock:burst-${i % 50}`, t, 10_000)));
         const own = tokens.map((t, i) => client.set(`burst-own-${i}`, t));
         const fences = (await Promise.all(grants)).map((r) => r.fence);
         expect(await Promise.all(own)).toEqual(tokens.map(() => 'OK'));

@@ -91,7 +91,7 @@ describe('redisBackend when leases vanish: FLUSHALL, deleted keys, eviction poli
     it('warns once when the first call is an acquisition', async () => {
       const b = backend();
       const tokens = Array.from({ length: 5 }, () => token());
-      await Promise.all(tokens.map((t, i) => b.tryAcquire(`lock:first-${i}`, t, 5_000)));
+      await Promise.all(tokens.map(async (t, i) => b.tryAcquire(`lock:first-${i}`, t, 5_000)));
       await eventually(() => warnings().length > 0, { within: 5_000, what: 'the eviction warning' });
       await Promise.all(tokens.map((t, i) => b.release(`lock:first-${i}`, t)));
       await b.ping();
