@@ -38,7 +38,7 @@ describe('lock telemetry', () => {
   it('a service without an SDK works as without telemetry', async () => {
     const locks = new DistributedLockService({ backend: memoryBackend(), keyPrefix: 't:', ttl: 1_000, wait: 0 });
     await expect(locks.withLock('k', () => 'ran', { metricName: 'no.sdk' })).resolves.toBe('ran');
-    expect((locks as unknown as { telemetry: unknown }).telemetry).toBe(TELEMETRY_OFF);
+    expect((locks as unknown as { telemetry: { settled: unknown } }).telemetry.settled).toBe(TELEMETRY_OFF);
     await locks.shutdown();
   });
 

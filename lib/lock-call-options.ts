@@ -1,0 +1,58 @@
+import { SKIP_WHEN_BUSY } from './lock.constants';
+import {
+  validateKey,
+  validateMetricName,
+  validateMinHold,
+  validateOptionsObject,
+  validateSignal,
+  validateTtl,
+  validateWait,
+} from './lock.validation';
+import { UNNAMED } from './telemetry/lock-telemetry';
+
+export const TRY_ACQUIRE_OPTIONS = ['ttl', 'metricName'] as const;
+export const ACQUIRE_OPTIONS = ['ttl', 'wait', 'signal', 'metricName'] as const;
+export const WITH_LOCK_OPTIONS = [...ACQUIRE_OPTIONS, 'minHold'] as const;
+
+/** A call's options, checked, with the service's defaults applied. */
+export interface CallOptions {
+  ttl: number;
+  wait: number;
+  signal: AbortSignal | undefined;
+  minHold: number;
+  /** The `lock.name` of its telemetry. */
+  name: string;
+  /** `@WithLock({ onBusy: 'skip' })`: a busy key is a skipped run, not a failure. */
+  skip: boolean;
+}
+
+/**
+ * A call's key and options, checked (a typed `InvalidLockOptionsError` naming what was wrong and
+ * what is allowed), with the service's defaults applied.
+ */
+export function readCallOptions(
+  method: 'tryAcquire' | 'acquire' | 'withLock',
+  key: unknown,
+  options: unknown,
+  allowed: readonly string[],
+  defaults: { readonly ttl: number; readonly wait: number },
+): CallOptions {
+  validateKey(key);
+  const call: CallOptions = {
+    ttl: defaults.ttl,
+    wait: defaults.wait,
+    signal: undefined,
+    minHold: 0,
+    name: UNNAMED,
+    skip: false,
+  };
+  if (options === undefined) return call;
+  const opts = validateOptionsObject(`${method} options`, options, allowed);
+  if (opts.ttl !== undefined) call.ttl = validateTtl(opts.ttl);
+  if (opts.wait !== undefined) call.wait = validateWait(opts.wait);
+  call.signal = validateSignal(opts.signal);
+  if (opts.minHold !== undefined) call.minHold = validateMinHold(opts.minHold, `${method} minHold`);
+  if (opts.metricName !== undefined) call.name = validateMetricName(opts.metricName, `${method} metricName`);
+  call.skip = (options as { [SKIP_WHEN_BUSY]?: boolean })[SKIP_WHEN_BUSY] === true;
+  return call;
+}
