@@ -1,8 +1,12 @@
 import { LockBackendError } from '../../lock.errors';
+import { settleWithin } from '../../lock-clock';
 import { describeClient, isCluster, messageOf, type RedisClient } from './redis-client-description';
 import { RedisCommandWriter } from './redis-command-writer';
 import { refusalAdvice } from './redis-permissions';
 import type { LockScript } from './redis-lock.scripts';
+
+/** How long `close()` waits for the sockets of a client it disconnected to close. */
+const CLOSE_SOCKETS_TIMEOUT = 2_000;
 
 /**
  * One ioredis client as the backend uses it: every command waits for the connection at most a
@@ -102,11 +106,16 @@ export class RedisConnection {
       return;
     }
     // The error listener stays: a late socket error of a closing client must not go unhandled.
+    const ended =
+      this.client.status === 'end' ? undefined : new Promise<void>((resolve) => this.client.once('end', resolve));
     if (this.client.status === 'ready') {
       await this.bounded('QUIT', () => this.client.quit(), Math.min(this.commandTimeout, 1_000)).catch(() => undefined);
     }
     this.client.disconnect();
     this.writer.close();
+    // disconnect() only asks the sockets to close: close() resolves once they are closed (bounded),
+    // so that nothing the backend opened is still open when its close() has resolved.
+    if (ended) await settleWithin([ended], CLOSE_SOCKETS_TIMEOUT);
   }
 
   private unreachable(what: string): LockBackendError {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
+import { createServer, Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { InvalidLockOptionsError, LockBackendError, type LockBackend } from '../../../lib';
 import { DistributedLockService } from '../../../lib/distributed-lock.service';
@@ -168,6 +168,32 @@ describe('redisBackend on the shared Redis', () => {
       } finally {
         client.disconnect();
       }
+    });
+
+    it('has closed the sockets it opened once close() resolves', async () => {
+      // The sockets themselves, not their number: sockets of earlier tests may still be closing.
+      const openSockets = (): Set<unknown> =>
+        new Set(
+          (process as unknown as { _getActiveHandles(): unknown[] })
+            ._getActiveHandles()
+            .filter((h) => h instanceof Socket),
+        );
+      // The file's own client connected first: it is no socket of the backend's.
+      await raw.ping();
+      const before = openSockets();
+      const owned = redisBackend({ connection: sharedRedisOptions(prefix) });
+      opened.push(owned);
+      const t = token();
+      expect((await owned.tryAcquire('lock:sockets', t, 5_000)).fence).not.toBeNull();
+      await owned.subscribe('lock:sockets', () => undefined);
+      await owned.release('lock:sockets', t);
+      // The command connection and the subscriber connection.
+      const its = [...openSockets()].filter((socket) => !before.has(socket));
+      expect(its.length).toBeGreaterThanOrEqual(2);
+      // ioredis's disconnect() only asks its socket to close; close() waits until it has.
+      await owned.close();
+      const after = openSockets();
+      expect(its.filter((socket) => after.has(socket)).length).toBe(0);
     });
 
     it('works through a user client with its own key prefix, hand-offs between processes included', async () => {
