@@ -269,8 +269,8 @@ export function benchmarksPage(files, { charts, dataDir, timings }) {
 
 ${quick ? '> **QUICK RUN (`--quick`): every run was shortened. These figures are for trying the scripts, not for quoting.**\n\n' : ''}The charts and tables below come from the benchmark scripts in [\`bench/\`](../bench) (\`npm run bench:memory\`,
 \`bench:redis\`, \`bench:postgres\`, \`bench:http\`), run by \`npm run bench:report\` on ${days.join(' to ')} on
-**one shared machine with ${first.cpuCount} cores** (${first.cpuModel}, ${gib(first.totalMemoryBytes)}) on which other work ran
-at the same time${servers ? `; ${servers} ran on the same machine, over loopback` : ''}. It is one run, not a series: read
+**one shared machine with ${first.cpuCount} cores** (${first.cpuModel}, ${gib(first.totalMemoryBytes)}) on which other work may run
+at the same time (the load average at each script's start and end is in the table of runs below)${servers ? `; ${servers} ran on the same machine, over loopback` : ''}. It is one run, not a series: read
 the figures as how the locks compare with each other in the same run (the scripts interleave the candidates
 where they can, so that load from other work falls on all of them alike), not as what your hardware will do.
 [Regenerate them](#regenerating) on yours.
