@@ -184,15 +184,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     }
     const now = monotonicNow();
     if (localDeadlineOf(call.ttl, grant) <= now) {
-      // The grant came back after its own local deadline (a stalled network or backend): the lease
-      // may already have ended and gone to someone else, so the work must not run under it.
-      this.calls.giveBack(acquisition.backendKey, grant.token);
-      const error = new LockBackendError(
-        this.backend.name,
-        `the grant of "${key}" came back after its local deadline (ttl ${call.ttl} ms): the backend or the network ` +
-          'was too slow for this ttl, so the work was not run',
-      );
-      if (telemetry.on) telemetry.waited(call.name, 'error', now - acquisition.started);
+      const error = this.grantTooLate(telemetry, acquisition, call, grant, now);
       span?.end('error', error);
       throw error;
     }
@@ -286,7 +278,30 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     call: CallOptions,
     grant: Grant,
   ): Guard {
-    if (telemetry.on) telemetry.waited(call.name, 'acquired', monotonicNow() - acquisition.started);
+    const now = monotonicNow();
+    // A guard already past its local deadline would tell its holder it holds what may be someone else's.
+    if (localDeadlineOf(call.ttl, grant) <= now) throw this.grantTooLate(telemetry, acquisition, call, grant, now);
+    if (telemetry.on) telemetry.waited(call.name, 'acquired', now - acquisition.started);
     return this.leases.issueGuard(telemetry, acquisition.backendKey, key, call, grant);
+  }
+
+  /**
+   * The grant came back after its own local deadline (a stalled network or backend): the lease may
+   * already have ended and gone to someone else, so it is given back unused; the error for the caller.
+   */
+  private grantTooLate(
+    telemetry: LockTelemetry,
+    acquisition: Acquisition,
+    call: CallOptions,
+    grant: Grant,
+    now: number,
+  ): LockBackendError {
+    this.calls.giveBack(acquisition.backendKey, grant.token);
+    if (telemetry.on) telemetry.waited(call.name, 'error', now - acquisition.started);
+    return new LockBackendError(
+      this.backend.name,
+      `the grant of "${acquisition.key}" came back after its local deadline (ttl ${call.ttl} ms): the backend or the ` +
+        'network was too slow for this ttl, so it was given back unused',
+    );
   }
 }

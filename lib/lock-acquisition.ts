@@ -65,7 +65,7 @@ export class Acquisition {
 
   constructor(
     private readonly host: AcquisitionHost,
-    private readonly key: string,
+    readonly key: string,
     readonly backendKey: string,
     private readonly ttl: number,
     private readonly wait: number,

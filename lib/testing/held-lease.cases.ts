@@ -74,6 +74,29 @@ export function heldLeaseCases(ctx: ContractContext): void {
       expect(await ctx.service().tryAcquire('late-grant')).not.toBeNull();
     });
 
+    it('acquire and tryAcquire return no guard whose grant came back after its local deadline, and leave nothing held', async () => {
+      const locks = ctx.service();
+      let late = true;
+      // The attempts reach the backend only after longer than the TTL: the guard would be expired when returned.
+      ctx.backend.gate = (call) => (call.method === 'tryAcquire' && late ? sleep(400) : undefined);
+      const acquired = await locks.acquire('late-guard', { ttl: 250, wait: 0 }).catch((e: unknown) => e);
+      const tried = await locks.tryAcquire('late-try', { ttl: 250 }).catch((e: unknown) => e);
+      late = false;
+      ctx.backend.gate = undefined;
+      for (const error of [acquired, tried]) {
+        expect(error).toBeInstanceOf(LockBackendError);
+        expect(String((error as Error).message)).toContain('after its local deadline');
+      }
+      expect(locks.heldCount).toBe(0);
+      for (const key of ['late-guard', 'late-try']) {
+        const attempt = ctx.backend.calls.find(
+          (call) => call.method === 'tryAcquire' && call.key === ctx.prefix + key,
+        )!;
+        await ctx.backend.whenSettled((call) => call.method === 'release' && call.token === attempt.token);
+        expect(await ctx.service().tryAcquire(key)).not.toBeNull();
+      }
+    });
+
     it('a callback that outlived its withLock sees no lock, and its withLock on the key waits for the next holder', async () => {
       const a = ctx.service();
       const b = ctx.service();
