@@ -97,7 +97,7 @@ export function leaseCases(ctx: ContractContext): void {
       fences.push(guard.fence);
       await (i % 2 ? a : b).release(guard);
     }
-    const expiring = (await a.tryAcquire('fence', { ttl: 100 }))!;
+    const expiring = (await a.tryAcquire('fence', { ttl: 400 }))!;
     fences.push(expiring.fence);
     const after = await eventually(() => b.tryAcquire('fence'), { within: 5_000 });
     fences.push(after.fence);
@@ -126,7 +126,7 @@ export function leaseCases(ctx: ContractContext): void {
           fences.push(guard.fence);
           await locks.release(guard);
         }
-        const expiring = (await b.tryAcquire('fence-apart', { ttl: 100 }))!;
+        const expiring = (await b.tryAcquire('fence-apart', { ttl: 400 }))!;
         fences.push(expiring.fence);
         const after = await eventually(() => a.tryAcquire('fence-apart'), { within: 5_000 });
         fences.push(after.fence);

@@ -76,7 +76,7 @@ export function minHoldCases(ctx: ContractContext): void {
       // A lease taken with a short TTL is forgotten when it ends; one that an extension renewed in
       // time is held again until its new end, past the end of its first TTL.
       const ttl = 1_000;
-      expect(await locks.tryAcquire('ttl-end-own', { ttl: 100 })).not.toBeNull();
+      expect(await locks.tryAcquire('ttl-end-own', { ttl: 400 })).not.toBeNull();
       const kept = (await locks.tryAcquire('ttl-end-kept', { ttl }))!;
       // No later than this, the service would forget it if the extension had not renewed it.
       const firstEnd = performance.now() + ttl + driftMargin(ttl);
