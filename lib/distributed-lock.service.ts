@@ -14,7 +14,8 @@ import {
   type CallOptions,
 } from './lock-call-options';
 import { monotonicNow, settleWithin } from './lock-clock';
-import { findHold, runHolding, runReentrant } from './lock-context';
+import { findHold, runHolding } from './lock-context';
+import { runReentrant } from './reentrant-hold';
 import { Guard, WithLockLease, type Lease } from './held-lock';
 import { LeaseRegistry, localDeadlineOf } from './lease-registry';
 import { describeValue, validateGuardShape, validateTtl } from './lock.validation';

@@ -1,7 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { HeldLock } from './distributed-lock';
-import { LockLostError } from './lock.errors';
-import type { LockSpan } from './telemetry/lock-telemetry';
 
 /** A hold made by `withLock` or `@WithLock`, as the async call chains that ran inside it see it. */
 export interface Hold {
@@ -52,33 +50,4 @@ export function findHold(owner: object, key: string): Hold | undefined {
 /** Runs `fn(arg)` with `hold` as the innermost hold of its call chain. */
 export function runHolding<A, T>(hold: Hold, fn: (arg: A) => T, arg: A): T {
   return storage.run({ hold, parent: storage.getStore() }, fn, arg);
-}
-
-/** `withLock` inside a hold of the same key by the same service: the work runs in that hold. */
-export async function runReentrant<T>(
-  outer: Hold & { readonly lost: LockLostError | undefined },
-  fn: (lock: HeldLock) => T | Promise<T>,
-  span: LockSpan | undefined,
-): Promise<T> {
-  let value: T;
-  try {
-    // A surrounding hold whose lease was lost: the work should stop, not run as if it held the key.
-    if (!outer.live()) throw outer.lost!;
-    try {
-      value = await (span
-        ? span.run((guard) => runHolding(outer, fn, guard), outer.held)
-        : runHolding(outer, fn, outer.held));
-    } catch (error) {
-      if (outer.lost)
-        throw new LockLostError(outer.held.key, outer.lost.detail, { workSucceeded: false, cause: error });
-      throw error;
-    }
-    if (!outer.live() && outer.lost)
-      throw new LockLostError(outer.held.key, outer.lost.detail, { workSucceeded: true });
-  } catch (error) {
-    span?.end(undefined, error);
-    throw error;
-  }
-  span?.end(undefined);
-  return value;
 }
