@@ -204,7 +204,7 @@ describe('@WithLock', () => {
   });
 
   it('rejects a key function that returns a non-string or throws, holding nothing', async () => {
-    await expect(jobs.badKey(7)).rejects.toThrow(/must return a string, it returned 7/);
+    await expect(jobs.badKey(7)).rejects.toThrow(/must return a string or a list of keys, it returned 7/);
     await expect(jobs.badKey('')).rejects.toThrow(InvalidLockOptionsError);
     await expect(jobs.throwingKey()).rejects.toThrow(/the key function threw: no id/);
     await expect(jobs.throwingKey()).rejects.toBeInstanceOf(InvalidLockOptionsError);
@@ -249,7 +249,7 @@ describe('@WithLock misuse', () => {
   it.each([
     [() => WithLock(''), /Invalid lock key: .*got an empty string/],
     [() => WithLock(42 as never), /Invalid @WithLock key: expected a string, a function/],
-    [() => WithLock({ key: 42 } as never), /Invalid @WithLock key: expected a string or a function/],
+    [() => WithLock({ key: 42 } as never), /Invalid @WithLock key: expected a string, a list of keys or a function/],
     [
       () => WithLock('k', { ttl: 0 }),
       /Invalid @WithLock ttl: expected an integer number of milliseconds from 1 to 2147483647/,
