@@ -41,6 +41,8 @@ export interface DistributedLockSettings {
 
 /** The work of a `withLock` call: given the held lock, or for a list of keys the held set. */
 type Work<T, L> = (lock: L) => T | Promise<T>;
+/** A key, or a list of keys (a multi-key lock). */
+type Keys = string | readonly string[];
 
 /** How long `ping()` waits for the backend by default. */
 const DEFAULT_PING_TIMEOUT = 1_000;
@@ -96,10 +98,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
 
   tryAcquire(key: string, options?: TryAcquireOptions): Promise<LockGuard | null>;
   tryAcquire(keys: readonly string[], options?: TryAcquireOptions): Promise<MultiLockGuard | null>;
-  async tryAcquire(
-    key: string | readonly string[],
-    options?: TryAcquireOptions,
-  ): Promise<LockGuard | MultiLockGuard | null> {
+  async tryAcquire(key: Keys, options?: TryAcquireOptions): Promise<LockGuard | MultiLockGuard | null> {
     if (isKeyList(key)) return this.multi.tryAcquire(key, options);
     const call = readCallOptions('tryAcquire', key, options, TRY_ACQUIRE_OPTIONS, this.defaults);
     const telemetry = this.telemetry.current;
@@ -117,7 +116,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
 
   acquire(key: string, options?: AcquireOptions): Promise<LockGuard>;
   acquire(keys: readonly string[], options?: AcquireOptions): Promise<MultiLockGuard>;
-  async acquire(key: string | readonly string[], options?: AcquireOptions): Promise<LockGuard | MultiLockGuard> {
+  async acquire(key: Keys, options?: AcquireOptions): Promise<LockGuard | MultiLockGuard> {
     if (isKeyList(key)) return this.multi.acquire(key, options);
     const call = readCallOptions('acquire', key, options, ACQUIRE_OPTIONS, this.defaults);
     const telemetry = this.telemetry.current;
@@ -170,7 +169,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
 
   withLock<T>(key: string, fn: (lock: HeldLock) => T | Promise<T>, options?: WithLockOptions): Promise<T>;
   withLock<T>(keys: readonly string[], fn: (locks: HeldLocks) => T | Promise<T>, options?: WithLockOptions): Promise<T>;
-  async withLock<T>(key: string | readonly string[], work: Work<T, never>, options?: WithLockOptions): Promise<T> {
+  async withLock<T>(key: Keys, work: Work<T, never>, options?: WithLockOptions): Promise<T> {
     if (isKeyList(key)) return this.multi.withLock(key, work as Work<T, HeldLocks>, options);
     const fn = work as Work<T, HeldLock>;
     const call = readCallOptions('withLock', key, options, WITH_LOCK_OPTIONS, this.defaults);
