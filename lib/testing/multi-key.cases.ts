@@ -299,6 +299,29 @@ export function multiKeyCases(ctx: ContractContext): void {
       await expectFree(['s:1', 's:2']);
     });
 
+    it("the set's signal of work that blocked the event loop past the TTL is aborted when read", async () => {
+      const locks = ctx.service();
+      const ttl = 600;
+      const seen: unknown[] = [];
+      const error = await locks
+        .withLock(
+          ['b:1', 'b:2'],
+          (held) => {
+            const { signal } = held;
+            const until = performance.now() + ttl * 2.2;
+            while (performance.now() < until) {
+              // busy, as synchronous CPU work is
+            }
+            seen.push(signal.aborted, signal.reason instanceof LockLostError);
+          },
+          { ttl },
+        )
+        .catch((e: unknown) => e);
+      expect(seen).toEqual([true, true]);
+      expect(error).toBeInstanceOf(LockLostError);
+      expect(locks.heldCount).toBe(0);
+    });
+
     it('re-enters the keys a surrounding withLock holds and acquires (then releases) only the others', async () => {
       const locks = ctx.service();
       const other = ctx.service();

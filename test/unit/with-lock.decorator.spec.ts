@@ -97,6 +97,12 @@ class Jobs {
   @WithLock((value: unknown) => value as string)
   async badKey(_value: unknown): Promise<void> {}
 
+  @WithLock(['set:b', 'set:a'], { wait: 0, onBusy: 'skip' })
+  async fixedSet(): Promise<string | undefined> {
+    this.runs++;
+    return currentLock()?.key;
+  }
+
   @WithLock(() => {
     throw new Error('no id');
   })
@@ -186,6 +192,20 @@ describe('@WithLock', () => {
     expect(jobs.runs).toBe(runs);
     await locks.release(guard);
     await expect(jobs.skipsWhenBusy()).resolves.toBe('ran');
+  });
+
+  it("takes a static list of keys, all or none, and skips with onBusy 'skip' when one is busy", async () => {
+    // The innermost hold is the key that sorts last.
+    await expect(jobs.fixedSet()).resolves.toBe('set:b');
+    const guard = (await locks.tryAcquire('set:b'))!;
+    const runs = jobs.runs;
+    await expect(jobs.fixedSet()).resolves.toBeUndefined();
+    expect(jobs.runs).toBe(runs);
+    // set:a, taken before the busy set:b, was given back.
+    const a = await locks.tryAcquire('set:a');
+    expect(a).not.toBeNull();
+    await locks.release(a!);
+    await locks.release(guard);
   });
 
   it('does not skip a LockTimeoutError thrown by the method itself', async () => {
