@@ -2,6 +2,7 @@ import { Logger, type OnApplicationShutdown } from '@nestjs/common';
 import type { AcquireResult, LockBackend } from './backends/lock-backend';
 import { BackendCalls } from './backend-calls';
 import type { AcquireOptions, HeldLock, LockGuard, TryAcquireOptions, WithLockOptions } from './distributed-lock';
+import type { HeldLocks, MultiLockGuard } from './distributed-lock';
 import { DistributedLock } from './distributed-lock';
 import { SHUTDOWN_RELEASE_TIMEOUT } from './lock.constants';
 import { InvalidLockOptionsError, LockBackendError, LockLostError, LockTimeoutError } from './lock.errors';
@@ -18,6 +19,7 @@ import { findHold, runHolding } from './lock-context';
 import { runReentrant } from './reentrant-hold';
 import { Guard, WithLockLease, type Lease } from './held-lock';
 import { LeaseRegistry, localDeadlineOf } from './lease-registry';
+import { isKeyList, isMultiGuard, MultiKeyLocks } from './multi-key-lock';
 import { describeValue, validateGuardShape, validateTtl } from './lock.validation';
 import {
   telemetrySetting,
@@ -38,6 +40,11 @@ export interface DistributedLockSettings {
   telemetry?: TelemetrySetting;
 }
 
+/** The work of a `withLock` call: given the held lock, or for a list of keys the held set. */
+type Work<T, L> = (lock: L) => T | Promise<T>;
+/** A key, or a list of keys (a multi-key lock). */
+type Keys = string | readonly string[];
+
 /** How long `ping()` waits for the backend by default. */
 const DEFAULT_PING_TIMEOUT = 1_000;
 
@@ -45,7 +52,8 @@ const DEFAULT_PING_TIMEOUT = 1_000;
  * `DistributedLock` over any `LockBackend`: validation, defaults, waiting with deadline and signal
  * (`Acquisition`), the leases handed out and their watchdog (`LeaseRegistry`), the backend's other
  * calls and their failures (`BackendCalls`), reentrancy and telemetry are all done here, once for
- * every backend. This class is the public API over them, and the shutdown.
+ * every backend. This class is the public API over them, and the shutdown; a list of keys goes to
+ * `MultiKeyLocks`, which makes multi-key locks of these single-key calls.
  */
 export class DistributedLockService extends DistributedLock implements OnApplicationShutdown {
   private readonly logger = new Logger('DistributedLock');
@@ -55,6 +63,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   private readonly telemetry: ServiceTelemetry;
   private readonly calls: BackendCalls;
   private readonly leases: LeaseRegistry;
+  private readonly multi: MultiKeyLocks;
   private shuttingDown = false;
 
   constructor(settings: DistributedLockSettings) {
@@ -65,6 +74,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     this.telemetry = new ServiceTelemetry(settings.telemetry ?? telemetrySetting(undefined), this.backend.name);
     this.calls = new BackendCalls(this.backend, this.telemetry, this.logger);
     this.leases = new LeaseRegistry(this.calls, this.telemetry, this.logger);
+    this.multi = new MultiKeyLocks(this, this.defaults, this.logger);
   }
 
   /** The backend this service runs on. */
@@ -87,7 +97,10 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     return this.calls.ping(ms);
   }
 
-  async tryAcquire(key: string, options?: TryAcquireOptions): Promise<LockGuard | null> {
+  tryAcquire(key: string, options?: TryAcquireOptions): Promise<LockGuard | null>;
+  tryAcquire(keys: readonly string[], options?: TryAcquireOptions): Promise<MultiLockGuard | null>;
+  async tryAcquire(key: Keys, options?: TryAcquireOptions): Promise<LockGuard | MultiLockGuard | null> {
+    if (isKeyList(key)) return this.multi.tryAcquire(key, options);
     const call = readCallOptions('tryAcquire', key, options, TRY_ACQUIRE_OPTIONS, this.defaults);
     const telemetry = this.telemetry.current;
     const acquisition = new Acquisition(this.calls, key, this.keyPrefix + key, call.ttl, 0);
@@ -102,7 +115,10 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     return this.issue(telemetry, acquisition, key, call, grant);
   }
 
-  async acquire(key: string, options?: AcquireOptions): Promise<LockGuard> {
+  acquire(key: string, options?: AcquireOptions): Promise<LockGuard>;
+  acquire(keys: readonly string[], options?: AcquireOptions): Promise<MultiLockGuard>;
+  async acquire(key: Keys, options?: AcquireOptions): Promise<LockGuard | MultiLockGuard> {
+    if (isKeyList(key)) return this.multi.acquire(key, options);
     const call = readCallOptions('acquire', key, options, ACQUIRE_OPTIONS, this.defaults);
     const telemetry = this.telemetry.current;
     const acquisition = new Acquisition(this.calls, key, this.keyPrefix + key, call.ttl, call.wait);
@@ -116,14 +132,16 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     return this.issue(telemetry, acquisition, key, call, grant);
   }
 
-  async extend(guard: LockGuard, ttl?: number): Promise<boolean> {
+  async extend(guard: LockGuard | MultiLockGuard, ttl?: number): Promise<boolean> {
+    if (isMultiGuard(guard)) return this.multi.extend(guard, ttl);
     const { key, token } = validateGuardShape(guard);
     const lease = this.leases.leaseOf(guard);
     const leaseTtl = ttl === undefined ? (lease?.ttl ?? this.defaults.ttl) : validateTtl(ttl);
     return this.leases.extend(lease, this.keyPrefix + key, token, leaseTtl);
   }
 
-  async release(guard: LockGuard): Promise<void> {
+  async release(guard: LockGuard | MultiLockGuard): Promise<void> {
+    if (isMultiGuard(guard)) return this.multi.release(guard);
     // A guard this service issued was checked when it was made: its lease says what to release.
     let lease = Guard.leaseOf(guard);
     let backendKey: string;
@@ -150,7 +168,11 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     }
   }
 
-  async withLock<T>(key: string, fn: (lock: HeldLock) => T | Promise<T>, options?: WithLockOptions): Promise<T> {
+  withLock<T>(key: string, fn: (lock: HeldLock) => T | Promise<T>, options?: WithLockOptions): Promise<T>;
+  withLock<T>(keys: readonly string[], fn: (locks: HeldLocks) => T | Promise<T>, options?: WithLockOptions): Promise<T>;
+  async withLock<T>(key: Keys, work: Work<T, never>, options?: WithLockOptions): Promise<T> {
+    if (isKeyList(key)) return this.multi.withLock(key, work as Work<T, HeldLocks>, options);
+    const fn = work as Work<T, HeldLock>;
     const call = readCallOptions('withLock', key, options, WITH_LOCK_OPTIONS, this.defaults);
     if (typeof fn !== 'function') {
       throw new InvalidLockOptionsError(`Invalid withLock work: expected a function, got ${describeValue(fn)}`);

@@ -30,6 +30,31 @@ export interface HeldLock extends LockGuard {
   readonly signal: AbortSignal;
 }
 
+/**
+ * The leases of a multi-key `tryAcquire` / `acquire`: every key of the list, held together. Pass it
+ * to `extend` and `release`, which act on every key.
+ */
+export interface MultiLockGuard {
+  /** The keys in the order they were acquired: sorted by UTF-16 code units, whatever order the caller listed them in. */
+  readonly keys: readonly string[];
+  /** One guard per key, in the order of `keys`; each has its own token and fence. */
+  readonly locks: readonly LockGuard[];
+  /** The fence of `key` (each key keeps its own); throws `InvalidLockOptionsError` for a key not in the set. */
+  fence(key: string): bigint;
+}
+
+/** What the work of a multi-key `withLock` / `@WithLock` receives: every key held, with one signal for the set. */
+export interface HeldLocks extends MultiLockGuard {
+  /** One held lock per key, in the order of `keys`, each with its own fence and signal. */
+  readonly locks: readonly HeldLock[];
+  /**
+   * Aborts as soon as any key's signal does: with that key's `LockLostError` when its lease is lost,
+   * with an `AbortError` once the hold ends. Read like a held lock's signal, it checks every key's
+   * local deadline first.
+   */
+  readonly signal: AbortSignal;
+}
+
 export interface TryAcquireOptions {
   /** Lease length in ms, an integer from 1 to 2^31-1. Defaults to the module's `ttl`. */
   ttl?: number;
@@ -67,24 +92,38 @@ export interface WithLockOptions extends AcquireOptions {
  * Keys are strings of at most 1024 UTF-8 bytes; all times are milliseconds.
  */
 export abstract class DistributedLock {
-  /** One attempt: the guard, or `null` when another holder has the key. */
+  /**
+   * One attempt: the guard, or `null` when another holder has the key. With a list of keys (1 to 32,
+   * no duplicates), one attempt per key in sorted order: every key or none (`null`, the keys taken
+   * already given back).
+   */
   abstract tryAcquire(key: string, options?: TryAcquireOptions): Promise<LockGuard | null>;
+  abstract tryAcquire(keys: readonly string[], options?: TryAcquireOptions): Promise<MultiLockGuard | null>;
 
   /**
    * Waits up to `wait` for the key, woken by the release itself, in the order the waiters came.
    * Rejects with `LockTimeoutError` when the wait runs out, and with the signal's reason when the
-   * signal aborts.
+   * signal aborts. With a list of keys, takes them one after another in sorted order within the one
+   * `wait`; when one cannot be had, the keys taken already are released before the call rejects
+   * (a `LockTimeoutError` names the busy key).
    */
   abstract acquire(key: string, options?: AcquireOptions): Promise<LockGuard>;
+  abstract acquire(keys: readonly string[], options?: AcquireOptions): Promise<MultiLockGuard>;
 
   /**
    * Renews the lease for `ttl` (default: the TTL it was acquired with). False when the lease is no
-   * longer this guard's: expired, released or taken over.
+   * longer this guard's: expired, released or taken over. A multi-key guard: every key is extended,
+   * true only if all were.
    */
   abstract extend(guard: LockGuard, ttl?: number): Promise<boolean>;
+  abstract extend(guard: MultiLockGuard, ttl?: number): Promise<boolean>;
 
-  /** Ends the lease. Idempotent; a no-op when it already expired or belongs to a later holder. */
+  /**
+   * Ends the lease. Idempotent; a no-op when it already expired or belongs to a later holder. A
+   * multi-key guard: every key is released, all attempted even when one fails.
+   */
   abstract release(guard: LockGuard): Promise<void>;
+  abstract release(guard: MultiLockGuard): Promise<void>;
 
   /** The kind of backend the locks live in: 'memory', 'redis', 'postgres' or a third party's name. */
   abstract readonly backendName: string;
@@ -103,7 +142,14 @@ export abstract class DistributedLock {
    * Acquires the key, runs `fn` with the held lock, extends the lease every ttl/3 while `fn` runs
    * and releases it afterwards. Reentrant: a call on a key that the same async call chain already
    * holds runs `fn` at once inside the outer hold. Rejects with `LockLostError` when the lease was
-   * lost before `fn` settled; `fn`'s own error is never replaced by a release error.
+   * lost before `fn` settled; `fn`'s own error is never replaced by a release error. With a list of
+   * keys, `fn` runs once every key is held (taken in sorted order within the one `wait`) and gets
+   * them all as `HeldLocks`.
    */
   abstract withLock<T>(key: string, fn: (lock: HeldLock) => T | Promise<T>, options?: WithLockOptions): Promise<T>;
+  abstract withLock<T>(
+    keys: readonly string[],
+    fn: (locks: HeldLocks) => T | Promise<T>,
+    options?: WithLockOptions,
+  ): Promise<T>;
 }

@@ -3,7 +3,15 @@ export { LockModule } from './lock.module';
 export type { LockModuleOptions, LockTelemetryOptions } from './lock-module-options';
 export type { LockOptionsFactory } from './lock.module-definition';
 export { DistributedLock } from './distributed-lock';
-export type { AcquireOptions, HeldLock, LockGuard, TryAcquireOptions, WithLockOptions } from './distributed-lock';
+export type {
+  AcquireOptions,
+  HeldLock,
+  HeldLocks,
+  LockGuard,
+  MultiLockGuard,
+  TryAcquireOptions,
+  WithLockOptions,
+} from './distributed-lock';
 export { WithLock } from './decorators/with-lock.decorator';
 export type { LockKey, WithLockDecoratorOptions } from './decorators/with-lock.decorator';
 export { currentLock } from './lock-context';

@@ -11,6 +11,8 @@ export const DEFAULT_KEY_PREFIX = 'lock:';
 export const MAX_TIMER_DELAY = 2 ** 31 - 1;
 /** Longest key, in UTF-8 bytes (the prefix not counted). */
 export const MAX_KEY_BYTES = 1024;
+/** Most keys one multi-key lock call may list. */
+export const MAX_KEYS_PER_LOCK = 32;
 /** Longest key prefix, in UTF-8 bytes. */
 export const MAX_KEY_PREFIX_BYTES = 256;
 /** How long shutdown spends releasing the locks this process still holds, in milliseconds. */

@@ -12,9 +12,14 @@ import {
   validateTtl,
   validateWait,
 } from '../lock.validation';
+import { isKeyList, readKeyList } from '../multi-key-lock';
 
-/** The key of a `@WithLock` method: a string, or a function of the method's arguments (`this` is the instance). */
-export type LockKey<TArgs extends unknown[] = any[]> = string | ((this: any, ...args: TArgs) => string);
+/**
+ * The key of a `@WithLock` method: a string, a list of keys (a multi-key lock: all of them, taken in
+ * sorted order), or a function of the method's arguments returning either (`this` is the instance).
+ */
+export type LockKey<TArgs extends unknown[] = any[]> =
+  string | readonly string[] | ((this: any, ...args: TArgs) => string | readonly string[]);
 
 export interface WithLockDecoratorOptions {
   /** Lease length in ms. Defaults to the module's `ttl`. */
@@ -43,6 +48,8 @@ export interface WithLockDecoratorOptions {
 export interface WithLockMetadata extends WithLockDecoratorOptions {
   key: LockKey;
 }
+
+type AnyKeyWithLock = (key: string | readonly string[], fn: () => unknown, options: object) => Promise<unknown>;
 
 const OPTION_NAMES = ['ttl', 'wait', 'onBusy', 'minHold', 'metricName'] as const;
 const logger = new Logger('DistributedLock');
@@ -100,31 +107,31 @@ export function WithLock(
           ),
         );
       }
-      let key: string;
+      let key: string | readonly string[];
       try {
         key = resolveKey(metadata.key, this, args, className, propertyKey);
       } catch (error) {
         return Promise.reject(error as Error);
       }
+      // One call for a key and for a list of keys: the service tells them apart.
+      const withLock = locks.withLock.bind(locks) as AnyKeyWithLock;
       if (!skipWhenBusy)
-        return locks.withLock(key, () => (original as (...a: unknown[]) => unknown).apply(this, args), lockOptions);
+        return withLock(key, () => (original as (...a: unknown[]) => unknown).apply(this, args), lockOptions);
       let started = false;
-      return locks
-        .withLock(
-          key,
-          () => {
-            started = true;
-            return (original as (...a: unknown[]) => unknown).apply(this, args);
-          },
-          lockOptions,
-        )
-        .catch((error: unknown) => {
-          if (!started && error instanceof LockTimeoutError) {
-            logger.debug(`${className}.${String(propertyKey)} skipped: lock "${key}" is busy`);
-            return undefined;
-          }
-          throw error;
-        });
+      return withLock(
+        key,
+        () => {
+          started = true;
+          return (original as (...a: unknown[]) => unknown).apply(this, args);
+        },
+        lockOptions,
+      ).catch((error: unknown) => {
+        if (!started && error instanceof LockTimeoutError) {
+          logger.debug(`${className}.${String(propertyKey)} skipped: lock "${error.key}" is busy`);
+          return undefined;
+        }
+        throw error;
+      });
     };
     Object.defineProperty(wrapped, 'name', { value: (original as { name: string }).name });
     // Decorators applied before this one (below it in the source) stored their metadata on the
@@ -141,7 +148,7 @@ export function WithLock(
 function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLockMetadata {
   let key: unknown;
   let opts: Record<string, unknown>;
-  if (typeof keyOrOptions === 'string' || typeof keyOrOptions === 'function') {
+  if (typeof keyOrOptions === 'string' || typeof keyOrOptions === 'function' || Array.isArray(keyOrOptions)) {
     key = keyOrOptions;
     opts = validateOptionsObject('@WithLock options', options, OPTION_NAMES);
   } else if (keyOrOptions !== null && typeof keyOrOptions === 'object' && !Array.isArray(keyOrOptions)) {
@@ -159,9 +166,10 @@ function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLock
     );
   }
   if (typeof key === 'string') validateKey(key);
+  else if (isKeyList(key)) key = readKeyList('@WithLock', key);
   else if (typeof key !== 'function') {
     throw new InvalidLockOptionsError(
-      `Invalid @WithLock key: expected a string or a function of the method's arguments, got ${describeValue(key)}`,
+      `Invalid @WithLock key: expected a string, a list of keys or a function of the method's arguments, got ${describeValue(key)}`,
     );
   }
   if (opts.ttl !== undefined) validateTtl(opts.ttl, '@WithLock ttl');
@@ -183,8 +191,14 @@ function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLock
   };
 }
 
-function resolveKey(key: LockKey, self: unknown, args: unknown[], className: string, method: PropertyKey): string {
-  if (typeof key === 'string') return key;
+function resolveKey(
+  key: LockKey,
+  self: unknown,
+  args: unknown[],
+  className: string,
+  method: PropertyKey,
+): string | readonly string[] {
+  if (typeof key !== 'function') return key;
   let value: unknown;
   try {
     value = key.apply(self, args);
@@ -194,9 +208,19 @@ function resolveKey(key: LockKey, self: unknown, args: unknown[], className: str
       { cause: error },
     );
   }
+  if (isKeyList(value)) {
+    try {
+      return readKeyList('withLock', value);
+    } catch (error) {
+      throw new InvalidLockOptionsError(
+        `Invalid @WithLock key on ${className}.${String(method)}: the key function returned a bad list: ${errorText(error)}`,
+        { cause: error },
+      );
+    }
+  }
   if (typeof value !== 'string') {
     throw new InvalidLockOptionsError(
-      `Invalid @WithLock key on ${className}.${String(method)}: the key function must return a string, it returned ${describeValue(value)}`,
+      `Invalid @WithLock key on ${className}.${String(method)}: the key function must return a string or a list of keys, it returned ${describeValue(value)}`,
     );
   }
   return validateKey(value);

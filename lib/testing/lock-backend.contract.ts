@@ -10,6 +10,7 @@ import { contractContext } from './contract-context';
 import { heldLeaseCases } from './held-lease.cases';
 import { leaseCases } from './lease.cases';
 import { minHoldCases } from './min-hold.cases';
+import { multiKeyCases } from './multi-key.cases';
 import { RecordingBackend } from './recording-backend';
 import { waitingCases } from './waiting.cases';
 import { withLockCases } from './with-lock.cases';
@@ -44,5 +45,6 @@ export function describeLockBackendContract(api: ConformanceTestApi, target: Con
     withLockCases(ctx);
     heldLeaseCases(ctx);
     minHoldCases(ctx);
+    multiKeyCases(ctx);
   });
 }

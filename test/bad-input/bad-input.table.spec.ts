@@ -14,6 +14,7 @@ import {
   type LockGuard,
 } from '../../lib';
 import { DistributedLockService } from '../../lib/distributed-lock.service';
+import { LOCK_SERVICE_PROPERTY } from '../../lib/lock.constants';
 import { postgresBackend } from '../../lib/postgres';
 import { redisBackend } from '../../lib/redis';
 import { dropSchema, sharedDatabaseUrl } from '../support/postgres-database';
@@ -83,6 +84,20 @@ async function firstLockCall(backend: LockBackend, keyPrefix: string, secret?: s
   }
 }
 
+/**
+ * An instance of a class whose `@WithLock` key function returns a list of keys (by default the two
+ * arguments), with `locks` where Nest would inject it.
+ */
+function transfer(locks: DistributedLock, keys: (a: string, b: string) => unknown = (a, b) => [a, b]) {
+  class Transfer {
+    @WithLock(keys as (a: string, b: string) => string[])
+    async run(_from: string, _to: string): Promise<string> {
+      return 'moved';
+    }
+  }
+  return Object.assign(new Transfer(), { [LOCK_SERVICE_PROPERTY]: locks });
+}
+
 let closedPort = 0;
 beforeAll(async () => {
   closedPort = await freePort();
@@ -146,6 +161,76 @@ const rows: Row[] = [
     (c) => c.locks.withLock('k', null as never),
     /Invalid withLock work: expected a function, got null/,
   ),
+  // Lists of keys (multi-key locks)
+  invalid(
+    'empty key list',
+    (c) => c.locks.tryAcquire([]),
+    /Invalid tryAcquire keys: expected a list of 1 to 32 distinct keys, got an empty list/,
+  ),
+  invalid(
+    'key list with a duplicate',
+    (c) => c.locks.withLock(['k', 'j', 'k'], () => 1),
+    /Invalid withLock keys: expected a list of 1 to 32 distinct keys, but "k" is listed more than once/,
+  ),
+  invalid(
+    'key list of 33 keys',
+    (c) => c.locks.acquire(['k', ...Array.from({ length: 32 }, (_, i) => `k${i}`)]),
+    /Invalid acquire keys: expected a list of 1 to 32 distinct keys, got 33 keys/,
+  ),
+  invalid(
+    'key list with a number inside',
+    (c) => c.locks.acquire(['k', 42 as never]),
+    /Invalid lock key: .* got 42 \(number\) \(item 1 of the acquire key list\)/,
+  ),
+  invalid(
+    'key list with an empty key inside',
+    (c) => c.locks.withLock(['k', ''], () => 1),
+    /Invalid lock key: .* got an empty string \(item 1 of the withLock key list\)/,
+  ),
+  invalid(
+    'key list with bad options',
+    (c) => c.locks.acquire(['k', 'j'], { wait: -1 }),
+    /Invalid wait: expected a number of milliseconds >= 0/,
+  ),
+  accepted('key list of 32 keys', async (c) => {
+    const keys = ['k', ...Array.from({ length: 31 }, (_, i) => `k${i}`)];
+    await c.locks.withLock(keys, (held) => expect(held.keys).toEqual([...keys].sort()));
+    const set = (await c.locks.tryAcquire(keys))!;
+    expect(set.locks).toHaveLength(32);
+    await c.locks.release(set);
+  }),
+  invalid(
+    'multi-key guard without locks',
+    (c) => c.locks.release({ keys: [], locks: [], fence: () => 0n } as never),
+    /expected a MultiLockGuard with at least one lock, got none/,
+  ),
+  invalid(
+    'multi-key guard with a forged lock',
+    async (c) => {
+      const set = (await c.locks.tryAcquire(['k', 'j']))!;
+      try {
+        await c.locks.extend({ ...set, locks: [set.locks[0], { ...set.locks[1], token: 'x' }] } as never);
+      } finally {
+        await c.locks.release(set);
+      }
+    },
+    /Invalid guard: .* but its token is "x"/,
+  ),
+  invalid(
+    '@WithLock key function returning a list with a duplicate',
+    (c) => transfer(c.locks).run('k', 'k'),
+    /Invalid @WithLock key on Transfer\.run: the key function returned a bad list: .*"k" is listed more than once/,
+  ),
+  invalid(
+    '@WithLock key function returning an empty list',
+    (c) => transfer(c.locks, () => []).run('k', 'j'),
+    /Invalid @WithLock key on Transfer\.run: the key function returned a bad list: .*got an empty list/,
+  ),
+  invalid(
+    '@WithLock key function returning a list with a number inside',
+    (c) => transfer(c.locks).run('k', 7 as never),
+    /the key function returned a bad list: Invalid lock key: .* got 7 \(number\) \(item 1 of the withLock key list\)/,
+  ),
   // Guards
   invalid('guard null', (c) => c.locks.release(null as never), /Invalid guard: expected a LockGuard/),
   invalid(
@@ -202,6 +287,12 @@ const rows: Row[] = [
     () => WithLock('k', { metricName: 'm'.repeat(300) }),
     InvalidLockOptionsError,
     /Invalid @WithLock metricName: expected a non-empty string of at most 255 UTF-8 bytes.* of 300 bytes/,
+  ),
+  alone(
+    '@WithLock with an empty key list',
+    () => WithLock([]),
+    InvalidLockOptionsError,
+    /Invalid @WithLock keys: expected a list of 1 to 32 distinct keys, got an empty list/,
   ),
   alone(
     '@WithLock without a key',

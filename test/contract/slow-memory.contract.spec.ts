@@ -24,4 +24,5 @@ describeLockBackendContract(jestApi, {
     return slow;
   },
   evict: (backend, backendKey) => memory.evict!((backend as LatencyBackend).inner, backendKey),
+  inspect: (backend, backendKey) => memory.inspect!((backend as LatencyBackend).inner, backendKey),
 });

@@ -97,6 +97,12 @@ class Jobs {
   @WithLock((value: unknown) => value as string)
   async badKey(_value: unknown): Promise<void> {}
 
+  @WithLock(['set:b', 'set:a'], { wait: 0, onBusy: 'skip' })
+  async fixedSet(): Promise<string | undefined> {
+    this.runs++;
+    return currentLock()?.key;
+  }
+
   @WithLock(() => {
     throw new Error('no id');
   })
@@ -188,6 +194,20 @@ describe('@WithLock', () => {
     await expect(jobs.skipsWhenBusy()).resolves.toBe('ran');
   });
 
+  it("takes a static list of keys, all or none, and skips with onBusy 'skip' when one is busy", async () => {
+    // The innermost hold is the key that sorts last.
+    await expect(jobs.fixedSet()).resolves.toBe('set:b');
+    const guard = (await locks.tryAcquire('set:b'))!;
+    const runs = jobs.runs;
+    await expect(jobs.fixedSet()).resolves.toBeUndefined();
+    expect(jobs.runs).toBe(runs);
+    // set:a, taken before the busy set:b, was given back.
+    const a = await locks.tryAcquire('set:a');
+    expect(a).not.toBeNull();
+    await locks.release(a!);
+    await locks.release(guard);
+  });
+
   it('does not skip a LockTimeoutError thrown by the method itself', async () => {
     class Inner {
       constructor(readonly lock: DistributedLock) {}
@@ -204,7 +224,7 @@ describe('@WithLock', () => {
   });
 
   it('rejects a key function that returns a non-string or throws, holding nothing', async () => {
-    await expect(jobs.badKey(7)).rejects.toThrow(/must return a string, it returned 7/);
+    await expect(jobs.badKey(7)).rejects.toThrow(/must return a string or a list of keys, it returned 7/);
     await expect(jobs.badKey('')).rejects.toThrow(InvalidLockOptionsError);
     await expect(jobs.throwingKey()).rejects.toThrow(/the key function threw: no id/);
     await expect(jobs.throwingKey()).rejects.toBeInstanceOf(InvalidLockOptionsError);
@@ -249,7 +269,7 @@ describe('@WithLock misuse', () => {
   it.each([
     [() => WithLock(''), /Invalid lock key: .*got an empty string/],
     [() => WithLock(42 as never), /Invalid @WithLock key: expected a string, a function/],
-    [() => WithLock({ key: 42 } as never), /Invalid @WithLock key: expected a string or a function/],
+    [() => WithLock({ key: 42 } as never), /Invalid @WithLock key: expected a string, a list of keys or a function/],
     [
       () => WithLock('k', { ttl: 0 }),
       /Invalid @WithLock ttl: expected an integer number of milliseconds from 1 to 2147483647/,

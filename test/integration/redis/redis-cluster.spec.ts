@@ -62,6 +62,37 @@ describe('redisBackend on a spawned Cluster of 3 masters + 3 replicas', () => {
       }
     });
 
+    it('takes a multi-key lock whose keys live in slots of every master, all or none', async () => {
+      const admin = spawned.admin(nodes[0]);
+      // Keys until the set covers slots owned by three different masters.
+      const slots = await admin.cluster('SLOTS');
+      const masterOf = (slot: number): number => slots.find(([from, to]) => slot >= from && slot <= to)![2]![1];
+      const byMaster = new Map<number, string>();
+      for (let i = 0; i < 200 && byMaster.size < 3; i++) {
+        const key = `multi-${i}`;
+        const slot = Number(await admin.cluster('KEYSLOT', redisLockKeys(`c:${key}`).lease));
+        if (!byMaster.has(masterOf(slot))) byMaster.set(masterOf(slot), key);
+      }
+      expect(byMaster.size).toBe(3);
+      const keys = [...byMaster.values()];
+      const a = service();
+      const b = service();
+      const set = await a.acquire(keys.toReversed());
+      expect(set.keys).toEqual([...keys].sort());
+      for (const key of keys) expect(await b.tryAcquire(key)).toBeNull();
+      // One of them busy: the other two are given back.
+      await a.release(set);
+      const busy = (await b.tryAcquire(keys[1]))!;
+      expect(await a.tryAcquire(keys)).toBeNull();
+      for (const key of [keys[0], keys[2]]) {
+        const free = (await b.tryAcquire(key))!;
+        expect(free).not.toBeNull();
+        await b.release(free);
+      }
+      await b.release(busy);
+      await a.withLock(keys, (held) => expect(held.locks).toHaveLength(3));
+    });
+
     it('uses a Cluster the user passed in and leaves it open', async () => {
       const cluster = new Cluster(startupNodes());
       try {

@@ -62,6 +62,19 @@ describe('redisBackend through Sentinel (spawned master, replica and sentinel)',
     await backend.release('s:ack', t);
   });
 
+  it('takes multi-key locks through Sentinel, all or none', async () => {
+    const keyPrefix = `sentinel-multi-${randomBytes(3).toString('hex')}:`;
+    const a = new DistributedLockService({ backend: viaSentinel(), keyPrefix, ttl: 5_000, wait: 1_000 });
+    const b = new DistributedLockService({ backend: viaSentinel(), keyPrefix, ttl: 5_000, wait: 1_000 });
+    const busy = (await b.tryAcquire('acct:2'))!;
+    await expect(a.acquire(['acct:3', 'acct:2', 'acct:1'], { wait: 200 })).rejects.toMatchObject({ key: 'acct:2' });
+    for (const key of ['acct:1', 'acct:3']) await b.release((await b.tryAcquire(key))!);
+    await b.release(busy);
+    const fences = await a.withLock(['acct:2', 'acct:1'], (held) => held.keys.map((key) => held.fence(key)));
+    expect(fences[1]).toBeGreaterThan(busy.fence);
+    expect(a.heldCount + b.heldCount).toBe(0);
+  });
+
   it('keeps a held lock and its fences across a Sentinel failover', async () => {
     const backend = viaSentinel();
     const locks = new DistributedLockService({ backend, keyPrefix: 's:', ttl: 30_000, wait: 0 });
