@@ -19,14 +19,10 @@ import { findHold, runHolding } from './lock-context';
 import { runReentrant } from './reentrant-hold';
 import { Guard, WithLockLease, type Lease } from './held-lock';
 import { LeaseRegistry, localDeadlineOf } from './lease-registry';
+import { grantTooLate, waitFailed } from './wait-outcomes';
 import { isKeyList, isMultiGuard, MultiKeyLocks } from './multi-key-lock';
 import { describeValue, validateGuardShape, validateTtl } from './lock.validation';
-import {
-  telemetrySetting,
-  type AcquireOutcome,
-  type LockTelemetry,
-  type TelemetrySetting,
-} from './telemetry/lock-telemetry';
+import { telemetrySetting, type LockTelemetry, type TelemetrySetting } from './telemetry/lock-telemetry';
 import { ServiceTelemetry } from './telemetry/service-telemetry';
 import { isThenable } from './thenable';
 
@@ -108,7 +104,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     try {
       grant = await acquisition.run(undefined);
     } catch (error) {
-      this.waitFailed(telemetry, acquisition, call, error);
+      waitFailed(telemetry, acquisition, call, error, this.shuttingDown);
       if (error instanceof LockTimeoutError) return null;
       throw error;
     }
@@ -126,7 +122,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     try {
       grant = await this.obtain(acquisition, call.signal);
     } catch (error) {
-      this.waitFailed(telemetry, acquisition, call, error);
+      waitFailed(telemetry, acquisition, call, error, this.shuttingDown);
       throw error;
     }
     return this.issue(telemetry, acquisition, key, call, grant);
@@ -201,13 +197,13 @@ export class DistributedLockService extends DistributedLock implements OnApplica
         grant = answer instanceof Promise ? await answer : answer;
       }
     } catch (error) {
-      const outcome = this.waitFailed(telemetry, acquisition, call, error);
+      const outcome = waitFailed(telemetry, acquisition, call, error, this.shuttingDown);
       span?.end(outcome, outcome === 'skipped' ? undefined : error);
       throw error;
     }
     const now = monotonicNow();
     if (localDeadlineOf(call.ttl, grant) <= now) {
-      const error = this.grantTooLate(telemetry, acquisition, call, grant, now);
+      const error = grantTooLate(this.calls, telemetry, acquisition, call, grant, now);
       span?.end('error', error);
       throw error;
     }
@@ -278,21 +274,6 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     return acquisition.run(signal);
   }
 
-  /** Records a wait that ended without a grant; returns its outcome. */
-  private waitFailed(
-    telemetry: LockTelemetry,
-    acquisition: Acquisition,
-    call: CallOptions,
-    error: unknown,
-  ): AcquireOutcome {
-    let outcome: AcquireOutcome;
-    if (error instanceof LockTimeoutError) outcome = call.skip ? 'skipped' : 'busy';
-    else if ((call.signal?.aborted && error === call.signal.reason) || this.shuttingDown) outcome = 'aborted';
-    else outcome = 'error';
-    if (telemetry.on) telemetry.waited(call.name, outcome, monotonicNow() - acquisition.started);
-    return outcome;
-  }
-
   /** Turns a grant into the guard handed to the caller of `tryAcquire` / `acquire`. */
   private issue(
     telemetry: LockTelemetry,
@@ -303,28 +284,9 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   ): Guard {
     const now = monotonicNow();
     // A guard already past its local deadline would tell its holder it holds what may be someone else's.
-    if (localDeadlineOf(call.ttl, grant) <= now) throw this.grantTooLate(telemetry, acquisition, call, grant, now);
+    if (localDeadlineOf(call.ttl, grant) <= now)
+      throw grantTooLate(this.calls, telemetry, acquisition, call, grant, now);
     if (telemetry.on) telemetry.waited(call.name, 'acquired', now - acquisition.started);
     return this.leases.issueGuard(telemetry, acquisition.backendKey, key, call, grant);
-  }
-
-  /**
-   * The grant came back after its own local deadline (a stalled network or backend): the lease may
-   * already have ended and gone to someone else, so it is given back unused; the error for the caller.
-   */
-  private grantTooLate(
-    telemetry: LockTelemetry,
-    acquisition: Acquisition,
-    call: CallOptions,
-    grant: Grant,
-    now: number,
-  ): LockBackendError {
-    this.calls.giveBack(acquisition.backendKey, grant.token);
-    if (telemetry.on) telemetry.waited(call.name, 'error', now - acquisition.started);
-    return new LockBackendError(
-      this.backend.name,
-      `the grant of "${acquisition.key}" came back after its local deadline (ttl ${call.ttl} ms): the backend or the ` +
-        'network was too slow for this ttl, so it was given back unused',
-    );
   }
 }

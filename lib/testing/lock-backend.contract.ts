@@ -11,6 +11,7 @@ import { heldLeaseCases } from './held-lease.cases';
 import { leaseCases } from './lease.cases';
 import { minHoldCases } from './min-hold.cases';
 import { multiKeyCases } from './multi-key.cases';
+import { multiKeyLeaseCases } from './multi-key-leases.cases';
 import { RecordingBackend } from './recording-backend';
 import { waitingCases } from './waiting.cases';
 import { withLockCases } from './with-lock.cases';
@@ -46,5 +47,6 @@ export function describeLockBackendContract(api: ConformanceTestApi, target: Con
     heldLeaseCases(ctx);
     minHoldCases(ctx);
     multiKeyCases(ctx);
+    multiKeyLeaseCases(ctx);
   });
 }
