@@ -114,24 +114,32 @@ export function WithLock(
         return Promise.reject(error as Error);
       }
       // One call for a key and for a list of keys: the service tells them apart.
-      const withLock = locks.withLock.bind(locks) as AnyKeyWithLock;
+      const withLock = locks.withLock as AnyKeyWithLock;
       if (!skipWhenBusy)
-        return withLock(key, () => (original as (...a: unknown[]) => unknown).apply(this, args), lockOptions);
+        return withLock.call(
+          locks,
+          key,
+          () => (original as (...a: unknown[]) => unknown).apply(this, args),
+          lockOptions,
+        );
       let started = false;
-      return withLock(
-        key,
-        () => {
-          started = true;
-          return (original as (...a: unknown[]) => unknown).apply(this, args);
-        },
-        lockOptions,
-      ).catch((error: unknown) => {
-        if (!started && error instanceof LockTimeoutError) {
-          logger.debug(`${className}.${String(propertyKey)} skipped: lock "${error.key}" is busy`);
-          return undefined;
-        }
-        throw error;
-      });
+      return withLock
+        .call(
+          locks,
+          key,
+          () => {
+            started = true;
+            return (original as (...a: unknown[]) => unknown).apply(this, args);
+          },
+          lockOptions,
+        )
+        .catch((error: unknown) => {
+          if (!started && error instanceof LockTimeoutError) {
+            logger.debug(`${className}.${String(propertyKey)} skipped: lock "${error.key}" is busy`);
+            return undefined;
+          }
+          throw error;
+        });
     };
     Object.defineProperty(wrapped, 'name', { value: (original as { name: string }).name });
     // Decorators applied before this one (below it in the source) stored their metadata on the
