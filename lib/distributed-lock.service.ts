@@ -19,7 +19,7 @@ import { findHold, runHolding } from './lock-context';
 import { runReentrant } from './reentrant-hold';
 import { Guard, WithLockLease, type Lease } from './held-lock';
 import { LeaseRegistry, localDeadlineOf } from './lease-registry';
-import { grantTooLate, waitFailed } from './wait-outcomes';
+import { grantAtShutdown, grantTooLate, waitFailed } from './wait-outcomes';
 import { isKeyList, isMultiGuard, MultiKeyLocks } from './multi-key-lock';
 import { describeValue, validateGuardShape, validateTtl } from './lock.validation';
 import { telemetrySetting, type LockTelemetry, type TelemetrySetting } from './telemetry/lock-telemetry';
@@ -156,7 +156,10 @@ export class DistributedLockService extends DistributedLock implements OnApplica
       if (lease.ended || lease.releasedAtShutdown) return;
       lease.end('released');
     }
-    if (lease) this.leases.forget(lease);
+    if (lease) {
+      lease.released = true;
+      this.leases.forget(lease);
+    }
     try {
       await this.calls.releaseAndHandOver(backendKey, token);
     } catch (error) {
@@ -202,9 +205,11 @@ export class DistributedLockService extends DistributedLock implements OnApplica
       throw error;
     }
     const now = monotonicNow();
-    if (localDeadlineOf(call.ttl, grant) <= now) {
-      const error = grantTooLate(this.calls, telemetry, acquisition, call, grant, now);
-      span?.end('error', error);
+    if (localDeadlineOf(call.ttl, grant) <= now || this.shuttingDown) {
+      const error = this.shuttingDown
+        ? grantAtShutdown(this.calls, telemetry, acquisition, call, grant, now)
+        : grantTooLate(this.calls, telemetry, acquisition, call, grant, now);
+      span?.end(this.shuttingDown ? 'aborted' : 'error', error);
       throw error;
     }
     if (telemetry.on) telemetry.waited(call.name, 'acquired', now - acquisition.started);
@@ -286,6 +291,8 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     // A guard already past its local deadline would tell its holder it holds what may be someone else's.
     if (localDeadlineOf(call.ttl, grant) <= now)
       throw grantTooLate(this.calls, telemetry, acquisition, call, grant, now);
+    // Granted while the service shuts down (the attempt was in flight): given back, as the waits are.
+    if (this.shuttingDown) throw grantAtShutdown(this.calls, telemetry, acquisition, call, grant, now);
     if (telemetry.on) telemetry.waited(call.name, 'acquired', now - acquisition.started);
     return this.leases.issueGuard(telemetry, acquisition.backendKey, key, call, grant);
   }

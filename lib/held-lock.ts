@@ -68,12 +68,15 @@ export interface Lease {
   heldSince: number;
   /** Set once shutdown released it, so the work's own exit does not try again. */
   releasedAtShutdown?: boolean;
+  /** Set once its holder released it: an extension answered after that does not make it held again. */
+  released?: boolean;
 }
 
 /** The lease of a guard of `tryAcquire` / `acquire`. */
 export class GuardLease implements Lease {
   readonly guard: Guard;
   releasedAtShutdown = false;
+  released = false;
 
   constructor(
     readonly owner: object,

@@ -122,7 +122,8 @@ export class LeaseRegistry implements LeaseHost {
       if (extended) held.guard.expiresAt = toEpochMs(held.watch.deadline);
       return extended && held.live();
     }
-    if (extended && lease) this.renewed(lease, sentAt, ttl);
+    // Released while the extension was on its way: the release came after it, so the lease is over.
+    if (extended && lease && !lease.released && !lease.releasedAtShutdown) this.renewed(lease, sentAt, ttl);
     return extended;
   }
 

@@ -9,7 +9,7 @@ import type {
   WithLockOptions,
 } from './distributed-lock';
 import { MAX_KEYS_PER_LOCK } from './lock.constants';
-import { errorText, InvalidLockOptionsError, LockTimeoutError } from './lock.errors';
+import { errorText, InvalidLockOptionsError, LockLostError, LockTimeoutError } from './lock.errors';
 import { ACQUIRE_OPTIONS, readCallOptions, TRY_ACQUIRE_OPTIONS, WITH_LOCK_OPTIONS } from './lock-call-options';
 import { monotonicNow } from './lock-clock';
 import { describeValue, validateGuardShape, validateKey } from './lock.validation';
@@ -230,14 +230,23 @@ export class MultiKeyLocks {
         list[index],
         (lock) => {
           if (index + 1 < list.length) return hold(index + 1, [...held, lock]);
+          const all = [...held, lock];
+          // A key taken earlier may have been lost while the set waited for the later ones: the work
+          // runs only while every key is held (reading a held lock's signal confirms its lease).
+          const lost = all.find((each) => each.signal.aborted);
+          if (lost) throw lost.signal.reason;
           working = true;
-          return fn(new HeldKeySet(list, [...held, lock]));
+          return fn(new HeldKeySet(list, all));
         },
         { ...options, wait: waitLeft(wait, started) },
       );
     try {
       return await hold(0, []);
-    } catch (error) {
+    } catch (caught) {
+      let error = caught;
+      // The work never ran: a key taken earlier reports the set's failure as its lease lost (shutdown
+      // ended it, or it was lost while a later key was awaited); what the caller needs is why.
+      if (!working && error instanceof LockLostError && error.cause !== undefined) error = error.cause;
       // A key of the set stayed busy (not a LockTimeoutError of the work's own).
       if (!working && error instanceof LockTimeoutError) throw busyKeyOfSet(error, wait, started);
       throw error;

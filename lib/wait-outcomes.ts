@@ -47,3 +47,20 @@ export function grantTooLate(
       'network was too slow for this ttl, so it was given back unused',
   );
 }
+
+/**
+ * A grant that arrived once the service had begun to shut down (its attempt was in flight): given
+ * back unused, the wait counted as aborted, as the waits shutdown ends are. Returns the error for the caller.
+ */
+export function grantAtShutdown(
+  calls: BackendCalls,
+  telemetry: LockTelemetry,
+  acquisition: Acquisition,
+  call: CallOptions,
+  grant: Grant,
+  now: number,
+): LockBackendError {
+  calls.giveBack(acquisition.backendKey, grant.token);
+  if (telemetry.on) telemetry.waited(call.name, 'aborted', now - acquisition.started);
+  return new LockBackendError(calls.backend.name, 'the application is shutting down');
+}
