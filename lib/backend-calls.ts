@@ -17,6 +17,8 @@ import type { ServiceTelemetry } from './telemetry/service-telemetry';
 export class BackendCalls implements AcquisitionHost {
   /** Waits in progress, by token: shutdown ends them, a hand-off wakes them. */
   readonly waiting = new Map<string, Acquisition>();
+  /** Set by the service when it begins to shut down. */
+  closing = false;
   /** Releases still running in the background (abandoned waits), awaited at shutdown. */
   private readonly cleanups = new BackgroundWork();
 

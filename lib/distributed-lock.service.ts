@@ -260,6 +260,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   async shutdown(): Promise<void> {
     if (this.shuttingDown) return;
     this.shuttingDown = true;
+    this.calls.closing = true;
     const waits = [...this.calls.waiting.values()].map((acquisition) => {
       acquisition.stop(new LockBackendError(this.backend.name, 'the application is shutting down'));
       return acquisition.finished!;

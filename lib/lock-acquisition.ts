@@ -1,6 +1,6 @@
 import type { AcquireResult, HandOff, LockBackend, LockEvent } from './backends/lock-backend';
 import { MAX_TIMER_DELAY } from './lock.constants';
-import { LockTimeoutError, type LockError } from './lock.errors';
+import { LockBackendError, LockTimeoutError, type LockError } from './lock.errors';
 import { monotonicNow, scheduleAt } from './lock-clock';
 import { newLockToken } from './lock-token';
 import type { BackendOperation } from './telemetry/lock-telemetry';
@@ -26,6 +26,8 @@ export interface AcquisitionHost {
   handedOver(backendKey: string, handOff: HandOff): void;
   /** Waits in progress, by token: shutdown ends them, a hand-off wakes them. */
   readonly waiting: Map<string, Acquisition>;
+  /** Set once the service began to shut down: a wait that starts after that ends at once. */
+  readonly closing: boolean;
 }
 
 /** How long past its next re-check a waiter's place in a backend queue lasts. */
@@ -129,6 +131,9 @@ export class Acquisition {
         ? scheduleAt(this.deadline, () => this.stop(this.timeout()), true)
         : undefined;
       this.host.waiting.set(this.token, this);
+      // Its first attempt was in flight when shutdown ended the waits: this one ends too.
+      if (this.host.closing)
+        this.stop(new LockBackendError(this.host.backend.name, 'the application is shutting down'));
       const done = (): void => {
         signal?.removeEventListener('abort', onAbort);
         cancelDeadline?.();

@@ -655,4 +655,28 @@ describe('races with release, shutdown and lost keys', () => {
     expect(locks.heldCount).toBe(0);
     await locks.shutdown();
   });
+
+  it('shutdown while the first attempt of an acquire is in flight and answers busy: the wait ends with LockBackendError, not at its deadline', async () => {
+    const inner = memoryBackend();
+    const backend = new RecordingBackend(inner);
+    const locks = service(backend);
+    const other = service(backend);
+    const blocker = (await other.tryAcquire('k'))!;
+    const gate = gateOn(backend, (c) => c.method === 'tryAcquire' && c.key === PREFIX + 'k');
+    const settled = locks.acquire('k', { wait: 60_000 }).then(
+      () => 'resolved',
+      (error: unknown) => error,
+    );
+    await gate.reached;
+    const shuttingDown = locks.shutdown();
+    gate.open();
+    await shuttingDown;
+    const outcome = await settled;
+    expect(outcome).toBeInstanceOf(LockBackendError);
+    expect((outcome as Error).message).toContain('shutting down');
+    expect(locks.heldCount).toBe(0);
+    // The two services share the backend, which the first shutdown closed.
+    expect(blocker.key).toBe('k');
+    await other.shutdown();
+  });
 });
