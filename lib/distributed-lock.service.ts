@@ -18,8 +18,8 @@ import { monotonicNow, settleWithin } from './lock-clock';
 import { findHold, runHolding } from './lock-context';
 import { runReentrant } from './reentrant-hold';
 import { Guard, WithLockLease, type Lease } from './held-lock';
-import { LeaseRegistry, localDeadlineOf } from './lease-registry';
-import { grantAtShutdown, grantTooLate, waitFailed } from './wait-outcomes';
+import { LeaseRegistry } from './lease-registry';
+import { refusedGrant, waitFailed } from './wait-outcomes';
 import { isKeyList, isMultiGuard, MultiKeyLocks } from './multi-key-lock';
 import { describeValue, validateGuardShape, validateTtl } from './lock.validation';
 import { telemetrySetting, type LockTelemetry, type TelemetrySetting } from './telemetry/lock-telemetry';
@@ -205,12 +205,10 @@ export class DistributedLockService extends DistributedLock implements OnApplica
       throw error;
     }
     const now = monotonicNow();
-    if (localDeadlineOf(call.ttl, grant) <= now || this.shuttingDown) {
-      const error = this.shuttingDown
-        ? grantAtShutdown(this.calls, telemetry, acquisition, call, grant, now)
-        : grantTooLate(this.calls, telemetry, acquisition, call, grant, now);
-      span?.end(this.shuttingDown ? 'aborted' : 'error', error);
-      throw error;
+    const refused = refusedGrant(this.calls, telemetry, acquisition, call, grant, now, this.shuttingDown);
+    if (refused) {
+      span?.end(refused.outcome, refused.error);
+      throw refused.error;
     }
     if (telemetry.on) telemetry.waited(call.name, 'acquired', now - acquisition.started);
     span?.acquired(grant.fence);
@@ -289,11 +287,10 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     grant: Grant,
   ): Guard {
     const now = monotonicNow();
-    // A guard already past its local deadline would tell its holder it holds what may be someone else's.
-    if (localDeadlineOf(call.ttl, grant) <= now)
-      throw grantTooLate(this.calls, telemetry, acquisition, call, grant, now);
-    // Granted while the service shuts down (the attempt was in flight): given back, as the waits are.
-    if (this.shuttingDown) throw grantAtShutdown(this.calls, telemetry, acquisition, call, grant, now);
+    // A guard already past its local deadline would tell its holder it holds what may be someone
+    // else's; one granted during shutdown would outlive the service.
+    const refused = refusedGrant(this.calls, telemetry, acquisition, call, grant, now, this.shuttingDown);
+    if (refused) throw refused.error;
     if (telemetry.on) telemetry.waited(call.name, 'acquired', now - acquisition.started);
     return this.leases.issueGuard(telemetry, acquisition.backendKey, key, call, grant);
   }

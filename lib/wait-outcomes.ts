@@ -2,6 +2,7 @@ import type { BackendCalls } from './backend-calls';
 import { LockBackendError, LockTimeoutError } from './lock.errors';
 import type { Acquisition, Grant } from './lock-acquisition';
 import type { CallOptions } from './lock-call-options';
+import { localDeadlineOf } from './lease-registry';
 import { monotonicNow } from './lock-clock';
 import type { AcquireOutcome, LockTelemetry } from './telemetry/lock-telemetry';
 
@@ -27,40 +28,35 @@ export function waitFailed(
 }
 
 /**
- * The grant came back after its own local deadline (a stalled network or backend): the lease may
- * already have ended and gone to someone else, so it is given back unused, and the wait counted as
- * an error. Returns the error for the caller.
+ * Whether a grant that just came back may be used. It may not when it came back after its own
+ * local deadline (a stalled network or backend: the lease may already have ended and gone to
+ * someone else), nor once the service began to shut down (its attempt was in flight). Such a grant
+ * is given back unused and the wait counted ('aborted' at shutdown, 'error' otherwise); returns the
+ * error for the caller and that outcome, or undefined when the grant may be used.
  */
-export function grantTooLate(
+export function refusedGrant(
   calls: BackendCalls,
   telemetry: LockTelemetry,
   acquisition: Acquisition,
   call: CallOptions,
   grant: Grant,
   now: number,
-): LockBackendError {
+  shuttingDown: boolean,
+): { error: LockBackendError; outcome: AcquireOutcome } | undefined {
+  let error: LockBackendError;
+  let outcome: AcquireOutcome;
+  if (shuttingDown) {
+    error = new LockBackendError(calls.backend.name, 'the application is shutting down');
+    outcome = 'aborted';
+  } else if (localDeadlineOf(call.ttl, grant) <= now) {
+    error = new LockBackendError(
+      calls.backend.name,
+      `the grant of "${acquisition.key}" came back after its local deadline (ttl ${call.ttl} ms): the backend or the ` +
+        'network was too slow for this ttl, so it was given back unused',
+    );
+    outcome = 'error';
+  } else return undefined;
   calls.giveBack(acquisition.backendKey, grant.token);
-  if (telemetry.on) telemetry.waited(call.name, 'error', now - acquisition.started);
-  return new LockBackendError(
-    calls.backend.name,
-    `the grant of "${acquisition.key}" came back after its local deadline (ttl ${call.ttl} ms): the backend or the ` +
-      'network was too slow for this ttl, so it was given back unused',
-  );
-}
-
-/**
- * A grant that arrived once the service had begun to shut down (its attempt was in flight): given
- * back unused, the wait counted as aborted, as the waits shutdown ends are. Returns the error for the caller.
- */
-export function grantAtShutdown(
-  calls: BackendCalls,
-  telemetry: LockTelemetry,
-  acquisition: Acquisition,
-  call: CallOptions,
-  grant: Grant,
-  now: number,
-): LockBackendError {
-  calls.giveBack(acquisition.backendKey, grant.token);
-  if (telemetry.on) telemetry.waited(call.name, 'aborted', now - acquisition.started);
-  return new LockBackendError(calls.backend.name, 'the application is shutting down');
+  if (telemetry.on) telemetry.waited(call.name, outcome, now - acquisition.started);
+  return { error, outcome };
 }
