@@ -72,14 +72,20 @@ export class BackendCalls implements AcquisitionHost {
    * service, that waiter is woken now rather than by the event that follows. True when a lease was ended.
    */
   async releaseAndHandOver(backendKey: string, token: string): Promise<boolean> {
-    const { released, handedTo } = await this.release(backendKey, token);
-    if (handedTo) this.handedOver(backendKey, handedTo);
-    return released;
+    const result = await this.release(backendKey, token);
+    this.handedOverBy(backendKey, result);
+    return result.released;
   }
 
   /** A call of this service handed `backendKey` to `handOff.token`: its waiter, if it is ours, is woken. */
   handedOver(backendKey: string, handOff: HandOff): void {
     this.waiting.get(handOff.token)?.handedOver(backendKey, handOff);
+  }
+
+  /** Every hand-off a release answered with (several when waiters took a shared or limited key together). */
+  handedOverBy(backendKey: string, result: ReleaseResult): void {
+    if (result.handedTo) this.handedOver(backendKey, result.handedTo);
+    if (result.alsoHandedTo) for (const handOff of result.alsoHandedTo) this.handedOver(backendKey, handOff);
   }
 
   /** Releases `token` on `key` in the background: the wait was abandoned, nothing may stay held or queued. */

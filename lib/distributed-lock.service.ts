@@ -1,5 +1,5 @@
 import { Logger, type OnApplicationShutdown } from '@nestjs/common';
-import type { AcquireResult, LockBackend } from './backends/lock-backend';
+import { capabilitiesOf, type AcquireResult, type LeaseModeKind, type LockBackend } from './backends/lock-backend';
 import { BackendCalls } from './backend-calls';
 import type { AcquireOptions, HeldLock, LockGuard, TryAcquireOptions, WithLockOptions } from './distributed-lock';
 import type { HeldLocks, MultiLockGuard } from './distributed-lock';
@@ -19,6 +19,7 @@ import { findHold, runHolding } from './lock-context';
 import { runReentrant } from './reentrant-hold';
 import { Guard, WithLockLease, type Lease } from './held-lock';
 import { LeaseRegistry } from './lease-registry';
+import { checkModeSupported, checkReentrantMode } from './lease-modes';
 import { refusedGrant, waitFailed } from './wait-outcomes';
 import { isKeyList, isMultiGuard, MultiKeyLocks } from './multi-key-lock';
 import { describeValue, validateGuardShape, validateTtl } from './lock.validation';
@@ -60,6 +61,8 @@ export class DistributedLockService extends DistributedLock implements OnApplica
   private readonly calls: BackendCalls;
   private readonly leases: LeaseRegistry;
   private readonly multi: MultiKeyLocks;
+  /** The modes besides exclusive that the backend keeps. */
+  private readonly modes: readonly LeaseModeKind[];
   private shuttingDown = false;
 
   constructor(settings: DistributedLockSettings) {
@@ -71,6 +74,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     this.calls = new BackendCalls(this.backend, this.telemetry, this.logger);
     this.leases = new LeaseRegistry(this.calls, this.telemetry, this.logger);
     this.multi = new MultiKeyLocks(this, this.defaults, this.logger);
+    this.modes = capabilitiesOf(this.backend).modes;
   }
 
   /** The backend this service runs on. */
@@ -99,7 +103,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     if (isKeyList(key)) return this.multi.tryAcquire(key, options);
     const call = readCallOptions('tryAcquire', key, options, TRY_ACQUIRE_OPTIONS, this.defaults);
     const telemetry = this.telemetry.current;
-    const acquisition = new Acquisition(this.calls, key, this.keyPrefix + key, call.ttl, 0);
+    const acquisition = this.acquisition(key, call, 0);
     let grant: Grant;
     try {
       grant = await acquisition.run(undefined);
@@ -117,7 +121,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     if (isKeyList(key)) return this.multi.acquire(key, options);
     const call = readCallOptions('acquire', key, options, ACQUIRE_OPTIONS, this.defaults);
     const telemetry = this.telemetry.current;
-    const acquisition = new Acquisition(this.calls, key, this.keyPrefix + key, call.ttl, call.wait);
+    const acquisition = this.acquisition(key, call, call.wait);
     let grant: Grant;
     try {
       grant = await this.obtain(acquisition, call.signal);
@@ -178,11 +182,12 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     }
     const telemetry = this.telemetry.current;
     const outer = findHold(this.leases, key) as WithLockLease | undefined;
-    if (outer)
+    if (outer) {
+      checkReentrantMode(key, outer.mode, call.mode);
       return runReentrant(outer, fn, telemetry.tracing ? telemetry.startSpan(call.name, key, true) : undefined);
-
+    }
+    const acquisition = this.acquisition(key, call, call.wait);
     const span = telemetry.tracing ? telemetry.startSpan(call.name, key, false) : undefined;
-    const acquisition = new Acquisition(this.calls, key, this.keyPrefix + key, call.ttl, call.wait);
     let grant: Grant;
     try {
       if (call.signal) grant = await this.obtain(acquisition, call.signal);
@@ -214,6 +219,7 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     span?.acquired(grant.fence);
     const lease = this.leases.issueHeld(telemetry, acquisition.backendKey, key, call, grant, now);
     lease.span = span;
+    lease.mode = call.mode;
 
     let succeeded = false;
     let value: T | undefined;
@@ -270,6 +276,12 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     await settleWithin([...releases, ...waits], SHUTDOWN_RELEASE_TIMEOUT);
     await this.calls.settleGiveBacks(SHUTDOWN_RELEASE_TIMEOUT);
     await this.backend.close();
+  }
+
+  /** A new acquisition of `key` for one call, in a mode the backend keeps. */
+  private acquisition(key: string, call: CallOptions, wait: number): Acquisition {
+    checkModeSupported(this.backend.name, this.modes, call.mode);
+    return new Acquisition(this.calls, key, this.keyPrefix + key, call.ttl, wait, call.mode);
   }
 
   /** Takes the key for the acquisition's token (see `Acquisition`). */

@@ -64,6 +64,19 @@ export interface TryAcquireOptions {
    * used, since it often carries ids. At most 255 UTF-8 bytes.
    */
   metricName?: string;
+  /**
+   * `'exclusive'` (the default): one holder at a time, the writer of a read-write lock. `'shared'`:
+   * any number of shared holders at once, never together with an exclusive one; a waiting exclusive
+   * caller is not overtaken by shared callers that came after it. See "Shared and limited locks".
+   */
+  mode?: 'exclusive' | 'shared';
+  /**
+   * At most this many holders of the key at once, across the fleet (an integer from 1 to 10,000):
+   * each has its own lease, fence, watchdog, signal and release. Every caller of a limited key must
+   * give the same limit; a call with another limit, or without one, while the key is held with a
+   * limit fails with `InvalidLockOptionsError`. Not with `mode`.
+   */
+  limit?: number;
 }
 
 export interface AcquireOptions extends TryAcquireOptions {

@@ -1,3 +1,4 @@
+import type { LeaseMode } from './backends/lock-backend';
 import type { HeldLock, LockGuard } from './distributed-lock';
 import { LockLostError } from './lock.errors';
 import { toEpochMs } from './lock-clock';
@@ -147,6 +148,8 @@ export class WithLockLease implements Lease, Hold, WatchedLease {
   watch: LeaseWatch | undefined = undefined;
   /** The span of the `withLock` call, when traces are recorded. */
   span: LockSpan | undefined = undefined;
+  /** How it shares its key (undefined: exclusive): what a reentrant call inside it may ask for. */
+  mode: LeaseMode | undefined = undefined;
   /** 'released': the holder released it inside the work; 'ended': the work is over. */
   state: 'held' | 'released' | 'ended' = 'held';
   /** Why the lease was lost, once it was. */

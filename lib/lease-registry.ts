@@ -162,7 +162,7 @@ export class LeaseRegistry implements LeaseHost {
       try {
         const sent = this.calls.release(lease.backendKey, lease.token);
         const result = isThenable(sent) ? await sent : sent;
-        if (result.handedTo) this.calls.handedOver(lease.backendKey, result.handedTo);
+        this.calls.handedOverBy(lease.backendKey, result);
         ended = result.released;
       } catch (error) {
         this.calls.releaseFailed(lease, error, workError);

@@ -1,6 +1,6 @@
-import type { AcquireResult, HandOff, LockBackend, LockEvent } from './backends/lock-backend';
+import type { AcquireResult, HandOff, HeldWith, LeaseMode, LockBackend, LockEvent } from './backends/lock-backend';
 import { MAX_TIMER_DELAY } from './lock.constants';
-import { LockBackendError, LockTimeoutError, type LockError } from './lock.errors';
+import { InvalidLockOptionsError, LockBackendError, LockTimeoutError, type LockError } from './lock.errors';
 import { monotonicNow, scheduleAt } from './lock-clock';
 import { newLockToken } from './lock-token';
 import type { BackendOperation } from './telemetry/lock-telemetry';
@@ -71,6 +71,8 @@ export class Acquisition {
     readonly backendKey: string,
     private readonly ttl: number,
     private readonly wait: number,
+    /** Undefined: exclusive. */
+    readonly mode: LeaseMode | undefined = undefined,
   ) {
     this.deadline = this.started + wait;
   }
@@ -92,7 +94,7 @@ export class Acquisition {
 
   /** The first attempt, without a signal: the backend's own promise. A failure goes through `failed`. */
   firstAttempt(): Promise<AcquireResult> | AcquireResult {
-    return this.host.backend.tryAcquire(this.backendKey, this.token, this.ttl, undefined);
+    return this.host.backend.tryAcquire(this.backendKey, this.token, this.ttl, undefined, this.mode);
   }
 
   /** What the first attempt's answer means: the grant, `LockTimeoutError` (wait 0), or the wait that follows. */
@@ -181,6 +183,7 @@ export class Acquisition {
         this.token,
         this.ttl,
         queueLease === undefined ? undefined : { lease: queueLease },
+        this.mode,
       );
     } catch (error) {
       throw this.failed(error);
@@ -189,11 +192,16 @@ export class Acquisition {
     return result;
   }
 
-  /** Notes what an answer says besides the grant: the time left on the holder's lease, a hand-off it made. */
+  /**
+   * Notes what an answer says besides the grant: the time left on the holder's lease, hand-offs it
+   * made. A key held in a mode this call cannot share it in ends the call (nothing to wait for).
+   */
   private took(result: AcquireResult): void {
-    if (result.fence === null && result.retryIn !== undefined)
-      this.holderLeft = { retryIn: result.retryIn, at: monotonicNow() };
     if (result.handedTo) this.host.handedOver(this.backendKey, result.handedTo);
+    if (result.alsoHandedTo) for (const handOff of result.alsoHandedTo) this.host.handedOver(this.backendKey, handOff);
+    if (result.fence !== null) return;
+    if (result.retryIn !== undefined) this.holderLeft = { retryIn: result.retryIn, at: monotonicNow() };
+    if (result.heldWith !== undefined) throw modeConflict(this.key, result.heldWith, this.mode);
   }
 
   private async loop(first: AcquireResult | undefined): Promise<Grant> {
@@ -252,6 +260,21 @@ export class Acquisition {
   get cancelled(): boolean {
     return this.stopped !== undefined;
   }
+}
+
+/** How a lease mode reads in messages. */
+export function describeMode(mode: LeaseMode | undefined): string {
+  if (!mode) return 'exclusive';
+  return mode.kind === 'shared' ? 'shared' : `limit ${mode.limit}`;
+}
+
+/** A key held with a limit asked for in another mode or limit, or the other way round. */
+function modeConflict(key: string, heldWith: HeldWith, mode: LeaseMode | undefined): InvalidLockOptionsError {
+  const held = heldWith.startsWith('limit:') ? `limit ${heldWith.slice('limit:'.length)}` : heldWith;
+  return new InvalidLockOptionsError(
+    `Lock "${key}" is held with ${held}, and this call asked for ${describeMode(mode)}: every caller of a limited key ` +
+      'must give the same limit, and a limited key is never taken exclusive or shared (use another key for those)',
+  );
 }
 
 type Wake = { type: 'granted'; fence: bigint; validFor?: number } | { type: 'retry' };

@@ -1,6 +1,8 @@
+import type { LeaseMode } from './backends/lock-backend';
 import { SKIP_WHEN_BUSY } from './lock.constants';
 import {
   validateKey,
+  validateLeaseMode,
   validateMetricName,
   validateMinHold,
   validateOptionsObject,
@@ -10,7 +12,7 @@ import {
 } from './lock.validation';
 import { UNNAMED } from './telemetry/lock-telemetry';
 
-export const TRY_ACQUIRE_OPTIONS = ['ttl', 'metricName'] as const;
+export const TRY_ACQUIRE_OPTIONS = ['ttl', 'metricName', 'mode', 'limit'] as const;
 export const ACQUIRE_OPTIONS = ['ttl', 'wait', 'signal', 'metricName'] as const;
 export const WITH_LOCK_OPTIONS = [...ACQUIRE_OPTIONS, 'minHold'] as const;
 
@@ -24,6 +26,8 @@ export interface CallOptions {
   name: string;
   /** `@WithLock({ onBusy: 'skip' })`: a busy key is a skipped run, not a failure. */
   skip: boolean;
+  /** `mode` and `limit` as the backend's lease mode; undefined: exclusive. */
+  mode: LeaseMode | undefined;
 }
 
 /**
@@ -45,6 +49,7 @@ export function readCallOptions(
     minHold: 0,
     name: UNNAMED,
     skip: false,
+    mode: undefined,
   };
   if (options === undefined) return call;
   const opts = validateOptionsObject(`${method} options`, options, allowed);
@@ -53,6 +58,7 @@ export function readCallOptions(
   call.signal = validateSignal(opts.signal);
   if (opts.minHold !== undefined) call.minHold = validateMinHold(opts.minHold, `${method} minHold`);
   if (opts.metricName !== undefined) call.name = validateMetricName(opts.metricName, `${method} metricName`);
+  if (opts.mode !== undefined || opts.limit !== undefined) call.mode = validateLeaseMode(opts.mode, opts.limit, method);
   call.skip = (options as { [SKIP_WHEN_BUSY]?: boolean })[SKIP_WHEN_BUSY] === true;
   return call;
 }

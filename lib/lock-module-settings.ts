@@ -17,7 +17,7 @@ const MODULE_OPTION_NAMES = ['backend', 'keyPrefix', 'ttl', 'wait', 'telemetry',
 /** Options read when the module is defined (the builder's extras), not from what a factory returns. */
 const STATIC_OPTION_NAMES = ['isGlobal', 'errorFilters'] as const;
 const BACKEND_METHODS = ['tryAcquire', 'extend', 'release', 'subscribe', 'ping', 'close'] as const;
-const CAPABILITY_FLAGS = ['fifo', 'fencing'] as const satisfies ReadonlyArray<keyof LockBackendCapabilities>;
+const CAPABILITY_FLAGS = ['fifo', 'fencing', 'modes'] as const satisfies ReadonlyArray<keyof LockBackendCapabilities>;
 const FENCING_VALUES = ['strict', 'per-node'] as const satisfies ReadonlyArray<LockBackendCapabilities['fencing']>;
 
 /**
@@ -96,7 +96,7 @@ function validateBackend(backend: unknown, where: string): asserts backend is Lo
  */
 function validateCapabilities(capabilities: unknown, where: string): void {
   if (capabilities === undefined) return;
-  const allowed = `{ fifo?: boolean, fencing?: ${FENCING_VALUES.map((v) => `'${v}'`).join(' | ')} }`;
+  const allowed = `{ fifo?: boolean, fencing?: ${FENCING_VALUES.map((v) => `'${v}'`).join(' | ')}, modes?: Array<${MODE_VALUES.map((v) => `'${v}'`).join(' | ')}> }`;
   if (capabilities === null || typeof capabilities !== 'object' || Array.isArray(capabilities)) {
     throw new InvalidLockOptionsError(
       `Invalid ${where}: capabilities must be ${allowed}, got ${describeValue(capabilities)}`,
@@ -119,7 +119,17 @@ function validateCapabilities(capabilities: unknown, where: string): void {
       `Invalid ${where}: capabilities.fencing must be ${FENCING_VALUES.map((v) => `'${v}'`).join(' or ')}, got ${describeValue(flags.fencing)}`,
     );
   }
+  if (
+    flags.modes !== undefined &&
+    (!Array.isArray(flags.modes) || !flags.modes.every((mode) => (MODE_VALUES as readonly unknown[]).includes(mode)))
+  ) {
+    throw new InvalidLockOptionsError(
+      `Invalid ${where}: capabilities.modes must be a list of ${MODE_VALUES.map((v) => `'${v}'`).join(' and ')}, got ${describeValue(flags.modes)}`,
+    );
+  }
 }
+
+const MODE_VALUES = ['shared', 'limit'] as const;
 
 /** The service settings: defaults applied to checked options. */
 export function resolveModuleSettings(options: unknown, backend: LockBackend): DistributedLockSettings {

@@ -13,6 +13,8 @@ export const MAX_TIMER_DELAY = 2 ** 31 - 1;
 export const MAX_KEY_BYTES = 1024;
 /** Most keys one multi-key lock call may list. */
 export const MAX_KEYS_PER_LOCK = 32;
+/** Largest `limit` of a limited lock (at most this many holders of one key at once). */
+export const MAX_LOCK_LIMIT = 10_000;
 /** Longest key prefix, in UTF-8 bytes. */
 export const MAX_KEY_PREFIX_BYTES = 256;
 /** How long shutdown spends releasing the locks this process still holds, in milliseconds. */

@@ -1,4 +1,5 @@
-import { MAX_KEY_BYTES, MAX_KEY_PREFIX_BYTES, MAX_TIMER_DELAY } from './lock.constants';
+import type { LeaseMode } from './backends/lock-backend';
+import { MAX_KEY_BYTES, MAX_KEY_PREFIX_BYTES, MAX_LOCK_LIMIT, MAX_TIMER_DELAY } from './lock.constants';
 import { InvalidLockOptionsError } from './lock.errors';
 
 /** A short, safe rendering of a value for error messages (long strings are cut, control characters escaped). */
@@ -169,6 +170,34 @@ function fromString(text: string, check: () => number): number {
     throw error;
   }
 }
+
+/**
+ * A call's `mode` and `limit` options, as the backend's lease mode: undefined for exclusive (the
+ * default, `mode: 'exclusive'`), `{ kind: 'shared' }` for `mode: 'shared'`, `{ kind: 'limit' }` for
+ * `limit: n`. `limit` with `mode: 'shared'` is refused: a limited key's holders are neither readers
+ * nor writers.
+ */
+export function validateLeaseMode(mode: unknown, limit: unknown, where: string): LeaseMode | undefined {
+  if (mode !== undefined && mode !== 'exclusive' && mode !== 'shared') {
+    throw new InvalidLockOptionsError(
+      `Invalid ${where} mode: expected 'exclusive' (the default: one holder) or 'shared' (any number of shared holders, never with an exclusive one), got ${describeValue(mode)}`,
+    );
+  }
+  if (limit === undefined) return mode === 'shared' ? SHARED_MODE : undefined;
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_LOCK_LIMIT) {
+    throw new InvalidLockOptionsError(
+      `Invalid ${where} limit: expected an integer from 1 to ${MAX_LOCK_LIMIT} (the most holders of the key at once), got ${describeValue(limit)}`,
+    );
+  }
+  if (mode !== undefined) {
+    throw new InvalidLockOptionsError(
+      `Invalid ${where} options: limit (${limit}) cannot be combined with mode '${mode}'; a limited key's holders share it up to the limit, so give one or the other`,
+    );
+  }
+  return { kind: 'limit', limit };
+}
+
+const SHARED_MODE: LeaseMode = Object.freeze({ kind: 'shared' });
 
 export function validateSignal(signal: unknown): AbortSignal | undefined {
   if (signal === undefined) return undefined;

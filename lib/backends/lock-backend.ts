@@ -22,6 +22,21 @@
  *    (`capabilities.fifo: true`; a backend without a queue says `fifo: false`).
  * 6. A failure of the backend is thrown (any error; the service wraps it in `LockBackendError`),
  *    never reported as "busy" (`fence: null`) or "not held" (`false`).
+ * 7. With `mode` (`tryAcquire`'s last argument, for the modes `capabilities.modes` claims), a key
+ *    may have several holders, each with its own token, fence and lease, which it extends and
+ *    releases by its token as an exclusive holder does:
+ *    - `{ kind: 'shared' }`: any number of shared holders at once, never with an exclusive holder
+ *      (a call without `mode`). A shared attempt is busy while an exclusive holder holds the key or
+ *      any live waiter is queued, whatever its mode, so a queued writer is never overtaken by
+ *      readers that came after it.
+ *    - `{ kind: 'limit', limit }`: at most `limit` holders at once. A key held with a limit is busy
+ *      for a call with another limit, `shared` or no mode, and the answer says so (`heldWith`),
+ *      as it does for a limited call on a key held exclusively or shared.
+ *    Rule 1 becomes: at any moment the holders of a key are one exclusive holder, or shared holders
+ *    only, or at most `limit` holders of that one limit. Rule 3 holds for every grant of every mode:
+ *    each fence is greater than every fence granted before for the key. A release or expiry hands
+ *    the key to the queue's oldest live waiters, in order, as many as may hold it together (one
+ *    exclusive waiter; a run of shared waiters; up to the limit), stopping at the first that may not.
  *
  * `tryAcquire` and `releaseWithHandOff`, the two calls of every lock, may answer with the result
  * itself rather than a promise of it, when the operation took effect before the call returned (the
@@ -63,7 +78,13 @@ export interface LockBackend {
    *   hands the lease straight to the queue's oldest live waiter, for the `ttl` it asked for, and
    *   emits a `granted` event.
    */
-  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> | AcquireResult;
+  tryAcquire(
+    key: string,
+    token: string,
+    ttl: number,
+    queue?: QueueOptions,
+    mode?: LeaseMode,
+  ): Promise<AcquireResult> | AcquireResult;
 
   /** Renews the lease to `ttl` ms from now when `token` holds `key`; false when it does not. */
   extend(key: string, token: string, ttl: number): Promise<boolean>;
@@ -118,6 +139,7 @@ export interface LockBackend {
  *   overtakes a queued waiter. `false`: no queue; `queue` is ignored, waiters are woken by `released`
  *   events (and `recheckInterval`) and retry, so the key goes to whichever retry comes first: every
  *   waiter can still get it, but in no promised order.
+ * - `modes` (rule 7): which of `'shared'` and `'limit'` `tryAcquire` takes as its `mode`.
  * - `fencing` (rule 3): `'strict'`: every grant's fence is greater than every fence granted before
  *   for the key, to any client, across releases, expiries and restarts. `'per-node'`: each server
  *   node keeps rule 3 for its own fences, and the backend reports a combination of them (the quorum
@@ -127,18 +149,40 @@ export interface LockBackend {
 export interface LockBackendCapabilities {
   readonly fifo?: boolean;
   readonly fencing?: 'strict' | 'per-node';
+  /**
+   * The modes of rule 7 the backend keeps, besides exclusive. Left out: none; the service refuses
+   * a call in a mode its backend does not claim with `InvalidLockOptionsError`, before any call.
+   */
+  readonly modes?: readonly LeaseModeKind[];
 }
 
-/** Every rule in full: what a backend keeps when it declares no capabilities. */
-export const FULL_CAPABILITIES: Required<LockBackendCapabilities> = Object.freeze({ fifo: true, fencing: 'strict' });
+/** Every rule in full: what a backend keeps when it declares no capabilities (no modes: rule 7 is new). */
+export const FULL_CAPABILITIES: Required<LockBackendCapabilities> = Object.freeze({
+  fifo: true,
+  fencing: 'strict',
+  modes: Object.freeze([]) as readonly LeaseModeKind[],
+});
 
 /** The capabilities `backend` claims, the flags it leaves out read as the full rule. */
 export function capabilitiesOf(backend: Pick<LockBackend, 'capabilities'>): Required<LockBackendCapabilities> {
   return {
     fifo: backend.capabilities?.fifo ?? FULL_CAPABILITIES.fifo,
     fencing: backend.capabilities?.fencing ?? FULL_CAPABILITIES.fencing,
+    modes: backend.capabilities?.modes ?? FULL_CAPABILITIES.modes,
   };
 }
+
+/** The modes of rule 7 besides exclusive, by name. */
+export type LeaseModeKind = 'shared' | 'limit';
+
+/**
+ * How a lease shares its key with others (rule 7); absent: exclusive. `limit` is an integer from 1
+ * to `MAX_LOCK_LIMIT`.
+ */
+export type LeaseMode = { readonly kind: 'shared' } | { readonly kind: 'limit'; readonly limit: number };
+
+/** How a key is held, as a busy answer reports a conflict of modes: `'exclusive'`, `'shared'` or `'limit:<n>'`. */
+export type HeldWith = 'exclusive' | 'shared' | `limit:${number}`;
 
 /** Options of a queued attempt. */
 export interface QueueOptions {
@@ -152,6 +196,12 @@ export type AcquireResult = (
       fence: null;
       /** Time left on the current holder's lease, in ms, when the backend knows it. */
       retryIn?: number;
+      /**
+       * Set when the key is held in a mode this attempt cannot share it with whatever the holder
+       * does (rule 7: a limited key asked for with another limit or another mode, or the other way
+       * round): the caller stops rather than wait. The attempt did not queue.
+       */
+      heldWith?: HeldWith;
     }
 ) & {
   /**
@@ -160,6 +210,8 @@ export type AcquireResult = (
    * `releaseWithHandOff`; the `granted` event still comes.
    */
   handedTo?: HandOff;
+  /** Further hand-offs of the same call (rule 7: several waiters may take the key together). */
+  alsoHandedTo?: readonly HandOff[];
 };
 
 /** A hand-off a call made: the key went to the queued waiter `token` (as told by a `granted` event). */
@@ -176,6 +228,8 @@ export interface ReleaseResult {
   released: boolean;
   /** Set when the release handed the key to a queued waiter. */
   handedTo?: HandOff;
+  /** Further hand-offs of the same release (rule 7: several waiters may take the key together). */
+  alsoHandedTo?: readonly HandOff[];
 }
 
 /** Releases through `releaseWithHandOff` when the backend has it, else through `release`. */

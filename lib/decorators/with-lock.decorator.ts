@@ -6,6 +6,7 @@ import { errorText, InvalidLockOptionsError, LockTimeoutError } from '../lock.er
 import {
   describeValue,
   validateKey,
+  validateLeaseMode,
   validateMetricName,
   validateMinHold,
   validateOptionsObject,
@@ -43,6 +44,10 @@ export interface WithLockDecoratorOptions {
    * class and method decorated: one name per call site, whatever the key.
    */
   metricName?: string;
+  /** `'shared'` for readers; `'exclusive'` (the default) for writers. See `WithLockOptions.mode`. */
+  mode?: 'exclusive' | 'shared';
+  /** At most this many holders at once across the fleet. See `WithLockOptions.limit`. */
+  limit?: number;
 }
 
 export interface WithLockMetadata extends WithLockDecoratorOptions {
@@ -51,7 +56,7 @@ export interface WithLockMetadata extends WithLockDecoratorOptions {
 
 type AnyKeyWithLock = (key: string | readonly string[], fn: () => unknown, options: object) => Promise<unknown>;
 
-const OPTION_NAMES = ['ttl', 'wait', 'onBusy', 'minHold', 'metricName'] as const;
+const OPTION_NAMES = ['ttl', 'wait', 'onBusy', 'minHold', 'metricName', 'mode', 'limit'] as const;
 const logger = new Logger('DistributedLock');
 
 /**
@@ -90,6 +95,8 @@ export function WithLock(
       ...(metadata.wait === undefined ? {} : { wait: metadata.wait }),
       ...(metadata.minHold === undefined ? {} : { minHold: metadata.minHold }),
       metricName: metadata.metricName ?? `${className}.${String(propertyKey)}`,
+      ...(metadata.mode === undefined ? {} : { mode: metadata.mode }),
+      ...(metadata.limit === undefined ? {} : { limit: metadata.limit }),
       // A busy key is a skipped run, as the service's telemetry then records it.
       ...(metadata.onBusy === 'skip' ? { [SKIP_WHEN_BUSY]: true } : {}),
     };
@@ -170,7 +177,7 @@ function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLock
     opts = validateOptionsObject('@WithLock options', rest, OPTION_NAMES);
   } else {
     throw new InvalidLockOptionsError(
-      `Invalid @WithLock key: expected a string, a function of the method's arguments, or { key, ttl?, wait?, onBusy?, minHold?, metricName? }, got ${describeValue(keyOrOptions)}`,
+      `Invalid @WithLock key: expected a string, a function of the method's arguments, or { key, ttl?, wait?, onBusy?, minHold?, metricName?, mode?, limit? }, got ${describeValue(keyOrOptions)}`,
     );
   }
   if (typeof key === 'string') validateKey(key);
@@ -184,6 +191,7 @@ function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLock
   if (opts.wait !== undefined) validateWait(opts.wait, '@WithLock wait');
   if (opts.minHold !== undefined) validateMinHold(opts.minHold, '@WithLock minHold');
   if (opts.metricName !== undefined) validateMetricName(opts.metricName, '@WithLock metricName');
+  validateLeaseMode(opts.mode, opts.limit, '@WithLock');
   if (opts.onBusy !== undefined && opts.onBusy !== 'throw' && opts.onBusy !== 'skip') {
     throw new InvalidLockOptionsError(
       `Invalid @WithLock onBusy: expected 'throw' or 'skip', got ${describeValue(opts.onBusy)}`,
@@ -196,6 +204,8 @@ function readDecoratorOptions(keyOrOptions: unknown, options: unknown): WithLock
     onBusy: (opts.onBusy as 'throw' | 'skip' | undefined) ?? 'throw',
     minHold: opts.minHold as number | undefined,
     metricName: opts.metricName as string | undefined,
+    mode: opts.mode as 'exclusive' | 'shared' | undefined,
+    limit: opts.limit as number | undefined,
   };
 }
 

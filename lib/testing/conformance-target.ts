@@ -97,5 +97,6 @@ export const CASE_TIMEOUT = 30_000;
 
 /** Says the capabilities in a case name: `fifo, fencing strict`. */
 export function describeCapabilities(capabilities: Required<LockBackendCapabilities>): string {
-  return `${capabilities.fifo ? 'fifo' : 'no fifo'}, fencing ${capabilities.fencing}`;
+  const modes = capabilities.modes.length === 0 ? 'exclusive only' : `modes ${capabilities.modes.join(', ')}`;
+  return `${capabilities.fifo ? 'fifo' : 'no fifo'}, fencing ${capabilities.fencing}, ${modes}`;
 }

@@ -1,4 +1,11 @@
-import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } from '../backends/lock-backend';
+import type {
+  AcquireResult,
+  ExtendItem,
+  LockBackend,
+  LockEvent,
+  QueueOptions,
+  LeaseMode,
+} from '../backends/lock-backend';
 
 /** A backend call the wrapper has let through and not answered yet. */
 export interface CallInFlight {
@@ -54,11 +61,11 @@ export class LatencyBackend implements LockBackend {
     return false;
   }
 
-  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
+  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions, mode?: LeaseMode): Promise<AcquireResult> {
     if (!this.tokens.includes(token)) this.tokens.push(token);
     this.onAttempt?.(token);
     return this.delayed({ method: 'tryAcquire', key, tokens: [token] }, () =>
-      this.inner.tryAcquire(key, token, ttl, queue),
+      this.inner.tryAcquire(key, token, ttl, queue, mode),
     );
   }
 

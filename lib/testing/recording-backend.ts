@@ -1,4 +1,11 @@
-import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions } from '../backends/lock-backend';
+import type {
+  AcquireResult,
+  ExtendItem,
+  LockBackend,
+  LockEvent,
+  QueueOptions,
+  LeaseMode,
+} from '../backends/lock-backend';
 
 export interface RecordedCall {
   method: 'tryAcquire' | 'extend' | 'extendMany' | 'release' | 'subscribe';
@@ -65,9 +72,9 @@ export class RecordingBackend implements LockBackend {
     );
   }
 
-  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
+  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions, mode?: LeaseMode): Promise<AcquireResult> {
     return this.record({ method: 'tryAcquire', key, token, queued: queue !== undefined, settled: false }, () =>
-      this.inner.tryAcquire(key, token, ttl, queue),
+      this.inner.tryAcquire(key, token, ttl, queue, mode),
     );
   }
 

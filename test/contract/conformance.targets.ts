@@ -15,7 +15,11 @@ import { deleteSharedKeys, sharedRedisOptions, testRunPrefix } from '../support/
  * teardown can run more than once (once per suite of the kit), and the target works again after it.
  */
 
-type MemoryState = { lease?: { token: string; endsAt: number }; queue: Array<{ token: string; until: number }> };
+type MemoryState = {
+  lease?: { token: string; endsAt: number };
+  holders?: Map<string, { token: string; endsAt: number }>;
+  queue: Array<{ token: string; until: number }>;
+};
 const memoryKeys = (backend: LockBackend): Map<string, MemoryState> =>
   (backend as unknown as { keys: Map<string, MemoryState> }).keys;
 
@@ -24,6 +28,7 @@ export function memoryTarget(): ConformanceTarget {
   return {
     name: 'memory',
     create: () => memoryBackend(),
+    capabilities: { modes: ['shared', 'limit'] },
     inProcess: true,
     // A lease can only vanish from a process's own memory by its end; this drops it as a flush would.
     evict: async (backend, backendKey) => {
@@ -33,8 +38,9 @@ export function memoryTarget(): ConformanceTarget {
     inspect: async (backend, key): Promise<LockStateView> => {
       const state = memoryKeys(backend).get(key);
       const now = performance.now();
+      const shared = [...(state?.holders?.values() ?? [])].find((holder) => holder.endsAt > now);
       return {
-        holder: state?.lease && state.lease.endsAt > now ? state.lease.token : null,
+        holder: state?.lease && state.lease.endsAt > now ? state.lease.token : (shared?.token ?? null),
         queued: (state?.queue ?? []).filter((w) => w.until > now).map((w) => w.token),
       };
     },

@@ -1,7 +1,16 @@
 import { LeaseExpiries } from '../../lease-expiries';
 import { LockBackendError } from '../../lock.errors';
 import { monotonicNow } from '../../lock-clock';
-import type { AcquireResult, HandOff, LockBackend, LockEvent, QueueOptions, ReleaseResult } from '../lock-backend';
+import type {
+  AcquireResult,
+  HandOff,
+  HeldWith,
+  LeaseMode,
+  LockBackend,
+  LockEvent,
+  QueueOptions,
+  ReleaseResult,
+} from '../lock-backend';
 
 interface Lease {
   token: string;
@@ -15,10 +24,17 @@ interface Waiter {
   ttl: number;
   /** Monotonic time at which the waiter's place in the queue lapses unless refreshed. */
   until: number;
+  /** Undefined: exclusive. */
+  mode: LeaseMode | undefined;
 }
 
 interface KeyState {
+  /** The exclusive holder. */
   lease?: Lease;
+  /** The shared or limited holders, by token (rule 7 of the SPI); never together with `lease`. */
+  holders?: Map<string, Lease>;
+  /** How `holders` hold the key while there are any: `'shared'` or `'limit:<n>'`. */
+  sharing?: HeldWith;
   queue: Waiter[];
   /** Made on the first subscription: most keys are taken and released without anyone listening. */
   listeners?: Set<(event: LockEvent) => void>;
@@ -35,17 +51,23 @@ interface KeyState {
  */
 export class MemoryLockBackend implements LockBackend {
   readonly name = 'memory';
-  readonly capabilities = { fifo: true, fencing: 'strict' } as const;
+  readonly capabilities = { fifo: true, fencing: 'strict', modes: ['shared', 'limit'] } as const;
   private readonly keys = new Map<string, KeyState>();
   /** When each leased key's lease ends; the lease is settled then (one timer for every key). */
   private readonly leaseEnds = new LeaseExpiries<string>((key) => this.leaseEnded(key));
   private lastFence = 0n;
   private closed = false;
 
-  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): AcquireResult | Promise<AcquireResult> {
+  tryAcquire(
+    key: string,
+    token: string,
+    ttl: number,
+    queue?: QueueOptions,
+    mode?: LeaseMode,
+  ): AcquireResult | Promise<AcquireResult> {
     if (this.closed) return this.closedError();
     try {
-      return this.acquireNow(key, token, ttl, queue);
+      return mode ? this.acquireSharedNow(key, token, ttl, queue, mode) : this.acquireNow(key, token, ttl, queue);
     } catch (error) {
       return Promise.reject(error as Error);
     }
@@ -84,22 +106,103 @@ export class MemoryLockBackend implements LockBackend {
       this.armTimer(key, state);
       return { fence: state.lease.fence };
     }
-    if (!state.lease) {
+    if (!state.lease && !state.holders) {
       const lease = this.grant(key, state, token, ttl, now);
       this.removeWaiter(state, token);
       return { fence: lease.fence };
     }
-    const handedTo = handed && { handedTo: handed };
-    if (queue) {
-      const place = state.queue.find((w) => w.token === token);
-      if (place) {
-        place.until = now + queue.lease;
-        place.ttl = ttl;
-      } else {
-        state.queue.push({ token, ttl, until: now + queue.lease });
-      }
+    if (state.holders?.has(token)) return this.renewHolder(key, state, token, ttl, now);
+    const handedTo = handOffFields(handed);
+    if (state.sharing !== undefined && state.sharing !== 'shared') {
+      return { fence: null, retryIn: this.retryIn(state, now), heldWith: state.sharing, ...handedTo };
     }
-    return { fence: null, retryIn: Math.max(0, Math.ceil(state.lease.endsAt - now)), ...handedTo };
+    if (queue) this.joinQueue(state, token, ttl, now + queue.lease, undefined);
+    return { fence: null, retryIn: this.retryIn(state, now), ...handedTo };
+  }
+
+  /** `tryAcquire` in a shared or limited mode (rule 7). */
+  private acquireSharedNow(
+    key: string,
+    token: string,
+    ttl: number,
+    queue: QueueOptions | undefined,
+    mode: LeaseMode,
+  ): AcquireResult {
+    const now = monotonicNow();
+    const state = this.stateOf(key);
+    const handed = this.settle(key, state, now);
+    if (state.holders?.has(token)) return this.renewHolder(key, state, token, ttl, now);
+    if (state.lease?.token === token) {
+      // Handed over as an exclusive lease: cannot happen for a token that only asked in a mode.
+      throw new Error(`token ${token} holds ${key} exclusively`);
+    }
+    const handedTo = handOffFields(handed);
+    const heldWith = this.conflict(state, mode);
+    if (heldWith !== undefined) {
+      this.removeWaiter(state, token);
+      this.forgetIfIdle(key, state);
+      return { fence: null, retryIn: this.retryIn(state, now), heldWith, ...handedTo };
+    }
+    // Free enough for this mode, and nobody queued ahead (the queue's head would have been handed it).
+    if (this.fits(state, mode) && !state.queue.some((w) => w.token !== token && w.until > now)) {
+      const lease = this.grantShared(key, state, token, ttl, now, mode);
+      this.removeWaiter(state, token);
+      return { fence: lease.fence, ...handedTo };
+    }
+    if (queue) this.joinQueue(state, token, ttl, now + queue.lease, mode);
+    else this.forgetIfIdle(key, state);
+    return { fence: null, retryIn: this.retryIn(state, now), ...handedTo };
+  }
+
+  private joinQueue(state: KeyState, token: string, ttl: number, until: number, mode: LeaseMode | undefined): void {
+    const place = state.queue.find((w) => w.token === token);
+    if (place) {
+      place.until = until;
+      place.ttl = ttl;
+      place.mode = mode;
+    } else {
+      state.queue.push({ token, ttl, until, mode });
+    }
+  }
+
+  private renewHolder(key: string, state: KeyState, token: string, ttl: number, now: number): AcquireResult {
+    const holder = state.holders!.get(token)!;
+    holder.endsAt = now + ttl;
+    this.removeWaiter(state, token);
+    this.armTimer(key, state);
+    return { fence: holder.fence };
+  }
+
+  /** The time left until the first lease of the key ends (when a place may come free). */
+  private retryIn(state: KeyState, now: number): number {
+    const ends = state.lease ? state.lease.endsAt : this.firstEnd(state);
+    return ends === undefined ? 0 : Math.max(0, Math.ceil(ends - now));
+  }
+
+  private firstEnd(state: KeyState): number | undefined {
+    let first: number | undefined;
+    if (state.holders)
+      for (const holder of state.holders.values())
+        if (first === undefined || holder.endsAt < first) first = holder.endsAt;
+    return first;
+  }
+
+  /** How the key is held when that rules out `mode` whatever the holders do (a limit conflict). */
+  private conflict(state: KeyState, mode: LeaseMode | undefined): HeldWith | undefined {
+    const wanted: HeldWith | undefined = mode?.kind === 'limit' ? `limit:${mode.limit}` : undefined;
+    if (state.lease) return wanted === undefined ? undefined : 'exclusive';
+    if (state.sharing === undefined || state.sharing === wanted) return undefined;
+    if (wanted !== undefined || state.sharing !== 'shared') return state.sharing;
+    return undefined;
+  }
+
+  /** Whether a holder in `mode` may hold the key together with its holders now. */
+  private fits(state: KeyState, mode: LeaseMode | undefined): boolean {
+    if (state.lease) return false;
+    if (!state.holders) return true;
+    if (!mode) return false;
+    if (mode.kind === 'shared') return state.sharing === 'shared';
+    return state.sharing === `limit:${mode.limit}` && state.holders.size < mode.limit;
   }
 
   private extendNow(key: string, token: string, ttl: number): boolean {
@@ -107,8 +210,9 @@ export class MemoryLockBackend implements LockBackend {
     const state = this.keys.get(key);
     if (!state) return false;
     this.settle(key, state, now);
-    if (state.lease?.token !== token) return false;
-    state.lease.endsAt = now + ttl;
+    const lease = state.lease?.token === token ? state.lease : state.holders?.get(token);
+    if (!lease) return false;
+    lease.endsAt = now + ttl;
     this.armTimer(key, state);
     return true;
   }
@@ -123,7 +227,12 @@ export class MemoryLockBackend implements LockBackend {
     if (state.lease?.token === token) {
       state.lease = undefined;
       const handedTo = this.handOff(key, state, now);
-      result = handedTo ? { released: true, handedTo } : { released: true };
+      result = handedTo ? { released: true, ...handOffFields(handedTo) } : { released: true };
+    } else if (state.holders?.delete(token)) {
+      this.dropHoldersIfNone(state);
+      const handedTo = this.handOff(key, state, now);
+      result = handedTo ? { released: true, ...handOffFields(handedTo) } : { released: true };
+      this.armTimer(key, state);
     }
     this.forgetIfIdle(key, state);
     return result;
@@ -178,27 +287,56 @@ export class MemoryLockBackend implements LockBackend {
     return state;
   }
 
-  /** Ends an expired lease and hands the key to the next live waiter; returns the hand-off, if any. */
-  private settle(key: string, state: KeyState, now: number): HandOff | undefined {
-    if (state.lease && state.lease.endsAt <= now) {
+  /** Ends expired leases and hands the key to the next live waiters; returns the hand-offs, if any. */
+  private settle(key: string, state: KeyState, now: number): HandOff[] | undefined {
+    if (state.lease) {
+      if (state.lease.endsAt > now) return undefined;
       state.lease = undefined;
       return this.handOff(key, state, now);
     }
-    if (!state.lease && state.queue.length > 0) return this.handOff(key, state, now);
+    if (state.holders) {
+      let ended = false;
+      for (const [token, holder] of state.holders) {
+        if (holder.endsAt <= now) {
+          state.holders.delete(token);
+          ended = true;
+        }
+      }
+      this.dropHoldersIfNone(state);
+      if (!ended && state.holders) return undefined;
+      return this.handOff(key, state, now);
+    }
+    if (state.queue.length > 0) return this.handOff(key, state, now);
     return undefined;
   }
 
-  /** Hands the free key to the oldest live waiter (or announces it free); returns the hand-off, if any. */
-  private handOff(key: string, state: KeyState, now: number): HandOff | undefined {
-    while (state.queue.length > 0 && state.queue[0].until <= now) state.queue.shift();
-    const next = state.queue.shift();
-    if (!next) {
-      if (state.listeners?.size) this.emit(state, { type: 'released', key });
-      return undefined;
+  private dropHoldersIfNone(state: KeyState): void {
+    if (state.holders?.size === 0) {
+      state.holders = undefined;
+      state.sharing = undefined;
     }
-    const lease = this.grant(key, state, next.token, next.ttl, now);
-    this.emit(state, { type: 'granted', key, token: next.token, fence: lease.fence });
-    return { token: next.token, fence: lease.fence };
+  }
+
+  /**
+   * Hands the key to the oldest live waiters, as many as may hold it together, stopping at the first
+   * that may not (or announces it free); returns the hand-offs, if any.
+   */
+  private handOff(key: string, state: KeyState, now: number): HandOff[] | undefined {
+    let handed: HandOff[] | undefined;
+    for (;;) {
+      while (state.queue.length > 0 && state.queue[0].until <= now) state.queue.shift();
+      const next = state.queue[0];
+      if (!next || !this.fits(state, next.mode)) break;
+      state.queue.shift();
+      const lease = next.mode
+        ? this.grantShared(key, state, next.token, next.ttl, now, next.mode)
+        : this.grant(key, state, next.token, next.ttl, now);
+      this.emit(state, { type: 'granted', key, token: next.token, fence: lease.fence });
+      (handed ??= []).push({ token: next.token, fence: lease.fence });
+      if (!next.mode) break;
+    }
+    if (!handed && state.queue.length === 0 && state.listeners?.size) this.emit(state, { type: 'released', key });
+    return handed;
   }
 
   private grant(key: string, state: KeyState, token: string, ttl: number, now: number): Lease {
@@ -209,9 +347,22 @@ export class MemoryLockBackend implements LockBackend {
     return lease;
   }
 
+  private grantShared(key: string, state: KeyState, token: string, ttl: number, now: number, mode: LeaseMode): Lease {
+    this.lastFence += 1n;
+    const lease: Lease = { token, fence: this.lastFence, endsAt: now + ttl };
+    if (!state.holders) {
+      state.holders = new Map();
+      state.sharing = mode.kind === 'shared' ? 'shared' : `limit:${mode.limit}`;
+    }
+    state.holders.set(token, lease);
+    this.armTimer(key, state);
+    return lease;
+  }
+
   /** Has the lease of `key`, when it has one, settled when it ends (an extension moves that time). */
   private armTimer(key: string, state: KeyState): void {
     if (state.lease) this.leaseEnds.set(key, state.lease.endsAt);
+    else if (state.holders) this.leaseEnds.set(key, this.firstEnd(state)!);
   }
 
   /** The lease of `key` ran out with nobody calling: the key goes to the next waiter, or is forgotten. */
@@ -229,7 +380,7 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   private forgetIfIdle(key: string, state: KeyState): void {
-    if (!state.lease && state.queue.length === 0 && !state.listeners?.size) {
+    if (!state.lease && !state.holders && state.queue.length === 0 && !state.listeners?.size) {
       this.leaseEnds.delete(key);
       this.keys.delete(key);
     }
@@ -244,4 +395,10 @@ export class MemoryLockBackend implements LockBackend {
 /** The embedded backend: locks for one process. The default when `LockModule` is given no backend. */
 export function memoryBackend(): MemoryLockBackend {
   return new MemoryLockBackend();
+}
+
+/** A call's hand-offs as the answer's fields: the first as `handedTo`, the rest as `alsoHandedTo`. */
+function handOffFields(handed: HandOff[] | undefined): { handedTo?: HandOff; alsoHandedTo?: HandOff[] } | undefined {
+  if (!handed) return undefined;
+  return handed.length === 1 ? { handedTo: handed[0] } : { handedTo: handed[0], alsoHandedTo: handed.slice(1) };
 }
