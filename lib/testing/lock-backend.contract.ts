@@ -13,6 +13,7 @@ import { minHoldCases } from './min-hold.cases';
 import { multiKeyCases } from './multi-key.cases';
 import { multiKeyLeaseCases } from './multi-key-leases.cases';
 import { RecordingBackend } from './recording-backend';
+import { sharedLimitCases } from './shared-limit.cases';
 import { waitingCases } from './waiting.cases';
 import { withLockCases } from './with-lock.cases';
 
@@ -48,5 +49,6 @@ export function describeLockBackendContract(api: ConformanceTestApi, target: Con
     minHoldCases(ctx);
     multiKeyCases(ctx);
     multiKeyLeaseCases(ctx);
+    sharedLimitCases(ctx);
   });
 }
