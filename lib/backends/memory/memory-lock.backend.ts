@@ -139,8 +139,6 @@ export class MemoryLockBackend implements LockBackend {
     const handedTo = handOffFields(handed);
     const heldWith = this.conflict(state, mode);
     if (heldWith !== undefined) {
-      this.removeWaiter(state, token);
-      this.forgetIfIdle(key, state);
       return { fence: null, retryIn: this.retryIn(state, now), heldWith, ...handedTo };
     }
     // Free enough for this mode, and nobody queued ahead (the queue's head would have been handed it).
