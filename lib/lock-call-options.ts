@@ -13,7 +13,7 @@ import {
 import { UNNAMED } from './telemetry/lock-telemetry';
 
 export const TRY_ACQUIRE_OPTIONS = ['ttl', 'metricName', 'mode', 'limit'] as const;
-export const ACQUIRE_OPTIONS = [...TRY_ACQUIRE_OPTIONS, 'wait', 'signal'] as const;
+export const ACQUIRE_OPTIONS = ['ttl', 'wait', 'signal', 'metricName', 'mode', 'limit'] as const;
 export const WITH_LOCK_OPTIONS = [...ACQUIRE_OPTIONS, 'minHold'] as const;
 
 /** A call's options, checked, with the service's defaults applied. */

@@ -143,7 +143,7 @@ const rows: Row[] = [
   invalid(
     'unknown option',
     (c) => c.locks.acquire('k', { retries: 3 } as never),
-    /unknown option "retries"; allowed: ttl, wait, signal/,
+    /unknown option "retries"; allowed: ttl, wait, signal, metricName, mode, limit/,
   ),
   invalid(
     'metricName that is empty',
@@ -199,6 +199,66 @@ const rows: Row[] = [
     expect(set.locks).toHaveLength(32);
     await c.locks.release(set);
   }),
+  // Shared and limited locks
+  invalid(
+    'limit 0',
+    (c) => c.locks.withLock('k', () => 1, { limit: 0 }),
+    /Invalid withLock limit: expected an integer from 1 to 10000 .*got 0/,
+  ),
+  invalid(
+    'limit 1.5',
+    (c) => c.locks.acquire('k', { limit: 1.5 }),
+    /Invalid acquire limit: expected an integer from 1 to 10000 .*got 1\.5/,
+  ),
+  invalid('limit -4', (c) => c.locks.tryAcquire('k', { limit: -4 }), /Invalid tryAcquire limit: .*got -4/),
+  invalid('limit 10001', (c) => c.locks.tryAcquire('k', { limit: 10_001 }), /Invalid tryAcquire limit: .*got 10001/),
+  invalid('limit NaN', (c) => c.locks.acquire('k', { limit: Number.NaN }), /Invalid acquire limit: .*got NaN/),
+  invalid(
+    'limit as a string',
+    (c) => c.locks.withLock('k', () => 1, { limit: '4' as never }),
+    /Invalid withLock limit: .*got "4"/,
+  ),
+  invalid(
+    "mode 'read'",
+    (c) => c.locks.acquire('k', { mode: 'read' as never }),
+    /Invalid acquire mode: expected 'exclusive' \(the default: one holder\) or 'shared' .*got "read"/,
+  ),
+  invalid(
+    "limit with mode 'shared'",
+    (c) => c.locks.withLock('k', () => 1, { mode: 'shared', limit: 4 }),
+    /limit \(4\) cannot be combined with mode 'shared'/,
+  ),
+  invalid(
+    'limit on a key held exclusively',
+    async (c) => c.locks.tryAcquire((await c.held()).key, { limit: 2 }),
+    /Lock "held-[0-9a-f]+" is held with exclusive, and this call asked for limit 2/,
+    ['memory'],
+  ),
+  invalid(
+    'limit that disagrees with the limit the key is held with',
+    async (c) => {
+      const guard = (await c.locks.tryAcquire('k', { limit: 3 }))!;
+      try {
+        await c.locks.acquire('k', { limit: 2, wait: 1_000 });
+      } finally {
+        await c.locks.release(guard);
+      }
+    },
+    /Lock "k" is held with limit 3, and this call asked for limit 2: every caller of a limited key must give the same limit/,
+    ['memory'],
+  ),
+  invalid(
+    'exclusive withLock inside a shared hold of the same key',
+    (c) => c.locks.withLock('k', () => c.locks.withLock('k', () => 1, { wait: 60_000 }), { mode: 'shared' }),
+    /withLock\("k"\) asked for exclusive inside a hold of the same key with shared: it would wait for its own hold to end/,
+    ['memory'],
+  ),
+  invalid(
+    'limit on a backend that does not keep limits',
+    (c) => c.locks.withLock('k', () => 1, { limit: 2 }),
+    /The (redis|postgres) backend does not support limit: it keeps exclusive locks only/,
+    ['redis', 'postgres'],
+  ),
   invalid(
     'multi-key guard without locks',
     (c) => c.locks.release({ keys: [], locks: [], fence: () => 0n } as never),
@@ -271,6 +331,15 @@ const rows: Row[] = [
   invalid('extend with ttl 0', async (c) => c.locks.extend(await c.held(), 0), /Invalid ttl: .* got 0/),
   // The decorator
   alone(
+    'forRoot backend claiming a mode no backend has',
+    () =>
+      LockModule.forRoot({
+        backend: Object.assign(memoryBackend(), { capabilities: { modes: ['shared', 'semaphore'] } }) as never,
+      }),
+    InvalidLockOptionsError,
+    /capabilities\.modes must be a list of 'shared' and 'limit', got an array/,
+  ),
+  alone(
     '@WithLock on a getter',
     () => WithLock('k')({}, 'value', { get: () => 1 }),
     InvalidLockOptionsError,
@@ -287,6 +356,18 @@ const rows: Row[] = [
     () => WithLock('k', { metricName: 'm'.repeat(300) }),
     InvalidLockOptionsError,
     /Invalid @WithLock metricName: expected a non-empty string of at most 255 UTF-8 bytes.* of 300 bytes/,
+  ),
+  alone(
+    '@WithLock limit 0',
+    () => WithLock('pdf-render', { limit: 0 }),
+    InvalidLockOptionsError,
+    /Invalid @WithLock limit: expected an integer from 1 to 10000 .*got 0/,
+  ),
+  alone(
+    "@WithLock mode 'writer'",
+    () => WithLock('catalog', { mode: 'writer' as never }),
+    InvalidLockOptionsError,
+    /Invalid @WithLock mode: expected 'exclusive' .* or 'shared' .*got "writer"/,
   ),
   alone(
     '@WithLock with an empty key list',
@@ -330,7 +411,7 @@ const rows: Row[] = [
     () =>
       LockModule.forRoot({ backend: Object.assign(memoryBackend(), { capabilities: { fence: 'per-node' } }) as never }),
     InvalidLockOptionsError,
-    /Invalid LockModule\.forRoot backend memory: unknown capabilities fence; allowed: \{ fifo\?: boolean, fencing\?: 'strict' \| 'per-node' \}/,
+    /Invalid LockModule\.forRoot backend memory: unknown capabilities fence; allowed: \{ fifo\?: boolean, fencing\?: 'strict' \| 'per-node', modes\?: Array<'shared' \| 'limit'> \}/,
   ),
   alone(
     'forRoot backend with capabilities.fencing "weak"',
