@@ -28,7 +28,7 @@ export interface ResultsBody {
 
 export interface ResultsFile extends ResultsBody {
   format: typeof RESULTS_FORMAT;
-  bench: 'memory' | 'redis' | 'postgres' | 'http';
+  bench: 'memory' | 'redis' | 'postgres' | 'http' | 'modes';
   /** True when run with --quick: shorter runs, for trying the scripts, not for quoting. */
   quick: boolean;
   facts: MachineFacts;
