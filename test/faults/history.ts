@@ -10,7 +10,21 @@
 export type HistoryEvent =
   /** A lock call started; `wait` is the wait it asked for (ms), when the worker knows it. */
   | { t: number; worker: string; call?: number; type: 'invoke'; key: string; wait?: number }
-  | { t: number; worker: string; call?: number; type: 'acquired'; key: string; fence: string; ttl: number }
+  /**
+   * The call got the key. `mode`: how it holds it, left out for exclusive: `'shared'` (a reader),
+   * or `'limit'` with `limit` (one of at most `limit` holders).
+   */
+  | {
+      t: number;
+      worker: string;
+      call?: number;
+      type: 'acquired';
+      key: string;
+      fence: string;
+      ttl: number;
+      mode?: 'shared' | 'limit';
+      limit?: number;
+    }
   | { t: number; worker: string; call?: number; type: 'timeout'; key: string }
   | { t: number; worker: string; call?: number; type: 'error'; key: string; message: string }
   /** The holder's signal fired (lease could not be confirmed). */
@@ -55,6 +69,9 @@ export interface Hold {
   call?: number;
   key: string;
   fence: bigint;
+  /** Undefined: exclusive. */
+  mode?: 'shared' | 'limit';
+  limit?: number;
   start: number;
   end: number;
   ended: 'release' | 'lost' | 'killed' | 'open';
@@ -66,7 +83,11 @@ export interface Hold {
 }
 
 export interface CheckOptions {
-  /** Check that no two holds overlap (only meaningful when no holder was paused). */
+  /**
+   * Check that no holds overlap beyond what their modes allow (only meaningful when no holder was
+   * paused): an exclusive hold overlaps nothing, shared holds overlap each other only, and a
+   * limited key never has more than `limit` holds at once.
+   */
   exclusive: boolean;
   /** Max time from a holder's SIGKILL to the next acquisition of its key, when someone waits for it. */
   livenessWithin?: number;
@@ -75,6 +96,11 @@ export interface CheckOptions {
    * time: longer, and the key is stuck (held by a token nobody runs, e.g. a waiter that gave up).
    */
   stuckWithin?: number;
+  /**
+   * Max time from the SIGKILL of a limited holder to a moment when the key again has `limit` holds
+   * at once (its place came back), for cases with more live workers than places.
+   */
+  placeBackWithin?: number;
   /** Max time a lock call may run past the `wait` it asked for (a call that waits unboundedly). */
   callWithin?: number;
   /** The resource's starting value. */
@@ -108,6 +134,8 @@ export interface CheckReport {
   staleGuards: Array<EventOf<'guard'> & { by: { worker: string; fence: bigint; at: number } }>;
   /** Keys left with nobody for longer than `stuckWithin` after a hold settled, while others waited throughout. */
   stuckKeys: Array<{ key: string; freedAt: number; nextAcquiredAt: number | undefined; waiting: number }>;
+  /** Killed limited holders whose place did not come back within `placeBackWithin`. */
+  lostPlaces: Array<{ killedAt: number; worker: string; limit: number }>;
   /** Lock calls that ran longer than their wait + `callWithin`. */
   overdueCalls: Array<{ worker: string; call?: number; key: string; wait: number; ran: number; settled: boolean }>;
   /** The longest time between two acquisitions of a key, ms: how long a fault kept the lock unavailable. */
@@ -139,6 +167,8 @@ export function holdsOf(events: HistoryEvent[]): Hold[] {
         call: event.call,
         key: event.key,
         fence: BigInt(event.fence),
+        ...(event.mode ? { mode: event.mode } : {}),
+        ...(event.limit !== undefined ? { limit: event.limit } : {}),
         start: event.t,
         end: Infinity,
         ended: 'open',
@@ -175,14 +205,64 @@ export function holdsOf(events: HistoryEvent[]): Hold[] {
   return holds;
 }
 
-/** The first grant of `key` with a fence above `fence` that began before `before`, if any. */
-function higherGrantBefore(holds: Hold[], key: string, fence: bigint, before: number): Hold | undefined {
+/**
+ * The first grant of `key` with a fence above `fence` that began before `before` and could not have
+ * held together with `mine` (any grant, for an exclusive hold; an exclusive one, for a shared hold;
+ * none, for a limited hold, whose later grants take other places), if any.
+ */
+function higherGrantBefore(
+  holds: Hold[],
+  key: string,
+  fence: bigint,
+  before: number,
+  mine: Hold | undefined,
+): Hold | undefined {
+  if (mine?.mode === 'limit') return undefined;
   let first: Hold | undefined;
   for (const other of holds) {
+    if (mine?.mode === 'shared' && other.mode === 'shared') continue;
     if (other.key === key && other.fence > fence && other.start < before && (!first || other.start < first.start))
       first = other;
   }
   return first;
+}
+
+/** The most of `holds` on at one moment between `from` and `to` (a hold counts from its start to its end). */
+function mostAtOnce(holds: Hold[], from: number, to: number): number {
+  const points: Array<{ at: number; delta: number }> = [];
+  for (const hold of holds) {
+    if (hold.end <= from || hold.start >= to) continue;
+    points.push({ at: Math.max(hold.start, from), delta: 1 }, { at: Math.min(hold.end, to), delta: -1 });
+  }
+  points.sort((a, b) => a.at - b.at || a.delta - b.delta);
+  let on = 0;
+  let most = 0;
+  for (const point of points) most = Math.max(most, (on += point.delta));
+  return most;
+}
+
+/** Whether two holds of one key may overlap: shared with shared, limited with limited (counted apart). */
+function compatible(a: Hold, b: Hold): boolean {
+  return (a.mode === 'shared' && b.mode === 'shared') || (a.mode === 'limit' && b.mode === 'limit');
+}
+
+/**
+ * The overlaps of one key's holds that their modes forbid: a hold overlapping one it may not hold
+ * with, and a limited hold that began while `limit` limited holds were already on.
+ */
+function modeOverlaps(list: Hold[]): Array<{ a: Hold; b: Hold }> {
+  const found: Array<{ a: Hold; b: Hold }> = [];
+  let on: Hold[] = [];
+  for (const hold of [...list].sort((a, b) => a.start - b.start)) {
+    on = on.filter((earlier) => earlier.end > hold.start);
+    for (const earlier of on) if (!compatible(earlier, hold)) found.push({ a: earlier, b: hold });
+    if (hold.mode === 'limit') {
+      const places = on.filter((earlier) => earlier.mode === 'limit');
+      if (places.length >= (hold.limit ?? 1)) found.push({ a: places[places.length - 1], b: hold });
+    }
+    on.push(hold);
+  }
+  return found;
 }
 
 /** A lock call's wait: from its invoke to its acquisition or its settling (Infinity: still waiting at the end). */
@@ -262,14 +342,7 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
   if (options.exclusive) {
     const byKey = new Map<string, Hold[]>();
     for (const hold of holds) byKey.set(hold.key, [...(byKey.get(hold.key) ?? []), hold]);
-    for (const list of byKey.values()) {
-      list.sort((a, b) => a.start - b.start);
-      let latest: Hold | undefined;
-      for (const hold of list) {
-        if (latest && hold.start < latest.end) overlaps.push({ a: latest, b: hold });
-        if (!latest || hold.end > latest.end) latest = hold;
-      }
-    }
+    for (const list of byKey.values()) overlaps.push(...modeOverlaps(list));
   }
 
   // withLock may resolve only when the lease was confirmed for the whole of the work. A later grant
@@ -279,14 +352,15 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
   const resolvedUnheld: ResolvedUnheld[] = [];
   for (const hold of holds) {
     if (hold.outcome !== 'resolved' || hold.workEnd === Infinity) continue;
-    const by = higherGrantBefore(holds, hold.key, hold.fence, hold.workEnd);
+    const by = higherGrantBefore(holds, hold.key, hold.fence, hold.workEnd, hold);
     if (by) resolvedUnheld.push({ hold, by: { worker: by.worker, call: by.call, fence: by.fence, at: by.start } });
   }
 
   const staleGuards: CheckReport['staleGuards'] = [];
   for (const guard of events) {
     if (guard.type !== 'guard' || guard.aborted) continue;
-    const by = higherGrantBefore(holds, guard.key, BigInt(guard.fence), guard.t);
+    const mine = holds.find((h) => h.key === guard.key && h.fence === BigInt(guard.fence));
+    const by = higherGrantBefore(holds, guard.key, BigInt(guard.fence), guard.t, mine);
     if (by) staleGuards.push({ ...guard, by: { worker: by.worker, fence: by.fence, at: by.start } });
   }
 
@@ -369,6 +443,24 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
     }
   }
 
+  const lostPlaces: CheckReport['lostPlaces'] = [];
+  if (options.placeBackWithin !== undefined) {
+    for (const kill of events.filter((e) => e.type === 'fault' && e.fault === 'SIGKILL' && e.phase === 'start')) {
+      const victim = holds.find(
+        (h) => h.worker === kill.worker && h.ended === 'killed' && h.end === kill.t && h.mode === 'limit',
+      );
+      if (!victim) continue;
+      const limit = victim.limit ?? 1;
+      const until = kill.t + options.placeBackWithin;
+      const full = mostAtOnce(
+        holds.filter((h) => h.key === victim.key && h.worker !== kill.worker),
+        kill.t,
+        until,
+      );
+      if (full < limit) lostPlaces.push({ killedAt: kill.t, worker: kill.worker, limit });
+    }
+  }
+
   const pausedHolders: CheckReport['pausedHolders'] = [];
   for (const pause of events.filter((e) => e.type === 'fault' && e.fault === 'SIGSTOP' && e.phase === 'start')) {
     const hold = holds.find((h) => h.worker === pause.worker && h.start <= pause.t && pause.t <= h.end);
@@ -399,6 +491,7 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
     resolvedUnheld.length +
     staleGuards.length +
     stuckKeys.length +
+    lostPlaces.length +
     overdueCalls.length;
   const outcomes: CheckReport['outcomes'] = { resolved: 0, lost: 0, timeout: 0, aborted: 0, error: 0 };
   for (const event of events) if (event.type === 'settled') outcomes[event.outcome]++;
@@ -416,6 +509,7 @@ export function checkHistory(history: HistoryEvent[], options: CheckOptions): Ch
     resolvedUnheld,
     staleGuards,
     stuckKeys,
+    lostPlaces,
     overdueCalls,
     longestAcquisitionGap,
     disturbances: { lost: count('lost'), errors: count('error'), timeouts: count('timeout') },

@@ -80,7 +80,10 @@ async function main(): Promise<void> {
   };
 
   /** One withLock call doing `work`, recorded from invoke to settled. */
-  function lockedCall(work: Work, options: { wait?: number; ttl?: number; signal?: AbortSignal } = {}): Promise<void> {
+  function lockedCall(
+    work: Work,
+    options: { wait?: number; ttl?: number; signal?: AbortSignal; mode?: 'shared'; limit?: number } = {},
+  ): Promise<void> {
     const call = ++calls;
     const run = (async () => {
       emit({ type: 'invoke', call, key, wait: options.wait ?? wait });
@@ -90,7 +93,15 @@ async function main(): Promise<void> {
           key,
           async (held) => {
             fence = held.fence.toString();
-            emit({ type: 'acquired', call, key, fence, ttl: options.ttl ?? config.ttl });
+            emit({
+              type: 'acquired',
+              call,
+              key,
+              fence,
+              ttl: options.ttl ?? config.ttl,
+              ...(options.mode ? { mode: options.mode } : {}),
+              ...(options.limit !== undefined ? { mode: 'limit' as const, limit: options.limit } : {}),
+            });
             // The signal also aborts (with an AbortError) when the hold ends normally; only a loss counts.
             held.signal.addEventListener(
               'abort',
@@ -253,6 +264,21 @@ async function main(): Promise<void> {
         clearTimeout(timer);
         break;
       }
+      case 'reader':
+        // A reader: reads the resource with its fence (refused once a later writer wrote), writes nothing.
+        await lockedCall(
+          async (held, call) => {
+            const read = await resource.read(config.resourceName, held.fence);
+            emit({ type: 'read', call, key, fence: held.fence.toString(), value: read.value, ok: read.ok });
+            await sleep(workMs);
+          },
+          { mode: 'shared' },
+        );
+        break;
+      case 'limited':
+        // One of at most `limit` holders: holds for the work time, touches no resource.
+        await lockedCall(() => sleep(workMs), { limit: behaviour.limit });
+        break;
       case 'crowd':
         await Promise.all(
           Array.from({ length: behaviour.waiters }, () =>

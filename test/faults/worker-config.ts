@@ -30,6 +30,10 @@ export type ResourceSpec =
  */
 export type WorkerBehaviour = { workMs?: number; wait?: number } & (
   | { kind: 'plain' }
+  /** A reader of a read-write lock: `mode: 'shared'`, reads the resource with its fence, never writes. */
+  | { kind: 'reader' }
+  /** One of at most `limit` holders of the key (`limit`), holding for the work time, no resource. */
+  | { kind: 'limited'; limit: number }
   /**
    * Inside the work, after its write: `timer` starts a callback it does not await, which after
    * `delayMs` (the outer withLock has released by then) asks `currentLock()` whether it holds the

@@ -252,4 +252,107 @@ describe('history checker', () => {
     ]);
     expect(report.violations).toBe(2);
   });
+
+  describe('shared and limited holds', () => {
+    /** A complete call that holds `k` in `mode` from `at` to `until`. */
+    const modal = (
+      worker: string,
+      fence: number,
+      at: number,
+      until: number,
+      mode?: 'shared' | 'limit',
+      limit?: number,
+      outcome: SettledOutcome = 'resolved',
+    ): HistoryEvent[] => [
+      { t: at - 1, worker, call: 1, type: 'invoke', key: 'k', wait: 10_000 },
+      {
+        t: at,
+        worker,
+        call: 1,
+        type: 'acquired',
+        key: 'k',
+        fence: String(fence),
+        ttl: 100,
+        ...(mode ? { mode } : {}),
+        ...(limit !== undefined ? { limit } : {}),
+      },
+      { t: until, worker, call: 1, type: 'release', key: 'k', fence: String(fence) },
+      settled(until + 1, worker, outcome, fence, 1),
+    ];
+
+    it('lets readers overlap each other, and counts a writer overlapping a reader or a writer', () => {
+      const readers = [...modal('r1', 1, 10, 50, 'shared'), ...modal('r2', 2, 20, 60, 'shared')];
+      expect(checkHistory(readers, { exclusive: true })).toMatchObject({
+        overlaps: [],
+        resolvedUnheld: [],
+        violations: 0,
+      });
+      const writerInside = [...readers, ...modal('w', 3, 40, 70)];
+      const report = checkHistory(writerInside, { exclusive: true });
+      expect(report.overlaps.map(({ a, b }) => [a.worker, b.worker])).toEqual([
+        ['r1', 'w'],
+        ['r2', 'w'],
+      ]);
+      // The readers resolved although a writer got the key during their work.
+      expect(report.resolvedUnheld.map((r) => r.hold.worker)).toEqual(['r1', 'r2']);
+      const readerInsideWriter = [...modal('w', 1, 10, 50), ...modal('r', 2, 20, 30, 'shared')];
+      expect(checkHistory(readerInsideWriter, { exclusive: true }).overlaps).toHaveLength(1);
+    });
+
+    it('lets a limited key have up to its limit of holds at once, and counts the one beyond', () => {
+      const two = [...modal('a', 1, 10, 50, 'limit', 2), ...modal('b', 2, 20, 60, 'limit', 2)];
+      expect(checkHistory(two, { exclusive: true })).toMatchObject({ overlaps: [], resolvedUnheld: [], violations: 0 });
+      // The third begins while both are on: one beyond the limit.
+      const three = [...two, ...modal('c', 3, 30, 40, 'limit', 2)];
+      expect(checkHistory(three, { exclusive: true }).overlaps.map(({ b }) => b.worker)).toEqual(['c']);
+      // Once one has ended, a third is within the limit.
+      const handedOn = [...two, ...modal('c', 3, 55, 70, 'limit', 2)];
+      expect(checkHistory(handedOn, { exclusive: true }).violations).toBe(0);
+      // An exclusive hold on a limited key overlaps it.
+      const mixed = [...modal('a', 1, 10, 50, 'limit', 2), ...modal('w', 2, 20, 30)];
+      expect(checkHistory(mixed, { exclusive: true }).overlaps).toHaveLength(1);
+    });
+
+    it('counts a reader told it holds after a later writer got the key, and not after a later reader did', () => {
+      const history = [
+        ...modal('r', 1, 10, 90, 'shared', undefined, 'lost'),
+        ...modal('r2', 2, 20, 30, 'shared'),
+        ...modal('w', 3, 50, 60),
+        guard(25, 'r', 1, false),
+        guard(55, 'r', 1, false),
+      ];
+      expect(checkHistory(history, { exclusive: false }).staleGuards.map((g) => g.t)).toEqual([55]);
+    });
+
+    it('counts a killed limited holder whose place did not come back in time, and not one whose place did', () => {
+      const kill = fault(20, 'a', 'SIGKILL');
+      const start = (worker: string, fence: number, at: number): HistoryEvent => ({
+        t: at,
+        worker,
+        call: 1,
+        type: 'acquired',
+        key: 'k',
+        fence: String(fence),
+        ttl: 100,
+        mode: 'limit',
+        limit: 2,
+      });
+      // a holds a place and is killed; b and c take turns on the other place, never both at once.
+      const stuck = [
+        start('a', 1, 10),
+        kill,
+        ...modal('b', 2, 30, 40, 'limit', 2),
+        ...modal('c', 3, 50, 60, 'limit', 2),
+      ];
+      expect(checkHistory(stuck, { exclusive: true, placeBackWithin: 200 }).lostPlaces).toEqual([
+        { killedAt: 20, worker: 'a', limit: 2 },
+      ]);
+      // a's place came back at 150 (its lease ended): b and c held together.
+      const back = [...stuck, ...modal('b', 4, 150, 170, 'limit', 2), ...modal('c', 5, 155, 175, 'limit', 2)];
+      expect(checkHistory(back, { exclusive: true, placeBackWithin: 200 })).toMatchObject({
+        lostPlaces: [],
+        violations: 0,
+      });
+    });
+  });
 });
