@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import type * as FC from 'fast-check';
 import type { LockBackend } from '../backends/lock-backend';
-import type { LockGuard } from '../distributed-lock';
+import type { LockGuard, MultiLockGuard } from '../distributed-lock';
 import { DistributedLockService } from '../distributed-lock.service';
 import { LockBackendError, LockTimeoutError } from '../lock.errors';
 import { CASE_TIMEOUT, type ConformanceTarget, type ConformanceTestApi } from './conformance-target';
@@ -11,14 +11,17 @@ import { LatencyBackend } from './latency-backend';
 import { sleep } from './time';
 import { seededRandom } from './seeded-random';
 
-/** One acquire made by a command: its token (bound when its first attempt reaches the backend) and where it stands. */
+/**
+ * One acquire made by a command, of one key or of both (a multi-key lock): its tokens (one per key,
+ * each bound when its first attempt reaches the backend) and where it stands.
+ */
 interface Attempt {
   actor: number;
-  key: string;
-  token?: string;
+  keys: readonly string[];
+  tokens: string[];
   controller: AbortController;
   state: 'pending' | 'held' | 'gave-up' | 'released';
-  guard?: LockGuard;
+  guard?: LockGuard | MultiLockGuard;
   /** How it ended when it gave up: timeout, abort, or an unexpected error (which fails the run). */
   ending?: string;
   settled: Promise<void>;
@@ -43,12 +46,13 @@ const making = new AsyncLocalStorage<Attempt>();
 const GAVE_UP = new Error('the caller gave up');
 
 /**
- * Model test with the real scheduler: fast-check commands interleave acquire (with a wait and a
- * signal), abort, deadline expiry, release, extend with other TTLs, the passing of time, and
+ * Model test with the real scheduler: fast-check commands interleave acquire (of one key, or of both
+ * as a multi-key lock, with a wait and a signal), abort, deadline expiry, release, extend with other TTLs, the passing of time, and
  * backend latency (every call delayed at random on its way in and out, so calls overtake each
  * other), on a real backend. After every step, once no call of a token that gave up is still under
  * way, the backend's own state must show: no key held by a token whose acquire gave up (timed out,
- * aborted) or that was released, and queue places only for waiters still waiting.
+ * aborted) or that was released, and queue places only for waiters still waiting. A multi-key
+ * acquire that gave up holds neither key: the key it took before it gave up is given back too.
  */
 export function describeLockModelProperty(api: ConformanceTestApi, target: ConformanceTarget): void {
   const { describe, expect } = api;
@@ -73,7 +77,7 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
               const inner = await target.create();
               const backend = new LatencyBackend(inner, seededRandom(seed), (token) => {
                 const attempt = making.getStore();
-                if (attempt && attempt.token === undefined) attempt.token = token;
+                if (attempt && !attempt.tokens.includes(token)) attempt.tokens.push(token);
               });
               backend.maxDelay = latency;
               backend.reorder = target.ordered !== true;
@@ -98,7 +102,7 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
                 await Promise.all(
                   real.attempts
                     .filter((a) => a.state === 'held')
-                    .map((a) => real.locks[a.actor].release(a.guard!).catch(() => undefined)),
+                    .map((a) => release(real.locks[a.actor], a.guard!).catch(() => undefined)),
                 );
                 await quiesce(real, new Set(real.backend.tokens));
                 await inner.close();
@@ -148,7 +152,7 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
     for (const attempt of real.attempts) attempt.controller.abort(GAVE_UP);
     await Promise.all(real.attempts.map((a) => a.settled));
     for (const attempt of real.attempts.filter((a) => a.state === 'held')) {
-      await real.locks[attempt.actor].release(attempt.guard!);
+      await release(real.locks[attempt.actor], attempt.guard!);
       attempt.state = 'released';
     }
     await step(real);
@@ -169,6 +173,8 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
   function commands(fc: typeof FC): FC.Arbitrary<Iterable<FC.AsyncCommand<Model, Real>>> {
     const actor = fc.constantFrom(...ACTORS);
     const key = fc.constantFrom(...KEYS);
+    // One key, or both in either order (a multi-key lock takes them sorted whatever the order).
+    const keys = fc.constantFrom<readonly string[]>(['a'], ['b'], ['a', 'b'], ['b', 'a']);
     const ttl = fc.constantFrom(150, 1_000, 60_000);
     return fc.commands(
       [
@@ -177,12 +183,12 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
           fc
             .record({
               actor,
-              key,
+              keys,
               ttl,
               wait: fc.constantFrom(0, 20, 100, 2_000),
               abortAfter: fc.constantFrom<number | null>(null, null, 0, 1, 5, 20, 50, 100),
             })
-            .map((o) => new Acquire(o.actor, o.key, o.ttl, o.wait, o.abortAfter)),
+            .map((o) => new Acquire(o.actor, o.keys, o.ttl, o.wait, o.abortAfter)),
         ),
         fc.nat(20).map((i) => new Abort(i)),
         fc.record({ actor, key }).map((o) => new Release(o.actor, o.key)),
@@ -197,7 +203,7 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
   class Acquire implements FC.AsyncCommand<Model, Real> {
     constructor(
       readonly actor: number,
-      readonly key: string,
+      readonly keys: readonly string[],
       readonly ttl: number,
       readonly wait: number,
       readonly abortAfter: number | null,
@@ -205,10 +211,13 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
     check = (): boolean => true;
     async run(_m: Model, real: Real): Promise<void> {
       const controller = new AbortController();
-      const attempt = { actor: this.actor, key: this.key, controller, state: 'pending' } as Attempt;
+      const tokens: string[] = [];
+      const attempt = { actor: this.actor, keys: this.keys, tokens, controller, state: 'pending' } as Attempt;
       real.attempts.push(attempt);
-      const promise = making.run(attempt, () =>
-        real.locks[this.actor].acquire(this.key, { wait: this.wait, ttl: this.ttl, signal: controller.signal }),
+      const options = { wait: this.wait, ttl: this.ttl, signal: controller.signal };
+      const locks = real.locks[this.actor];
+      const promise: Promise<LockGuard | MultiLockGuard> = making.run(attempt, () =>
+        this.keys.length === 1 ? locks.acquire(this.keys[0], options) : locks.acquire(this.keys, options),
       );
       // Right after the call, while its first attempt is in flight.
       if (this.abortAfter === 0) controller.abort(GAVE_UP);
@@ -216,7 +225,8 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
       attempt.settled = promise.then(
         (guard) => {
           attempt.guard = guard;
-          attempt.token ??= guard.token;
+          for (const lock of 'locks' in guard ? guard.locks : [guard])
+            if (!attempt.tokens.includes(lock.token)) attempt.tokens.push(lock.token);
           attempt.state = 'held';
         },
         (error: unknown) => {
@@ -235,7 +245,7 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
       await step(real);
     }
     toString = (): string =>
-      `acquire(${this.actor}, ${this.key}, ttl ${this.ttl}, wait ${this.wait}, abort ${this.abortAfter ?? 'never'})`;
+      `acquire(${this.actor}, ${this.keys.join('+')}, ttl ${this.ttl}, wait ${this.wait}, abort ${this.abortAfter ?? 'never'})`;
   }
 
   class Abort implements FC.AsyncCommand<Model, Real> {
@@ -256,9 +266,11 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
     ) {}
     check = (): boolean => true;
     async run(_m: Model, real: Real): Promise<void> {
-      const attempt = real.attempts.find((a) => a.state === 'held' && a.actor === this.actor && a.key === this.key);
+      const attempt = real.attempts.find(
+        (a) => a.state === 'held' && a.actor === this.actor && a.keys.includes(this.key),
+      );
       if (attempt) {
-        await real.locks[this.actor].release(attempt.guard!);
+        await release(real.locks[this.actor], attempt.guard!);
         attempt.state = 'released';
       }
       await step(real);
@@ -274,8 +286,14 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
     ) {}
     check = (): boolean => true;
     async run(_m: Model, real: Real): Promise<void> {
-      const attempt = real.attempts.find((a) => a.state === 'held' && a.actor === this.actor && a.key === this.key);
-      if (attempt) await real.locks[this.actor].extend(attempt.guard!, this.ttl);
+      const attempt = real.attempts.find(
+        (a) => a.state === 'held' && a.actor === this.actor && a.keys.includes(this.key),
+      );
+      if (attempt) {
+        const { guard } = attempt;
+        const locks = real.locks[this.actor];
+        await ('locks' in guard! ? locks.extend(guard, this.ttl) : locks.extend(guard!, this.ttl));
+      }
       await step(real);
     }
     toString = (): string => `extend(${this.actor}, ${this.key}, ${this.ttl})`;
@@ -304,15 +322,19 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
 }
 
 function tokensThatGaveUp(real: Real): Set<string> {
-  return new Set(
-    real.attempts.filter((a) => (a.state === 'gave-up' || a.state === 'released') && a.token).map((a) => a.token!),
-  );
+  return new Set(real.attempts.filter((a) => a.state === 'gave-up' || a.state === 'released').flatMap((a) => a.tokens));
+}
+
+/** Releases a guard of one key or a set. */
+function release(locks: DistributedLockService, guard: LockGuard | MultiLockGuard): Promise<void> {
+  return 'locks' in guard ? locks.release(guard) : locks.release(guard);
 }
 
 function story(real: Real, token: string): string {
-  const attempt = real.attempts.find((a) => a.token === token);
+  const attempt = real.attempts.find((a) => a.tokens.includes(token));
   if (!attempt) return 'acquire is unknown';
-  return attempt.state === 'released' ? 'guard was released' : (attempt.ending ?? attempt.state);
+  const of = attempt.keys.length > 1 ? ` (an acquire of ${attempt.keys.join(' and ')})` : '';
+  return attempt.state === 'released' ? `guard was released${of}` : `${attempt.ending ?? attempt.state}${of}`;
 }
 
 /** Waits (bounded) until no call carrying one of `tokens` is under way, twice in a row a few ms apart. */
