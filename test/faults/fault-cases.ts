@@ -186,6 +186,22 @@ function processFaults(backend: 'redis' | 'postgres'): FaultCaseDefinition[] {
     })),
     define('holder SIGSTOP past the TTL', pauseHolder),
     define('holder SIGSTOP past the TTL', pauseHolder, true),
+    // Multi-key locks beside single-key ones: every key keeps one holder, and a killed set's keys
+    // come back (all or nothing holds under a crash too).
+    define('multi-key and single-key holders, holder SIGKILL', (shape) => ({
+      workers: Math.max(shape.workers, 4),
+      behaviours: [
+        { kind: 'plain' },
+        { kind: 'pair', order: 'forward' },
+        { kind: 'pair', order: 'reverse' },
+        { kind: 'plain' },
+      ],
+      check: exclusive(shape),
+      fault: async (run) => {
+        const holder = await holderOf(run, shape);
+        run.signal(holder.worker, 'SIGKILL');
+      },
+    })),
   ];
 }
 

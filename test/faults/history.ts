@@ -152,7 +152,9 @@ export interface CheckReport {
 }
 
 /** The identity of the lock call an event belongs to. */
-const callOf = (event: { worker: string; call?: number }): string => `${event.worker}/${event.call ?? ''}`;
+/** The identity of one lock call on one key (a multi-key call is one call on each of its keys). */
+const callOf = (event: { worker: string; call?: number; key: string }): string =>
+  `${event.worker}/${event.call ?? ''}/${event.key}`;
 
 /** Builds the holds of a history (every acquisition, ended by release, lost signal or kill). */
 export function holdsOf(events: HistoryEvent[]): Hold[] {

@@ -54,12 +54,14 @@ function outcomeOf(error: unknown): SettledOutcome {
 }
 
 /** Records a failed call; a backend error is followed by a short pause, as an app would retry. */
-async function failed(call: number, error: unknown): Promise<void> {
+async function failed(call: number, error: unknown, keys: readonly string[] = [key]): Promise<void> {
   const outcome = outcomeOf(error);
-  if (outcome === 'timeout') emit({ type: 'timeout', call, key });
-  else if (outcome === 'error')
-    emit({ type: 'error', call, key, message: error instanceof Error ? error.message : String(error) });
-  emit({ type: 'settled', call, key, outcome });
+  for (const each of keys) {
+    if (outcome === 'timeout') emit({ type: 'timeout', call, key: each });
+    else if (outcome === 'error')
+      emit({ type: 'error', call, key: each, message: error instanceof Error ? error.message : String(error) });
+    emit({ type: 'settled', call, key: each, outcome });
+  }
   if (outcome === 'error') await sleep(50);
 }
 
@@ -132,6 +134,57 @@ async function main(): Promise<void> {
     settledCalls.set(call, run);
     void run.finally(() => settledCalls.delete(call));
     return run;
+  }
+
+  /**
+   * One withLock of the worker's key and its pair key (listed in `order`), recorded as one call on
+   * each key: the work reads and writes the resource with the fence of the worker's key.
+   */
+  async function pairCall(order: 'forward' | 'reverse'): Promise<void> {
+    const call = ++calls;
+    const other = `${key}:pair`;
+    const keys = order === 'forward' ? [key, other] : [other, key];
+    for (const each of keys) emit({ type: 'invoke', call, key: each, wait });
+    const fences = new Map<string, string>();
+    try {
+      await locks.withLock(keys, async (held) => {
+        for (const lock of held.locks) {
+          const fence = lock.fence.toString();
+          fences.set(lock.key, fence);
+          emit({ type: 'acquired', call, key: lock.key, fence, ttl: config.ttl });
+          lock.signal.addEventListener(
+            'abort',
+            () => {
+              if (lock.signal.reason instanceof LockLostError) emit({ type: 'lost', call, key: lock.key, fence });
+            },
+            { once: true },
+          );
+        }
+        try {
+          const mine = held.locks.find((lock) => lock.key === key)!;
+          const fence = mine.fence.toString();
+          const read = await resource.read(config.resourceName, mine.fence);
+          emit({ type: 'read', call, key, fence, value: read.value, ok: read.ok });
+          if (!read.ok) return;
+          await sleep(workMs);
+          const accepted = await resource.write(config.resourceName, mine.fence, read.value + 1);
+          emit({
+            type: 'write',
+            call,
+            key,
+            fence,
+            value: read.value + 1,
+            accepted,
+            signalAborted: mine.signal.aborted,
+          });
+        } finally {
+          for (const lock of held.locks) emit({ type: 'release', call, key: lock.key, fence: lock.fence.toString() });
+        }
+      });
+      for (const each of keys) emit({ type: 'settled', call, key: each, outcome: 'resolved', fence: fences.get(each) });
+    } catch (error) {
+      await failed(call, error, keys);
+    }
   }
 
   /** One acquire (or tryAcquire: wait 0) → work → release, recorded like a withLock call. */
@@ -274,6 +327,9 @@ async function main(): Promise<void> {
           },
           { mode: 'shared' },
         );
+        break;
+      case 'pair':
+        await pairCall(behaviour.order);
         break;
       case 'limited':
         // One of at most `limit` holders: holds for the work time, touches no resource.

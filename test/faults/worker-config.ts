@@ -32,6 +32,11 @@ export type WorkerBehaviour = { workMs?: number; wait?: number } & (
   | { kind: 'plain' }
   /** A reader of a read-write lock: `mode: 'shared'`, reads the resource with its fence, never writes. */
   | { kind: 'reader' }
+  /**
+   * A multi-key lock: `withLock([key, key + ':pair'])` (listed in `order`), updating the resource
+   * with the fence of the worker's key; recorded as one call on each key.
+   */
+  | { kind: 'pair'; order: 'forward' | 'reverse' }
   /** One of at most `limit` holders of the key (`limit`), holding for the work time, no resource. */
   | { kind: 'limited'; limit: number }
   /**
