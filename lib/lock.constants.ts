@@ -27,6 +27,8 @@ export const WITH_LOCK_METADATA = 'LOCK:WITH_LOCK';
  * (`lock.outcome` 'skipped'), not a failure. A symbol: no options check lists it, no user sets it.
  */
 export const SKIP_WHEN_BUSY = Symbol('nestjs-distributed-lock:skip-when-busy');
+/** Where `@WithLock`'s options carry what was checked when the method was decorated. */
+export const PRECHECKED_OPTIONS = Symbol('nestjs-distributed-lock:prechecked-options');
 /** Property under which Nest injects `DistributedLock` into classes that use `@WithLock`. */
 export const LOCK_SERVICE_PROPERTY = Symbol.for('nestjs-distributed-lock:service');
 

@@ -13,6 +13,7 @@ import {
   validateTtl,
   validateWait,
 } from '../lock.validation';
+import { precheckOptions, WITH_LOCK_OPTIONS } from '../lock-call-options';
 import { isKeyList, readKeyList } from '../multi-key-lock';
 
 /**
@@ -90,16 +91,20 @@ export function WithLock(
     }
     injectLockService(target);
     const className = target.constructor?.name ?? 'the class';
-    const lockOptions = {
-      ...(metadata.ttl === undefined ? {} : { ttl: metadata.ttl }),
-      ...(metadata.wait === undefined ? {} : { wait: metadata.wait }),
-      ...(metadata.minHold === undefined ? {} : { minHold: metadata.minHold }),
-      metricName: metadata.metricName ?? `${className}.${String(propertyKey)}`,
-      ...(metadata.mode === undefined ? {} : { mode: metadata.mode }),
-      ...(metadata.limit === undefined ? {} : { limit: metadata.limit }),
-      // A busy key is a skipped run, as the service's telemetry then records it.
-      ...(metadata.onBusy === 'skip' ? { [SKIP_WHEN_BUSY]: true } : {}),
-    };
+    const lockOptions = precheckOptions(
+      'withLock',
+      {
+        ...(metadata.ttl === undefined ? {} : { ttl: metadata.ttl }),
+        ...(metadata.wait === undefined ? {} : { wait: metadata.wait }),
+        ...(metadata.minHold === undefined ? {} : { minHold: metadata.minHold }),
+        metricName: metadata.metricName ?? `${className}.${String(propertyKey)}`,
+        ...(metadata.mode === undefined ? {} : { mode: metadata.mode }),
+        ...(metadata.limit === undefined ? {} : { limit: metadata.limit }),
+        // A busy key is a skipped run, as the service's telemetry then records it.
+        ...(metadata.onBusy === 'skip' ? { [SKIP_WHEN_BUSY]: true } : {}),
+      },
+      WITH_LOCK_OPTIONS,
+    );
 
     const skipWhenBusy = metadata.onBusy === 'skip';
     // Not an async function: the method's promise is the one withLock returns, with no layer of its own.
