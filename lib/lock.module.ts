@@ -1,5 +1,13 @@
-import { Inject, Logger, Module, type DynamicModule, type OnApplicationBootstrap, type Provider } from '@nestjs/common';
-import { APP_FILTER } from '@nestjs/core';
+import {
+  Inject,
+  Logger,
+  Module,
+  type DynamicModule,
+  type OnApplicationBootstrap,
+  type OnModuleInit,
+  type Provider,
+} from '@nestjs/common';
+import { APP_FILTER, DiscoveryModule, DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { LOCK_BACKEND, type LockBackend } from './backends/lock-backend';
 import { memoryBackend } from './backends/memory/memory-lock.backend';
 import { DistributedLock } from './distributed-lock';
@@ -7,6 +15,7 @@ import { DistributedLockService } from './distributed-lock.service';
 import { LockErrorFilter } from './filters/lock-error.filter';
 import { LockGatewayFilters } from './filters/lock-gateway-filters';
 import { errorText } from './lock.errors';
+import { unsupportedModeUses } from './mode-support.check';
 import type { LockModuleOptions } from './lock-module-options';
 import {
   CHECKED_OPTIONS,
@@ -47,6 +56,7 @@ function withStaticOptions(
  * backend (which closes only the connections it opened itself).
  */
 @Module({
+  imports: [DiscoveryModule],
   providers: [
     {
       provide: LOCK_BACKEND,
@@ -68,10 +78,26 @@ function withStaticOptions(
   ],
   exports: [DistributedLock, LOCK_BACKEND],
 })
-export class LockModule extends ConfigurableLockModule implements OnApplicationBootstrap {
-  // The service shuts itself down (its own onApplicationShutdown); the module only checks the backend at start.
-  constructor(@Inject(LOCK_BACKEND) private readonly backend: LockBackend) {
+export class LockModule extends ConfigurableLockModule implements OnModuleInit, OnApplicationBootstrap {
+  // The service shuts itself down (its own onApplicationShutdown); the module only checks at start.
+  constructor(
+    @Inject(LOCK_BACKEND) private readonly backend: LockBackend,
+    private readonly locks: DistributedLock,
+    private readonly discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
+  ) {
     super();
+  }
+
+  /**
+   * Refuses, before the app serves anything, `@WithLock` methods that ask this module's backend for
+   * a mode it does not keep (`InvalidLockOptionsError` naming them); the backend is closed first.
+   */
+  async onModuleInit(): Promise<void> {
+    const refused = unsupportedModeUses(this.discovery, this.scanner, this.locks, this.backend);
+    if (!refused) return;
+    await (this.locks as DistributedLockService).shutdown();
+    throw refused;
   }
 
   /**

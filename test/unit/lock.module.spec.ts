@@ -11,6 +11,7 @@ import {
   LockModule,
   LockTimeoutError,
   memoryBackend,
+  WithLock,
   type LockModuleOptions,
   type LockOptionsFactory,
 } from '../../lib';
@@ -205,6 +206,56 @@ describe('LockModule', () => {
     expect(released).toEqual(expect.arrayContaining([guard.token]));
     expect(released).toHaveLength(2);
     expect(closeSpy).toHaveBeenCalledTimes(1);
+  });
+
+  it('refuses at start a @WithLock that asks its backend for a mode it does not keep, naming the methods, and closes the backend', async () => {
+    @Injectable()
+    class Renders {
+      @WithLock('pdf-render', { limit: 4 })
+      async render() {
+        return 1;
+      }
+
+      @WithLock('catalog', { mode: 'shared' })
+      async read() {
+        return 2;
+      }
+
+      @WithLock('catalog')
+      async rebuild() {
+        return 3;
+      }
+    }
+    // A backend that keeps exclusive locks only, as a third party's (or the Redis quorum) does.
+    const exclusiveOnly = (): LockBackend =>
+      Object.assign(memoryBackend(), { capabilities: { fifo: true, fencing: 'strict', modes: [] } }) as LockBackend;
+    const backend = exclusiveOnly();
+    @Module({ imports: [LockModule.forRoot({ backend })], providers: [Renders] })
+    class AppModule {}
+    const moduleRef = await Test.createTestingModule({ imports: [AppModule] }).compile();
+    let failure: unknown;
+    try {
+      await moduleRef.init();
+    } catch (error) {
+      failure = error;
+    }
+    expect(failure).toBeInstanceOf(InvalidLockOptionsError);
+    expect((failure as Error).message).toBe(
+      'The memory backend keeps exclusive locks only, and @WithLock asks for more on Renders.render (limit 4), ' +
+        "Renders.read (mode 'shared'): use a backend that keeps that mode (memory, Redis, PostgreSQL), or drop the option",
+    );
+    // The backend was closed: nothing stays open.
+    await expect(backend.ping()).rejects.toThrow(/closed/);
+    // Nest's close of a context whose init failed rejects with that failure.
+    await expect(moduleRef.close()).rejects.toBeInstanceOf(InvalidLockOptionsError);
+
+    // The same methods on a backend that keeps both modes start, and run.
+    @Module({ imports: [LockModule.forRoot()], providers: [Renders] })
+    class FullModule {}
+    const app = await boot([FullModule]);
+    expect(await app.get(Renders).render()).toBe(1);
+    expect(await app.get(Renders).read()).toBe(2);
+    await app.close();
   });
 
   it('warns at start when the backend does not answer, without failing the start', async () => {
