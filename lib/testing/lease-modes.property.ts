@@ -124,7 +124,8 @@ class KeyModel {
     }
     const conflict = this.conflict(mode);
     if (conflict) return { granted: false, heldWith: conflict };
-    const aheadOfIt = this.queue.some((other) => other !== who);
+    const place = this.queue.indexOf(who);
+    const aheadOfIt = place === -1 ? this.queue.length > 0 : place > 0;
     if (this.fits(mode) && !aheadOfIt) {
       this.grant(who);
       this.leave(who);
@@ -134,15 +135,15 @@ class KeyModel {
     return { granted: false };
   }
 
-  /** Ends `who`'s lease and place; returns whether it held, and whom the key went to. */
+  /**
+   * Ends `who`'s lease and place; returns whether it held, and whom the key went to: a waiter that
+   * leaves can be what held back those behind it (a writer queued ahead of readers).
+   */
   release(who: number): { released: boolean; handed: number[] } {
     this.leave(who);
-    if (!this.holds(who)) return { released: false, handed: [] };
+    const released = this.holds(who);
     if (this.exclusive === who) this.exclusive = undefined;
-    else {
-      this.holders.delete(who);
-      if (this.holders.size === 0) this.sharing = undefined;
-    }
+    else if (this.holders.delete(who) && this.holders.size === 0) this.sharing = undefined;
     const handed: number[] = [];
     while (this.queue.length > 0 && this.fits(this.modes[this.queue[0]])) {
       const next = this.queue.shift()!;
@@ -150,7 +151,7 @@ class KeyModel {
       handed.push(next);
       if (!this.modes[next]) break;
     }
-    return { released: true, handed };
+    return { released, handed };
   }
 
   private leave(who: number): void {

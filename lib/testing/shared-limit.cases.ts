@@ -244,6 +244,29 @@ export function sharedLimitCases(ctx: ContractContext): void {
       await expectKeysFree(ctx, ['pref']);
     });
 
+    it('gives the key to the shared waiters queued behind an exclusive waiter that gives up, beside the holders', async () => {
+      const locks = ctx.service();
+      const reader = (await locks.tryAcquire('gave-up-writer', { mode: 'shared', ttl: 30_000 }))!;
+      const controller = new AbortController();
+      const writer = locks.acquire('gave-up-writer', { wait: 20_000, signal: controller.signal }).then(
+        () => 'granted',
+        (error: unknown) => error,
+      );
+      await ctx.backend.whenQueued(ctx.prefix + 'gave-up-writer');
+      // Queued behind the writer: it waits for the writer, not for the reader that holds.
+      const late = locks.acquire('gave-up-writer', { mode: 'shared', wait: 5_000 });
+      await ctx.backend.whenQueued(ctx.prefix + 'gave-up-writer', 2);
+      controller.abort(new Error('the writer gave up'));
+      expect(await writer).toMatchObject({ message: 'the writer gave up' });
+      // The first reader's lease runs 30 s: the late one got the key beside it, not after it.
+      const lateReader = await late;
+      expect(await locks.extend(reader)).toBe(true);
+      expect(lateReader.fence).toBeGreaterThan(reader.fence);
+      await locks.release(lateReader);
+      await locks.release(reader);
+      await expectKeysFree(ctx, ['gave-up-writer']);
+    });
+
     it('hands the key to every shared waiter queued behind a released exclusive holder at once', async () => {
       const locks = ctx.service();
       const writer = (await locks.tryAcquire('batch'))!;

@@ -142,7 +142,7 @@ export class MemoryLockBackend implements LockBackend {
       return { fence: null, retryIn: this.retryIn(state, now), heldWith, ...handedTo };
     }
     // Free enough for this mode, and nobody queued ahead (the queue's head would have been handed it).
-    if (this.fits(state, mode) && !state.queue.some((w) => w.token !== token && w.until > now)) {
+    if (this.fits(state, mode) && !this.waitersAhead(state, token, now)) {
       const lease = this.grantShared(key, state, token, ttl, now, mode);
       this.removeWaiter(state, token);
       return { fence: lease.fence, ...handedTo };
@@ -150,6 +150,15 @@ export class MemoryLockBackend implements LockBackend {
     if (queue) this.joinQueue(state, token, ttl, now + queue.lease, mode);
     else this.forgetIfIdle(key, state);
     return { fence: null, retryIn: this.retryIn(state, now), ...handedTo };
+  }
+
+  /** Whether a live waiter is queued ahead of `token` (ahead of everyone, when it is not queued). */
+  private waitersAhead(state: KeyState, token: string, now: number): boolean {
+    for (const waiter of state.queue) {
+      if (waiter.token === token) return false;
+      if (waiter.until > now) return true;
+    }
+    return false;
   }
 
   private joinQueue(state: KeyState, token: string, ttl: number, until: number, mode: LeaseMode | undefined): void {
@@ -220,20 +229,22 @@ export class MemoryLockBackend implements LockBackend {
     const state = this.keys.get(key);
     if (!state) return { released: false };
     this.removeWaiter(state, token);
-    this.settle(key, state, now);
-    let result: ReleaseResult = { released: false };
+    // Expired leases end, and the waiters behind one that left may now take the key.
+    let handed = this.settle(key, state, now);
+    let released = false;
     if (state.lease?.token === token) {
       state.lease = undefined;
-      const handedTo = this.handOff(key, state, now);
-      result = handedTo ? { released: true, ...handOffFields(handedTo) } : { released: true };
+      released = true;
+      handed = this.handOff(key, state, now);
     } else if (state.holders?.delete(token)) {
       this.dropHoldersIfNone(state);
-      const handedTo = this.handOff(key, state, now);
-      result = handedTo ? { released: true, ...handOffFields(handedTo) } : { released: true };
+      released = true;
+      const more = this.handOff(key, state, now);
+      if (more) handed = handed ? [...handed, ...more] : more;
       this.armTimer(key, state);
     }
     this.forgetIfIdle(key, state);
-    return result;
+    return handed ? { released, ...handOffFields(handed) } : { released };
   }
 
   subscribe(key: string, listener: (event: LockEvent) => void): Promise<() => void> {
@@ -301,7 +312,8 @@ export class MemoryLockBackend implements LockBackend {
         }
       }
       this.dropHoldersIfNone(state);
-      if (!ended && state.holders) return undefined;
+      // A waiter that left the queue may have been what held back those behind it (a writer ahead of readers).
+      if (!ended && state.holders && state.queue.length === 0) return undefined;
       return this.handOff(key, state, now);
     }
     if (state.queue.length > 0) return this.handOff(key, state, now);
