@@ -28,11 +28,7 @@ export async function extendLeases(
       return items.map((_, i) => (rows[i]?.[0] ? rows[i][0] : rows[i]?.[1]));
     }
     const host = connection.client as unknown as LockScriptHost;
-    return Promise.all(
-      items.map((item) =>
-        host[extend](...extendArgs(item)).catch((error: unknown) => error),
-      ),
-    );
+    return Promise.all(items.map((item) => host[extend](...extendArgs(item)).catch((error: unknown) => error)));
   });
   return answers.map((answer, i) => {
     if (answer instanceof Error) {

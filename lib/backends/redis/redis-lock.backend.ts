@@ -115,13 +115,7 @@ export class RedisLockBackend implements LockBackend {
     return this.connection.endpoint;
   }
 
-  tryAcquire(
-    key: string,
-    token: string,
-    ttl: number,
-    queue?: QueueOptions,
-    mode?: LeaseMode,
-  ): Promise<AcquireResult> {
+  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions, mode?: LeaseMode): Promise<AcquireResult> {
     if (!this.evictionCheck.started) void this.evictionCheck.run();
     const keys = redisLockKeys(key);
     const script = this.acquireScript;
@@ -253,7 +247,9 @@ export class RedisLockBackend implements LockBackend {
       if (handOff) handOffs.push(handOff);
     }
     if (handOffs.length === 0) return undefined;
-    return handOffs.length === 1 ? { handedTo: handOffs[0] } : { handedTo: handOffs[0], alsoHandedTo: handOffs.slice(1) };
+    return handOffs.length === 1
+      ? { handedTo: handOffs[0] }
+      : { handedTo: handOffs[0], alsoHandedTo: handOffs.slice(1) };
   }
 
   /**
