@@ -49,14 +49,16 @@ export function memoryTarget(): ConformanceTarget {
 
 /**
  * Redis (the shared server, a key prefix of its own), read with its key layout: the lease string
- * (`<token><fence>`, gone when it expires) and the waiters hash (token → `<place expiry, server ms>:<ttl>`);
- * a place counts while its expiry is ahead of the server clock.
+ * (`<token><fence>`, gone when it expires), the shared or limited holders (sorted set token → lease
+ * end, server ms) and the waiters hash (token → `<place expiry, server ms>:<ttl>[:<mode>]`); a
+ * holder or a place counts while its end or expiry is ahead of the server clock.
  */
 export function redisTarget(): ConformanceTarget {
   const prefix = testRunPrefix('contract');
   let reader: Redis | undefined;
   return {
     name: 'redis',
+    capabilities: { modes: ['shared', 'limit'] },
     // Calls may overtake each other here too (the latency wrapper reorders them): a give-back is sent
     // only after the attempt it follows has come back, so the order on the connection does not matter.
     ordered: false,
@@ -82,17 +84,22 @@ export function redisTarget(): ConformanceTarget {
   };
 }
 
-/** What one Redis server holds for `key`. */
+/** What one Redis server holds for `key`: the exclusive holder, else the first live shared or limited one. */
 export async function readRedisState(redis: Redis, key: string): Promise<LockStateView> {
   const names = redisLockKeys(key);
-  const [lease, waiters, [seconds, micros]] = await Promise.all([
+  const [lease, holders, waiters, [seconds, micros]] = await Promise.all([
     redis.get(names.lease),
+    redis.zrange(names.holders, 0, -1, 'WITHSCORES'),
     redis.hgetall(names.waiters),
     redis.time(),
   ]);
   const serverNow = Number(seconds) * 1_000 + Number(micros) / 1_000;
+  let shared: string | null = null;
+  for (let i = 0; i < holders.length && shared === null; i += 2) {
+    if (Number(holders[i + 1]) > serverNow) shared = holders[i];
+  }
   return {
-    holder: lease ? lease.slice(0, 32) : null,
+    holder: lease ? lease.slice(0, 32) : shared,
     queued: Object.entries(waiters)
       .filter(([, place]) => Number(place.split(':')[0]) > serverNow)
       .map(([token]) => token),

@@ -50,6 +50,8 @@ describe('redisLockKeys', () => {
       queue: '{lock:orders:42}:q',
       waiters: '{lock:orders:42}:w',
       fence: '{lock:orders:42}:f',
+      holders: '{lock:orders:42}:h',
+      holding: '{lock:orders:42}:s',
       channel: '{lock:orders:42}:c',
     });
   });

@@ -94,7 +94,7 @@ describe('the lock scripts', () => {
   it('resolve with every include replaced; the number of keys comes from the file name', () => {
     const scripts = lockScripts();
     expect([scripts.acquire.numberOfKeys, scripts.extend.numberOfKeys, scripts.release.numberOfKeys]).toEqual([
-      5, 1, 5,
+      7, 3, 7,
     ]);
     for (const script of Object.values(scripts)) expect(script.lua).not.toContain('@include');
     expect(new Set(Object.values(scripts).map((s) => s.name)).size).toBe(3);

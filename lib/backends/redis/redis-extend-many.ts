@@ -23,16 +23,12 @@ export async function extendLeases(
     if (!connection.cluster) {
       const pipeline = connection.client.pipeline() as unknown as LockScriptHost & ChainableCommander;
       // Queued on the pipeline (its results come from exec()), not a promise to await.
-      for (const item of items) void pipeline[extend](redisLockKeys(item.key).lease, item.token, item.ttl);
+      for (const item of items) void pipeline[extend](...extendArgs(item));
       const rows = (await pipeline.exec()) ?? [];
       return items.map((_, i) => (rows[i]?.[0] ? rows[i][0] : rows[i]?.[1]));
     }
     const host = connection.client as unknown as LockScriptHost;
-    return Promise.all(
-      items.map((item) =>
-        host[extend](redisLockKeys(item.key).lease, item.token, item.ttl).catch((error: unknown) => error),
-      ),
-    );
+    return Promise.all(items.map((item) => host[extend](...extendArgs(item)).catch((error: unknown) => error)));
   });
   return answers.map((answer, i) => {
     if (answer instanceof Error) {
@@ -48,4 +44,10 @@ export async function extendLeases(
       return error as Error;
     }
   });
+}
+
+/** The extend script's keys and arguments for `item`, as the defined command takes them. */
+export function extendArgs(item: ExtendItem): [string, string, string, string, number] {
+  const keys = redisLockKeys(item.key);
+  return [keys.lease, keys.holders, keys.holding, item.token, item.ttl];
 }

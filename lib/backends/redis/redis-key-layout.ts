@@ -10,13 +10,23 @@ export interface RedisLockKeys {
   readonly waiters: string;
   /** String: the last fence, kept only while it is ahead of the server clock (expires when the clock passes it). */
   readonly fence: string;
+  /**
+   * Sorted set: token → lease end (server ms) of each shared or limited holder (rule 7 of the SPI);
+   * expires with the last of those leases.
+   */
+  readonly holders: string;
+  /**
+   * Hash: token → fence of each shared or limited holder, and `mode` → how they hold the key
+   * (`shared` or `limit:<n>`); exists exactly while `holders` does, and expires with it.
+   */
+  readonly holding: string;
   /** Pub/sub channel (classic or sharded) of the lock's releases and hand-offs. */
   readonly channel: string;
 }
 
 /**
- * Maps a lock key to its Redis names: `{<key>}:l`, `{<key>}:q`, `{<key>}:w`, `{<key>}:f` and
- * channel `{<key>}:c`. The whole key is the hash tag, so every name of one lock hashes to the same
+ * Maps a lock key to its Redis names: `{<key>}:l`, `{<key>}:q`, `{<key>}:w`, `{<key>}:f`,
+ * `{<key>}:h`, `{<key>}:s` and channel `{<key>}:c`. The whole key is the hash tag, so every name of one lock hashes to the same
  * Cluster slot (no CROSSSLOT) and different locks spread over the slots.
  *
  * A key containing `}` cannot be a hash tag as it is, so it is tagged by its SHA-1 instead:
@@ -30,6 +40,8 @@ export function redisLockKeys(key: string): RedisLockKeys {
     queue: `${base}:q`,
     waiters: `${base}:w`,
     fence: `${base}:f`,
+    holders: `${base}:h`,
+    holding: `${base}:s`,
     channel: `${base}:c`,
   };
 }

@@ -5,6 +5,7 @@ import type {
   AcquireResult,
   ExtendItem,
   HandOff,
+  LeaseMode,
   LockBackend,
   LockEvent,
   QueueOptions,
@@ -12,10 +13,10 @@ import type {
 } from '../lock-backend';
 import { RedisConnection } from './redis-connection';
 import { RedisEvictionCheck } from './redis-eviction-check';
-import { extendLeases } from './redis-extend-many';
+import { extendArgs, extendLeases } from './redis-extend-many';
 import { RedisFenceFloor } from './redis-fence-floor';
 import { redisLockKeys, type RedisLockKeys } from './redis-key-layout';
-import { readAcquireReply, readFlag, readReleaseReply } from './redis-lock.replies';
+import { readAcquireReply, readFlag, readReleaseReply, type HandedAnswer } from './redis-lock.replies';
 import { RedisLockSubscriber } from './redis-lock.subscriber';
 import { defineLockScripts, lockScripts, type LockScript } from './redis-lock.scripts';
 import {
@@ -45,10 +46,14 @@ export interface RedisLockBackendSettings {
  * the lock to the oldest live queued waiter inside the script and publishes the grant on the
  * lock's channel; when the waiter lives in this process, the release reply wakes it at once (every
  * subscriber of this backend, and the service through `handedTo`).
+ *
+ * Shared and limited leases (rule 7 of the SPI) live beside the exclusive lease under the same hash
+ * tag: a sorted set of holders (token → lease end, server ms) and a hash of their fences and of how
+ * they hold the key (see `redis-key-layout.ts` and the scripts' headers).
  */
 export class RedisLockBackend implements LockBackend {
   readonly name = 'redis';
-  readonly capabilities = { fifo: true, fencing: 'strict' } as const;
+  readonly capabilities = { fifo: true, fencing: 'strict', modes: ['shared', 'limit'] } as const;
   readonly recheckInterval: number;
   private readonly acquireScript: LockScript;
   private readonly extendScript: LockScript;
@@ -110,7 +115,7 @@ export class RedisLockBackend implements LockBackend {
     return this.connection.endpoint;
   }
 
-  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
+  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions, mode?: LeaseMode): Promise<AcquireResult> {
     if (!this.evictionCheck.started) void this.evictionCheck.run();
     const keys = redisLockKeys(key);
     const script = this.acquireScript;
@@ -122,10 +127,14 @@ export class RedisLockBackend implements LockBackend {
       keys.waiters,
       keys.fence,
       keys.channel,
+      keys.holders,
+      keys.holding,
       token + this.floor.acquire,
       ttl,
     ];
-    if (queue && queue.lease > 0) args.push(queue.lease);
+    const lease = queue && queue.lease > 0 ? queue.lease : 0;
+    if (mode) args.push(lease, mode.kind === 'shared' ? 's' : mode.limit);
+    else if (lease > 0) args.push(lease);
     const read = (reply: unknown): AcquireResult => this.readAcquire(key, keys, reply);
     const answer = this.acknowledged
       ? this.acknowledged.acquire(args.slice(2), () => this.release(key, token)).then(read)
@@ -138,12 +147,11 @@ export class RedisLockBackend implements LockBackend {
   }
 
   extend(key: string, token: string, ttl: number): Promise<boolean> {
-    const keys = redisLockKeys(key);
     const script = this.extendScript;
     return this.connection.evalScript(
       'extend',
       script,
-      [script.sha, script.numberOfKeys, keys.lease, token, ttl],
+      [script.sha, script.numberOfKeys, ...extendArgs({ key, token, ttl })],
       this.readExtend,
     );
   }
@@ -168,6 +176,8 @@ export class RedisLockBackend implements LockBackend {
       keys.waiters,
       keys.fence,
       keys.channel,
+      keys.holders,
+      keys.holding,
       token + this.floor.release,
     ];
     return this.connection.evalScript('release', script, args, (reply) => this.readRelease(key, keys, reply));
@@ -205,25 +215,41 @@ export class RedisLockBackend implements LockBackend {
 
   private readAcquire(key: string, keys: RedisLockKeys, reply: unknown): AcquireResult {
     const answer = readAcquireReply(this.names.acquire, reply);
-    switch (answer.kind) {
-      case 'granted':
-        this.floor.observe(answer.fence);
-        return { fence: BigInt(answer.fence) };
-      case 'busy':
-        return { fence: null, retryIn: answer.retryIn };
-      case 'handed': {
-        const handedTo = this.handedOver(key, keys, answer.waiter, answer.fence);
-        return handedTo ? { fence: null, retryIn: answer.retryIn, handedTo } : { fence: null, retryIn: answer.retryIn };
-      }
+    const handOffs = answer.handed ? this.handOffFields(key, keys, answer.handed) : undefined;
+    if (answer.kind === 'granted') {
+      this.floor.observe(answer.fence);
+      return { fence: BigInt(answer.fence), ...handOffs };
     }
+    return {
+      fence: null,
+      retryIn: answer.retryIn,
+      ...(answer.heldWith !== undefined && { heldWith: answer.heldWith }),
+      ...handOffs,
+    };
   }
 
-  /** Reads a release reply, with the hand-off it made (delivered at once to a waiter of this process). */
+  /** Reads a release reply, with the hand-offs it made (delivered at once to waiters of this process). */
   private readRelease(key: string, keys: RedisLockKeys, reply: unknown): ReleaseResult {
     const answer = readReleaseReply(this.names.release, reply);
     if (typeof answer === 'boolean') return { released: answer };
-    const handedTo = this.handedOver(key, keys, answer.waiter, answer.fence);
-    return handedTo ? { released: true, handedTo } : { released: true };
+    return { released: true, ...this.handOffFields(key, keys, answer) };
+  }
+
+  /** The hand-offs a script made, as the answer's `handedTo` (the first) and `alsoHandedTo` (the others). */
+  private handOffFields(
+    key: string,
+    keys: RedisLockKeys,
+    handed: readonly HandedAnswer[],
+  ): { handedTo?: HandOff; alsoHandedTo?: HandOff[] } | undefined {
+    const handOffs: HandOff[] = [];
+    for (const { waiter, fence } of handed) {
+      const handOff = this.handedOver(key, keys, waiter, fence);
+      if (handOff) handOffs.push(handOff);
+    }
+    if (handOffs.length === 0) return undefined;
+    return handOffs.length === 1
+      ? { handedTo: handOffs[0] }
+      : { handedTo: handOffs[0], alsoHandedTo: handOffs.slice(1) };
   }
 
   /**

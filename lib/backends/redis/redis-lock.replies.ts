@@ -1,4 +1,5 @@
 import { LockBackendError } from '../../lock.errors';
+import type { HeldWith } from '../lock-backend';
 
 /**
  * Readers of the lock scripts' replies. Redis answers integers, but ioredis hands them over as
@@ -7,14 +8,30 @@ import { LockBackendError } from '../../lock.errors';
  * `LockBackendError`, never read as "busy" or "not held".
  */
 
-/** Acquire: granted with `fence`; busy for `retryIn` ms; or busy, and the call handed the lock to `waiter`. */
-export type AcquireAnswer =
-  | { readonly kind: 'granted'; readonly fence: number }
-  | { readonly kind: 'busy'; readonly retryIn: number }
-  | { readonly kind: 'handed'; readonly waiter: string; readonly fence: number; readonly retryIn: number };
+/** A hand-off a script made: the lock (or a place) went to the queued waiter `waiter` with `fence`. */
+export interface HandedAnswer {
+  readonly waiter: string;
+  readonly fence: number;
+}
 
-/** Release: the token held nothing; released; or released and handed to `waiter` with `fence`. */
-export type ReleaseAnswer = false | true | { readonly waiter: string; readonly fence: number };
+/**
+ * Acquire: granted with `fence`; or busy for `retryIn` ms, with `heldWith` when the key is held in a
+ * mode the attempt cannot share it with (rule 7). `handed`: the waiters the call handed the lock to.
+ */
+export type AcquireAnswer =
+  | { readonly kind: 'granted'; readonly fence: number; readonly handed?: readonly HandedAnswer[] }
+  | {
+      readonly kind: 'busy';
+      readonly retryIn: number;
+      readonly heldWith?: HeldWith;
+      readonly handed?: readonly HandedAnswer[];
+    };
+
+/** Release: the token held nothing; released; or released and handed to these waiters (at least one). */
+export type ReleaseAnswer = false | true | readonly HandedAnswer[];
+
+/** How a key is held, as the acquire script reports a conflict of modes ('' for none). */
+const HELD_WITH = /^(?:|exclusive|shared|limit:[1-9]\d{0,15})$/;
 
 function unexpected(what: string, reply: unknown): never {
   let shown: string;
@@ -37,25 +54,51 @@ export function readInteger(what: string, reply: unknown): number {
   return unexpected(what, reply);
 }
 
-/** The acquire script's reply: fence (> 0), -retryIn (<= 0), or [waiter, fence, retryIn]. */
+/**
+ * The acquire script's reply: fence (> 0), -retryIn (<= 0), or
+ * [heldWith, fence or -retryIn, waiter, fence, waiter, fence, ...] (heldWith '' for none).
+ */
 export function readAcquireReply(what: string, reply: unknown): AcquireAnswer {
-  if (Array.isArray(reply)) {
-    const [waiter, fence, retryIn] = reply as unknown[];
-    if (reply.length !== 3 || typeof waiter !== 'string') return unexpected(what, reply);
-    return { kind: 'handed', waiter, fence: readInteger(what, fence), retryIn: readInteger(what, retryIn) };
+  if (!Array.isArray(reply)) {
+    const value = readInteger(what, reply);
+    return value > 0 ? { kind: 'granted', fence: value } : { kind: 'busy', retryIn: 0 - value };
   }
-  const value = readInteger(what, reply);
-  return value > 0 ? { kind: 'granted', fence: value } : { kind: 'busy', retryIn: 0 - value };
+  const [heldWith, result] = reply as unknown[];
+  if (reply.length < 2 || reply.length % 2 !== 0 || typeof heldWith !== 'string' || !HELD_WITH.test(heldWith)) {
+    return unexpected(what, reply);
+  }
+  const value = readInteger(what, result);
+  const handed = readHandOffs(what, reply, 2);
+  if (value > 0) {
+    if (heldWith !== '') return unexpected(what, reply);
+    return handed.length > 0 ? { kind: 'granted', fence: value, handed } : { kind: 'granted', fence: value };
+  }
+  return {
+    kind: 'busy',
+    retryIn: 0 - value,
+    ...(heldWith !== '' && { heldWith: heldWith as HeldWith }),
+    ...(handed.length > 0 && { handed }),
+  };
 }
 
-/** The release script's reply: 0 (held nothing), 1 (released) or [waiter, fence] (handed over). */
+/** The release script's reply: 0 (held nothing), 1 (released) or [waiter, fence, ...] (handed over). */
 export function readReleaseReply(what: string, reply: unknown): ReleaseAnswer {
   if (Array.isArray(reply)) {
-    const [waiter, fence] = reply as unknown[];
-    if (reply.length !== 2 || typeof waiter !== 'string') return unexpected(what, reply);
-    return { waiter, fence: readInteger(what, fence) };
+    if (reply.length < 2 || reply.length % 2 !== 0) return unexpected(what, reply);
+    return readHandOffs(what, reply, 0);
   }
   return readFlag(what, reply);
+}
+
+/** The pairs waiter, fence of `reply` from index `from` on. */
+function readHandOffs(what: string, reply: readonly unknown[], from: number): HandedAnswer[] {
+  const handed: HandedAnswer[] = [];
+  for (let i = from; i < reply.length; i += 2) {
+    const waiter = reply[i];
+    if (typeof waiter !== 'string') return unexpected(what, reply);
+    handed.push({ waiter, fence: readInteger(what, reply[i + 1]) });
+  }
+  return handed;
 }
 
 /** A 0/1 reply (extend: renewed or not held). */

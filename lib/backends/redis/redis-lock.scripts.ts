@@ -20,7 +20,7 @@ export interface LockScript {
   readonly numberOfKeys: number;
 }
 
-/** The lock scripts: `scripts/acquire-5.lua`, `scripts/extend-1.lua`, `scripts/release-5.lua`. */
+/** The lock scripts: `scripts/acquire-7.lua`, `scripts/extend-3.lua`, `scripts/release-7.lua`. */
 export interface LockScripts {
   readonly acquire: LockScript;
   readonly extend: LockScript;
@@ -50,9 +50,9 @@ let loaded: LockScripts | undefined;
 /** The lock scripts, read from their files the first time a backend asks for them. */
 export function lockScripts(): LockScripts {
   loaded ??= {
-    acquire: loadLockScript('acquire-5.lua'),
-    extend: loadLockScript('extend-1.lua'),
-    release: loadLockScript('release-5.lua'),
+    acquire: loadLockScript('acquire-7.lua'),
+    extend: loadLockScript('extend-3.lua'),
+    release: loadLockScript('release-7.lua'),
   };
   return loaded;
 }

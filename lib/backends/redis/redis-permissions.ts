@@ -48,6 +48,7 @@ export function refusalAdvice(message: string, channel?: string): string | undef
     'The Redis user lacks a right the lock backend needs: read and write on the lock keys ' +
     '("~{lock:*" for the default keyPrefix, with the client\'s own keyPrefix in front), the same pattern for the channels ' +
     `("&{lock:*"), and the commands ${COMMANDS}, with GET, SET, MGET, EXISTS, DEL, PEXPIRE, PTTL, TIME, LPOP, RPUSH, LREM, ` +
-    'HGET, HSET and HDEL, which the lock scripts call.'
+    'HGET, HSET and HDEL, which the lock scripts call (and, for shared and limited locks, ZADD, ZREM, ZSCORE, ZCARD, ' +
+    'ZRANGE, ZRANGEBYSCORE, ZREMRANGEBYSCORE, LINDEX and PEXPIREAT).'
   );
 }

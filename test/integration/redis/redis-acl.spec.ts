@@ -16,6 +16,8 @@ const DOCUMENTED_RIGHTS =
   'resetkeys ~{lock:* ~{#* resetchannels &{lock:* &{#* -@all ' +
   '+evalsha +eval +ping +info +subscribe +unsubscribe +publish ' +
   '+get +set +mget +exists +del +pexpire +pttl +time +lpop +rpush +lrem +hget +hset +hdel';
+/** What the README adds for shared and limited locks. */
+const DOCUMENTED_MODE_RIGHTS = '+zadd +zrem +zscore +zcard +zrange +zrangebyscore +zremrangebyscore +lindex +pexpireat';
 
 describe('redisBackend and Redis ACL users (a spawned Redis 7 server)', () => {
   const spawned = new SpawnedRedis();
@@ -48,6 +50,7 @@ describe('redisBackend and Redis ACL users (a spawned Redis 7 server)', () => {
         'acl-pubsub-default resetchannels',
         'user nochannels on >secret ~* +@all',
         `user locker on >secret ${DOCUMENTED_RIGHTS}`,
+        `user sharer on >secret ${DOCUMENTED_RIGHTS} ${DOCUMENTED_MODE_RIGHTS}`,
       ],
     });
     admin = spawned.admin(server);
@@ -123,6 +126,31 @@ describe('redisBackend and Redis ACL users (a spawned Redis 7 server)', () => {
       expect((await other.tryAcquire('lock:expired', waiter, 5_000)).fence).not.toBeNull();
     });
 
+    it("refuses a shared holder's release that would hand the key to a queued waiter, and changes nothing", async () => {
+      const holderBackend = backendOf('nochannels');
+      const waiterBackend = backendOf('default');
+      const keys = redisLockKeys('lock:shared-handoff');
+      const [reader, writer] = [token(), token()];
+      const first = await holderBackend.tryAcquire('lock:shared-handoff', reader, 5_000, undefined, { kind: 'shared' });
+      expect(first.fence).not.toBeNull();
+      expect(
+        (await waiterBackend.tryAcquire('lock:shared-handoff', writer, 5_000, { lease: 10_000 })).fence,
+      ).toBeNull();
+      const before = await admin.zrange(keys.holders, 0, -1);
+      const error = (await holderBackend.release('lock:shared-handoff', reader).catch((e: unknown) => e)) as Error;
+      expect(error).toBeInstanceOf(LockBackendError);
+      expect(error.message).toContain('nothing was changed');
+      expect(await admin.zrange(keys.holders, 0, -1)).toEqual(before);
+      expect(await admin.hget(keys.holding, reader)).toBe(String(first.fence));
+      expect(await admin.lrange(keys.queue, 0, -1)).toEqual([writer]);
+      // A user with the channel right releases it: the writer gets the key, above the reader's fence.
+      expect(await waiterBackend.release('lock:shared-handoff', reader)).toBe(true);
+      expect((await waiterBackend.tryAcquire('lock:shared-handoff', writer, 5_000)).fence!).toBeGreaterThan(
+        first.fence!,
+      );
+      expect(await waiterBackend.release('lock:shared-handoff', writer)).toBe(true);
+    });
+
     it('refuses a release it has to announce (quorum nodes announce every release), and changes nothing', async () => {
       const announcing = new RedisLockBackend(new RedisConnection(clientOf('nochannels'), false, 2_000), {
         commandTimeout: 2_000,
@@ -167,6 +195,43 @@ describe('redisBackend and Redis ACL users (a spawned Redis 7 server)', () => {
         ttl: 450,
       });
       expect(renewed).toBe(false);
+      await a.shutdown();
+      await b.shutdown();
+    });
+  });
+
+  describe('a user with the documented rights for shared and limited locks', () => {
+    it('takes, extends, waits for and hands on shared and limited locks', async () => {
+      const a = service(backendOf('sharer'));
+      const b = service(backendOf('sharer'));
+      const readers = [
+        (await a.tryAcquire('report', { mode: 'shared' }))!,
+        (await b.tryAcquire('report', { mode: 'shared' }))!,
+      ];
+      expect(readers.every((r) => r !== null)).toBe(true);
+      const writer = b.acquire('report');
+      await sleep(50);
+      // Queued behind the readers: a later reader waits for the writer.
+      const lateReader = a.acquire('report', { mode: 'shared' });
+      expect(await a.extend(readers[0])).toBe(true);
+      await a.release(readers[0]);
+      await b.release(readers[1]);
+      const written = await writer;
+      expect(written.fence).toBeGreaterThan(readers[1].fence);
+      await b.release(written);
+      const read = await lateReader;
+      expect(read.fence).toBeGreaterThan(written.fence);
+      await a.release(read);
+
+      const places = [(await a.tryAcquire('pool', { limit: 2 }))!, (await b.tryAcquire('pool', { limit: 2 }))!];
+      expect(places.every((p) => p !== null)).toBe(true);
+      const third = b.acquire('pool', { limit: 2 });
+      await sleep(50);
+      await a.release(places[0]);
+      const taken = await third;
+      expect(taken.fence).toBeGreaterThan(places[1].fence);
+      await b.release(places[1]);
+      await b.release(taken);
       await a.shutdown();
       await b.shutdown();
     });

@@ -399,6 +399,113 @@ describe('redisBackend on the shared Redis', () => {
     });
   });
 
+  describe('shared and limited places', () => {
+    const shared = { kind: 'shared' } as const;
+    const limit = (n: number) => ({ kind: 'limit', limit: n }) as const;
+
+    it('leave no key behind: after their releases, after their leases end, and after a hand-off chain', async () => {
+      const b = backend();
+      const keys = redisLockKeys('lock:places');
+      const everyKey = [keys.lease, keys.queue, keys.waiters, keys.holders, keys.holding];
+      const [r1, r2] = [token(), token()];
+      expect((await b.tryAcquire('lock:places', r1, 5_000, undefined, shared)).fence).not.toBeNull();
+      expect((await b.tryAcquire('lock:places', r2, 5_000, undefined, shared)).fence).not.toBeNull();
+      expect(await raw.zcard(keys.holders)).toBe(2);
+      expect(await raw.hget(keys.holding, 'mode')).toBe('shared');
+      expect(await b.release('lock:places', r1)).toBe(true);
+      expect(await b.release('lock:places', r2)).toBe(true);
+      expect(await raw.exists(...everyKey)).toBe(0);
+
+      // Crashed holders: nobody releases; the keys expire with the last lease (PEXPIREAT).
+      expect((await b.tryAcquire('lock:places', token(), 100, undefined, limit(3))).fence).not.toBeNull();
+      expect((await b.tryAcquire('lock:places', token(), 300, undefined, limit(3))).fence).not.toBeNull();
+      expect(await raw.pttl(keys.holders)).toBeGreaterThan(100);
+      expect(await raw.pttl(keys.holding)).toBeGreaterThan(100);
+      await sleep(150);
+      // One place came back: a third and a fourth holder fit, a fifth does not.
+      expect((await b.tryAcquire('lock:places', token(), 300, undefined, limit(3))).fence).not.toBeNull();
+      expect((await b.tryAcquire('lock:places', token(), 300, undefined, limit(3))).fence).not.toBeNull();
+      expect((await b.tryAcquire('lock:places', token(), 300, undefined, limit(3))).fence).toBeNull();
+      await sleep(400);
+      expect(await raw.exists(...everyKey)).toBe(0);
+
+      // Writer -> three queued readers -> a queued writer: every key goes with the last release.
+      const writer = token();
+      const readers = [token(), token(), token()];
+      const next = token();
+      await b.tryAcquire('lock:places', writer, 5_000);
+      for (const reader of readers) await b.tryAcquire('lock:places', reader, 5_000, { lease: 5_000 }, shared);
+      await b.tryAcquire('lock:places', next, 5_000, { lease: 5_000 });
+      const handed = await b.releaseWithHandOff!('lock:places', writer);
+      expect([handed.handedTo!.token, ...handed.alsoHandedTo!.map((h) => h.token)]).toEqual(readers);
+      expect(await raw.lrange(keys.queue, 0, -1)).toEqual([next]);
+      for (const reader of readers.slice(0, 2))
+        expect((await b.releaseWithHandOff!('lock:places', reader)).handedTo).toBeUndefined();
+      expect((await b.releaseWithHandOff!('lock:places', readers[2])).handedTo?.token).toBe(next);
+      expect(await b.release('lock:places', next)).toBe(true);
+      expect(await raw.exists(...everyKey)).toBe(0);
+    });
+
+    it('answer a conflict of modes with heldWith, without queueing, whatever the queue lease', async () => {
+      const b = backend();
+      const keys = redisLockKeys('lock:conflicts');
+      const holder = token();
+      await b.tryAcquire('lock:conflicts', holder, 5_000, undefined, limit(2));
+      for (const [mode, heldWith] of [
+        [undefined, 'limit:2'],
+        [shared, 'limit:2'],
+        [limit(3), 'limit:2'],
+      ] as const) {
+        const answer = await b.tryAcquire('lock:conflicts', token(), 5_000, { lease: 5_000 }, mode);
+        expect(answer).toMatchObject({ fence: null, heldWith });
+      }
+      expect(await raw.exists(keys.queue, keys.waiters)).toBe(0);
+      await b.release('lock:conflicts', holder);
+      const writer = token();
+      await b.tryAcquire('lock:conflicts', writer, 5_000);
+      expect(await b.tryAcquire('lock:conflicts', token(), 5_000, { lease: 5_000 }, limit(2))).toMatchObject({
+        fence: null,
+        heldWith: 'exclusive',
+      });
+      expect(await raw.exists(keys.queue, keys.waiters)).toBe(0);
+      await b.release('lock:conflicts', writer);
+    });
+
+    it('carry fences above a fence ahead of the server clock, each of a batch hand-off higher than the one before', async () => {
+      const a = backend();
+      const keys = redisLockKeys('lock:ahead-shared');
+      const ahead = (await serverMicros(raw)) + 60_000_000n;
+      await raw.set(keys.fence, ahead.toString(), 'PX', 60_000);
+      const first = await a.tryAcquire('lock:ahead-shared', token(), 5_000, undefined, shared);
+      expect(first.fence).toBe(ahead + 1n);
+      const writer = token();
+      const readers = [token(), token(), token()];
+      // Not overtaking the writer queued behind the reader.
+      expect((await a.tryAcquire('lock:ahead-shared', writer, 5_000, { lease: 5_000 })).fence).toBeNull();
+      for (const reader of readers)
+        expect((await a.tryAcquire('lock:ahead-shared', reader, 5_000, { lease: 5_000 }, shared)).fence).toBeNull();
+      // Released by a client that never saw the fence: the writer gets the key, then the readers together.
+      const unaware = backend();
+      const toWriter = await unaware.releaseWithHandOff!(
+        'lock:ahead-shared',
+        (await raw.zrange(keys.holders, 0, 0))[0],
+      );
+      expect(toWriter.handedTo!.token).toBe(writer);
+      expect(toWriter.handedTo!.fence).toBeGreaterThan(first.fence!);
+      const toReaders = await backend().releaseWithHandOff!('lock:ahead-shared', writer);
+      const fences = [toReaders.handedTo!, ...toReaders.alsoHandedTo!].map((h) => h.fence);
+      expect(fences[0]).toBeGreaterThan(toWriter.handedTo!.fence);
+      expect(fences[1]).toBeGreaterThan(fences[0]);
+      expect(fences[2]).toBeGreaterThan(fences[1]);
+      expect(BigInt((await raw.get(keys.fence))!)).toBe(fences[2]);
+      // The readers' next attempts only renew, with the fences they were handed.
+      for (const [i, reader] of readers.entries())
+        expect((await a.tryAcquire('lock:ahead-shared', reader, 5_000, undefined, shared)).fence).toBe(fences[i]);
+      for (const reader of readers) await a.release('lock:ahead-shared', reader);
+      expect((await backend().tryAcquire('lock:ahead-shared', token(), 5_000)).fence!).toBeGreaterThan(fences[2]);
+    });
+  });
+
   describe('queue', () => {
     it('skips a waiter whose place lapsed (it crashed) and hands the lock to the next one', async () => {
       const b = backend();

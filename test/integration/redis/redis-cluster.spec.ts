@@ -22,6 +22,7 @@ describe('redisBackend on a spawned Cluster of 3 masters + 3 replicas', () => {
 
   describeLockBackendContract(jestApi, {
     name: 'redis cluster',
+    capabilities: { modes: ['shared', 'limit'] },
     create: () => redisBackend({ cluster: { nodes: startupNodes() } }),
   });
 
@@ -42,8 +43,8 @@ describe('redisBackend on a spawned Cluster of 3 masters + 3 replicas', () => {
       for (const key of awkward) {
         const names = redisLockKeys(`c:${key}`);
         const slots = await Promise.all(
-          [names.lease, names.queue, names.waiters, names.fence, names.channel].map((name) =>
-            admin.cluster('KEYSLOT', name),
+          [names.lease, names.queue, names.waiters, names.fence, names.holders, names.holding, names.channel].map(
+            (name) => admin.cluster('KEYSLOT', name),
           ),
         );
         expect(new Set(slots).size).toBe(1);

@@ -62,6 +62,29 @@ describe('redisBackend through Sentinel (spawned master, replica and sentinel)',
     await backend.release('s:ack', t);
   });
 
+  it('confirms shared and limited places on the replica with WAIT, a handed-over place too', async () => {
+    const backend = viaSentinel({ waitForReplicas: { replicas: 1, timeout: 2_000 } });
+    const replicaAdmin = spawned.admin(replica);
+    const t = token();
+    expect((await backend.tryAcquire('s:ack-shared', t, 10_000, undefined, { kind: 'shared' })).fence).not.toBeNull();
+    // WAIT came back: the replica has the place.
+    expect(await replicaAdmin.zscore(redisLockKeys('s:ack-shared').holders, t)).not.toBeNull();
+    expect(await backend.release('s:ack-shared', t)).toBe(true);
+
+    const locks = new DistributedLockService({ backend, keyPrefix: 's:', ttl: 5_000, wait: 5_000 });
+    const first = (await locks.tryAcquire('ack-limit', { limit: 1 }))!;
+    expect(first).not.toBeNull();
+    const waiting = locks.acquire('ack-limit', { limit: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await locks.release(first);
+    // Told as a release (the hand-off is not confirmed yet); its re-attempt renews and waits for the replica.
+    const next = await waiting;
+    expect(next.fence).toBeGreaterThan(first.fence);
+    expect(await replicaAdmin.zscore(redisLockKeys('s:ack-limit').holders, next.token)).not.toBeNull();
+    await locks.release(next);
+    await locks.shutdown();
+  });
+
   it('takes multi-key locks through Sentinel, all or none', async () => {
     const keyPrefix = `sentinel-multi-${randomBytes(3).toString('hex')}:`;
     const a = new DistributedLockService({ backend: viaSentinel(), keyPrefix, ttl: 5_000, wait: 1_000 });

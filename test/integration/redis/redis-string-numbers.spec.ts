@@ -135,6 +135,28 @@ describe.each([
     await other.shutdown();
   });
 
+  it('reads shared and limited replies as numbers: several hand-offs, heldWith, extend and release of a place', async () => {
+    const b = backend();
+    const shared = { kind: 'shared' } as const;
+    const writer = token();
+    const readers = [token(), token(), token()];
+    await b.tryAcquire('lock:modes', writer, 10_000);
+    for (const reader of readers)
+      expect((await b.tryAcquire('lock:modes', reader, 10_000, { lease: 10_000 }, shared)).fence).toBeNull();
+    const released = await b.releaseWithHandOff!('lock:modes', writer);
+    expect(released.released).toBe(true);
+    const handOffs = [released.handedTo!, ...(released.alsoHandedTo ?? [])];
+    expect(handOffs.map((h) => h.token)).toEqual(readers);
+    for (const handOff of handOffs) expect(typeof handOff.fence).toBe('bigint');
+    expect(await b.extend('lock:modes', readers[1], 10_000)).toBe(true);
+    expect(await b.extendMany([{ key: 'lock:modes', token: readers[2], ttl: 10_000 }])).toEqual([true]);
+    const refused = await b.tryAcquire('lock:modes', token(), 10_000, undefined, { kind: 'limit', limit: 2 });
+    expect(refused).toMatchObject({ fence: null, heldWith: 'shared' });
+    expect(typeof retryIn(refused)).toBe('number');
+    for (const reader of readers) expect(await b.release('lock:modes', reader)).toBe(true);
+    expect(await b.release('lock:modes', readers[0])).toBe(false);
+  });
+
   it('leaves no key behind once the locks are released', async () => {
     const b = backend();
     const locks = service(b);

@@ -1,24 +1,12 @@
 --[[
-  Grants the lock: the lease KEYS[1] becomes `<holder><fence><mark>`, expiring in grantTtl ms.
+  Grants the lock exclusively: the lease KEYS[1] becomes `<holder><fence><mark>`, expiring in
+  grantTtl ms.
 
   Needs: holder    the token that gets the lock
          grantTtl  its lease, in ms
          mark      'q' when waiters may be queued behind the lease, '' when nobody is
-         now       server time in µs (read-clock)
-         floor     the fence must be above it: the client's floor (and the previous lease's fence,
-                   when the script knows it)
-         kept      the value of the fence key KEYS[4], or 0
-  Sets:  fence     (a local the script declares) the grant's fence
-
-  Fences: a grant's fence is the server time in microseconds, raised above floor and kept. So no
-  counter has to live forever: once the server clock has passed a fence, the clock alone keeps the
-  next one higher, even after the keys were evicted or lost. Whenever a fence is ahead of the
-  clock, the fence key keeps it until the clock has caught up.
+         now, floor, kept  as includes/fence.lua needs them
+  Sets:  fence     (a local the script declares) the grant's fence (includes/fence.lua)
 ]]
-fence = now
-if floor >= fence then fence = floor + 1 end
-if kept >= fence then fence = kept + 1 end
+--- @include "fence"
 redis.call('SET', KEYS[1], holder .. string.format('%.0f', fence) .. mark, 'PX', grantTtl)
-if fence > now and kept < fence then
-  redis.call('SET', KEYS[4], string.format('%.0f', fence), 'PX', math.floor((fence - now) / 1000) + 2)
-end
