@@ -18,9 +18,11 @@
             release; the client's fence floor ("0" when none)
 
   Output:
-    0                the token held nothing (its queue place, if any, is gone); also when its
-                     shared or limited place had ended already (other holders' places that had
-                     ended may have been handed on, and published)
+    0                the token held nothing (its queue place, if any, is gone; when shared or
+                     limited holders hold the key, the waiters its place held back may have been
+                     handed the key, and the grants published); also when its shared or limited
+                     place had ended already (other holders' places that had ended may have been
+                     handed on, and published)
     1                released; nobody was handed the lock
     {waiter, fence, waiter, fence, ...}
                      released and handed to these waiters with these fences (each grant was
@@ -45,9 +47,29 @@ local exclusiveTo, callerFence, queueEmpty
 local holdersChanged = false
 
 if not current or string.sub(current, 1, 32) ~= token then
-  local place = redis.call('EXISTS', KEYS[6]) == 1 and redis.call('ZSCORE', KEYS[6], token)
+  local shared = redis.call('EXISTS', KEYS[6]) == 1
+  local place = shared and redis.call('ZSCORE', KEYS[6], token)
   if not place then
-    if redis.call('HDEL', KEYS[3], token) == 1 then redis.call('LREM', KEYS[2], 1, token) end
+    if redis.call('HEXISTS', KEYS[3], token) == 0 then return 0 end
+    if current or not shared then
+      redis.call('HDEL', KEYS[3], token)
+      redis.call('LREM', KEYS[2], 1, token)
+      return 0
+    end
+    -- A waiter leaves a key that shared or limited holders hold: it may have been what held back the
+    -- waiters behind it (readers behind a writer), who may hold the key beside the holders now. Their
+    -- grants are published; the answer stays 0, since this token held nothing.
+    --- @include "includes/check-publish-right"
+    redis.call('HDEL', KEYS[3], token)
+    redis.call('LREM', KEYS[2], 1, token)
+    --- @include "includes/read-clock"
+    --- @include "includes/prune-holders"
+    local floor = tonumber(string.sub(ARGV[1], 34))
+    local kept = tonumber(state[2] or '0')
+    --- @include "includes/hand-off"
+    if count > 0 then
+      --- @include "includes/holders-expiry"
+    end
     return 0
   end
   -- A shared or limited holder leaves; the places that frees go to the queue's oldest waiters.
