@@ -122,13 +122,7 @@ export class PostgresLockBackend implements LockBackend {
     return this.starting;
   }
 
-  tryAcquire(
-    key: string,
-    token: string,
-    ttl: number,
-    queue?: QueueOptions,
-    mode?: LeaseMode,
-  ): Promise<AcquireResult> {
+  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions, mode?: LeaseMode): Promise<AcquireResult> {
     if (this.closed) return Promise.reject(this.closedError());
     return this.attempts.track(key, token, this.attempt(key, token, ttl, queue, mode));
   }
@@ -186,7 +180,14 @@ export class PostgresLockBackend implements LockBackend {
     const handOffs: HandOff[] = [];
     if (row.granted_token === null || row.granted_fence === null) return handOffs;
     handOffs.push(
-      this.handOffs.handedOver(key, row.granted_token, row.granted_fence, sentAt, notified(row.granted_token), validFor),
+      this.handOffs.handedOver(
+        key,
+        row.granted_token,
+        row.granted_fence,
+        sentAt,
+        notified(row.granted_token),
+        validFor,
+      ),
     );
     const tokens = row.also_tokens ?? [];
     const fences = row.also_fences ?? [];

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Client, Pool } from 'pg';
 import { InvalidLockOptionsError, LockBackendError, LockTimeoutError, type LockGuard } from '../../../lib';
 import { DistributedLockService } from '../../../lib/distributed-lock.service';
@@ -7,6 +9,9 @@ import { RecordingBackend } from '../../support/recording-backend';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
 import { driftMargin } from '../../../lib/lock.constants';
 import { toEpochMs } from '../../../lib/lock-clock';
+import { newLockToken } from '../../../lib/lock-token';
+import { PostgresLockNames } from '../../../lib/backends/postgres/postgres-lock.names';
+import { fillPlaceholders } from '../../../lib/backends/postgres/postgres-lock.sql';
 import { freePort } from '../../support/free-port';
 import { eventually, sleep } from '../../support/time';
 
@@ -68,6 +73,75 @@ describe('postgresBackend: schema', () => {
       expect(guard).not.toBeNull();
     } finally {
       await Promise.all(backends.splice(0).map((b) => b.close()));
+      await dropSchema(url, fresh);
+    }
+  });
+
+  it('upgrades the schema of the version before shared and limited locks in place, and stays safe beside that version', async () => {
+    // The SQL files as they were before rule 7 (fixtures/sql-before-modes), their functions named
+    // with the suffix "_v0": the old version, side by side with this one on the same tables.
+    const fresh = uniqueSchemaName('dl_upgrade');
+    const dir = join(__dirname, 'fixtures/sql-before-modes');
+    const names = new PostgresLockNames({ schema: fresh });
+    const files = ['flush', 'durable', 'notify', 'fence', 'acquire', 'extend', 'release', 'housekeep'];
+    const old = Object.fromEntries(files.map((f) => [f, `"${fresh}"."distributed_locks_${f}_v0"`]));
+    const oldNames = { ...names, functions: old } as unknown as PostgresLockNames;
+    const oldSql = ['tables', ...files]
+      .map((f) => fillPlaceholders(f, readFileSync(join(dir, `${f}.sql`), 'utf8'), oldNames))
+      .join('\n');
+    const oldAcquire = async (key: string, token: string, queue: number | null = null) =>
+      (
+        await runSql<{ fence: string | null }>(url, `SELECT fence FROM ${old.acquire}($1, $2, 10000, $3, false)`, [
+          key,
+          token,
+          queue,
+        ])
+      )[0].fence;
+    try {
+      await runSql(url, oldSql);
+      expect(await count(`SELECT count(*) AS n FROM pg_tables WHERE schemaname = '${fresh}'`)).toBe(4);
+      // The old version holds a key and has a waiter queued on it.
+      const [oldHolder, oldWaiter] = [newLockToken(), newLockToken()];
+      expect(await oldAcquire('pg:up', oldHolder)).not.toBeNull();
+      expect(await oldAcquire('pg:up', oldWaiter, 10_000)).toBeNull();
+
+      const b = backend({ schema: fresh });
+      await b.ready();
+      expect(await count(`SELECT count(*) AS n FROM pg_tables WHERE schemaname = '${fresh}'`)).toBe(5);
+      const columns = await runSql<{ column_name: string }>(
+        url,
+        `SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'distributed_locks_queue'`,
+        [fresh],
+      );
+      expect(columns.map((c) => c.column_name)).toContain('sharing');
+      const locks = service(b);
+      // What the old version left is kept: the lease, and the waiter it hands the key to.
+      expect(await locks.tryAcquire('up')).toBeNull();
+      expect(await locks.tryAcquire('up', { mode: 'shared' })).toBeNull();
+      expect(await b.releaseWithHandOff('pg:up', oldHolder)).toMatchObject({
+        released: true,
+        handedTo: { token: oldWaiter },
+      });
+      expect(await b.release('pg:up', oldWaiter)).toBe(true);
+
+      // New locks on the upgraded tables, in every mode; the old version sees a shared key held.
+      const exclusive = (await locks.tryAcquire('up'))!;
+      expect(exclusive).not.toBeNull();
+      await locks.release(exclusive);
+      const readers = [
+        (await locks.tryAcquire('up', { mode: 'shared' }))!,
+        (await locks.tryAcquire('up', { mode: 'shared' }))!,
+      ];
+      expect(readers[1].fence).toBeGreaterThan(readers[0].fence);
+      expect(await oldAcquire('pg:up', newLockToken())).toBeNull();
+      for (const reader of readers) await locks.release(reader);
+      const limited = (await locks.tryAcquire('up', { limit: 2 }))!;
+      expect(await oldAcquire('pg:up', newLockToken())).toBeNull();
+      await locks.release(limited);
+      const oldFence = await oldAcquire('pg:up', newLockToken());
+      expect(BigInt(oldFence!)).toBeGreaterThan(limited.fence);
+    } finally {
+      await Promise.all(backends.splice(0).map((made) => made.close()));
       await dropSchema(url, fresh);
     }
   });
