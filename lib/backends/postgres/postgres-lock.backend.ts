@@ -45,8 +45,13 @@ const LISTENING_RECHECK_INTERVAL = 30_000;
  *   retries of transient rollbacks, error messages).
  * - Fences come from a sequence, drawn under the lease row lock, and stay increasing across crashes
  *   in both durability modes (see `sql/fence.sql`).
- * - Waiters queue in an UNLOGGED table; a release hands the key to the oldest live waiter in the same
- *   statement and NOTIFYs. One dedicated LISTEN connection per backend delivers the events
+ * - Shared and limited leases (rule 7 of the SPI): each holder has a row of its own (token, fence,
+ *   expiry) in a holders table, written under the key's lease row lock; the lease row's token then
+ *   says how the key is shared (`'shared'`, `'limit:<n>'`). An exclusive attempt on a key held
+ *   exclusively, or free, costs what it did before rule 7 (`sql/acquire.sql`); the other cases go
+ *   through `sql/take.sql`, `sql/give_back.sql` and `sql/hand_off.sql`.
+ * - Waiters queue in an UNLOGGED table; a release hands the key to the oldest live waiters (as many
+ *   as may hold it together) in the same statement and NOTIFYs. One dedicated LISTEN connection per backend delivers the events
  *   (`PostgresLockEvents`); a grant made by this process's own release reaches a waiter of this
  *   process at once (the backend delivers it through `PostgresHandOffs`, and returns it as `handedTo`).
  * - The schema is checked (and created) at start, and housekept, by `PostgresLockSchema`.

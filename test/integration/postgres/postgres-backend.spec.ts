@@ -428,6 +428,86 @@ describe('postgresBackend: housekeeping that keeps up', () => {
   });
 });
 
+describe('postgresBackend: shared and limited leases', () => {
+  const shared = { kind: 'shared' } as const;
+  const queue = { lease: 10_000 };
+
+  it('hands a released key to the whole run of shared waiters in one release, and the last reader hands it to the writer behind them', async () => {
+    const b = backend();
+    const key = 'pg:run';
+    const [writer, r1, r2, r3, writer2] = Array.from({ length: 5 }, () => newLockToken());
+    const held = await b.tryAcquire(key, writer, 10_000);
+    expect(held.fence).not.toBeNull();
+    for (const reader of [r1, r2, r3])
+      expect((await b.tryAcquire(key, reader, 10_000, queue, shared)).fence).toBeNull();
+    expect((await b.tryAcquire(key, writer2, 10_000, queue)).fence).toBeNull();
+    const released = await b.releaseWithHandOff(key, writer);
+    expect(released.released).toBe(true);
+    const handOffs = [released.handedTo!, ...(released.alsoHandedTo ?? [])];
+    expect(handOffs.map((h) => h.token)).toEqual([r1, r2, r3]);
+    for (const [i, h] of handOffs.entries()) {
+      expect(h.fence).toBeGreaterThan(i === 0 ? held.fence! : handOffs[i - 1].fence);
+    }
+    // Each reader holds its own lease: renewed by its own attempt, extended and released alone.
+    expect((await b.tryAcquire(key, r2, 10_000, undefined, shared)).fence).toBe(handOffs[1].fence);
+    expect(
+      await b.extendMany([
+        { key, token: r1, ttl: 10_000 },
+        { key, token: r3, ttl: 10_000 },
+      ]),
+    ).toEqual([true, true]);
+    expect(await b.releaseWithHandOff(key, r1)).toEqual({ released: true });
+    expect(await b.releaseWithHandOff(key, r2)).toEqual({ released: true });
+    const last = await b.releaseWithHandOff(key, r3);
+    expect(last).toMatchObject({ released: true, handedTo: { token: writer2 } });
+    expect(last.alsoHandedTo).toBeUndefined();
+    expect(last.handedTo!.fence).toBeGreaterThan(handOffs[2].fence);
+    expect(await b.release(key, writer2)).toBe(true);
+  });
+
+  it('hands an expired exclusive lease to the queued shared waiters at the next attempt, all of them at once', async () => {
+    const b = backend();
+    const key = 'pg:expired-run';
+    const [crashed, r1, r2, r3] = Array.from({ length: 4 }, () => newLockToken());
+    const held = await b.tryAcquire(key, crashed, 300);
+    for (const reader of [r1, r2, r3])
+      expect((await b.tryAcquire(key, reader, 10_000, queue, shared)).fence).toBeNull();
+    await sleep(400);
+    const first = await b.tryAcquire(key, r2, 10_000, queue, shared);
+    expect(first.fence).toBeGreaterThan(held.fence!);
+    // r2 took its place in the run; the others were handed the key by the same call.
+    expect([first.handedTo?.token, ...(first.alsoHandedTo ?? []).map((h) => h.token)]).toEqual([r1, r3]);
+    for (const reader of [r1, r2, r3]) expect(await b.release(key, reader)).toBe(true);
+    expect(await b.release(key, crashed)).toBe(false);
+  });
+
+  it("keeps the lease row's end no earlier than any holder's, and housekeeping deletes holder rows that ended long ago", async () => {
+    const b = backend();
+    const key = 'pg:bound';
+    const [a, c] = [newLockToken(), newLockToken()];
+    expect((await b.tryAcquire(key, a, 1_000, undefined, { kind: 'limit', limit: 2 })).fence).not.toBeNull();
+    expect((await b.tryAcquire(key, c, 1_000, undefined, { kind: 'limit', limit: 2 })).fence).not.toBeNull();
+    expect(await b.extend(key, c, 60_000)).toBe(true);
+    const [row] = await runSql<{ token: string; ahead: boolean }>(
+      url,
+      `SELECT l.token, l.expires_at >= (SELECT max(h.expires_at) FROM "${schema}".distributed_locks_holders h WHERE h.key = l.key) AS ahead
+         FROM "${schema}".distributed_locks l WHERE l.key = $1`,
+      [key],
+    );
+    expect(row).toEqual({ token: 'limit:2', ahead: true });
+    await b.release(key, c);
+    await runSql(
+      url,
+      `UPDATE "${schema}".distributed_locks_holders SET expires_at = now() - interval '1 hour' WHERE key = $1`,
+      [key],
+    );
+    expect((await b.housekeep()).leases).toBeGreaterThanOrEqual(1);
+    expect(await count(`SELECT count(*) AS n FROM "${schema}".distributed_locks_holders WHERE key = '${key}'`)).toBe(0);
+    // The key is free again, for any mode.
+    expect((await b.tryAcquire(key, newLockToken(), 1_000)).fence).not.toBeNull();
+  });
+});
+
 describe("postgresBackend: durability 'relaxed'", () => {
   it('locks, hands off, extends and releases the same way', async () => {
     const locks = service(backend({ durability: 'relaxed' }));
