@@ -106,13 +106,17 @@ export async function readRedisState(redis: Redis, key: string): Promise<LockSta
   };
 }
 
-/** PostgreSQL (a schema of its own on the shared database), read from the lease and queue tables on the database clock. */
+/**
+ * PostgreSQL (a schema of its own on the shared database), read from the lease, holder and queue
+ * tables on the database clock.
+ */
 export function postgresTarget(): ConformanceTarget {
   const url = sharedDatabaseUrl();
   const schema = uniqueSchemaName('dl_contract');
   let reader: Pool | undefined;
   return {
     name: 'postgres',
+    capabilities: { modes: ['shared', 'limit'] },
     async create() {
       const backend = postgresBackend({
         connection: url,
@@ -128,16 +132,7 @@ export function postgresTarget(): ConformanceTarget {
     },
     async inspect(_backend, key) {
       reader ??= new Pool({ connectionString: url, max: 1 });
-      const [leases, queue] = [`"${schema}"."distributed_locks"`, `"${schema}"."distributed_locks_queue"`];
-      const held = await reader.query<{ token: string }>(
-        `SELECT token FROM ${leases} WHERE key = $1 AND token IS NOT NULL AND expires_at > clock_timestamp()`,
-        [key],
-      );
-      const places = await reader.query<{ token: string }>(
-        `SELECT token FROM ${queue} WHERE key = $1 AND expires_at > clock_timestamp() ORDER BY joined_at, token`,
-        [key],
-      );
-      return { holder: held.rows[0]?.token ?? null, queued: places.rows.map((r) => r.token) };
+      return readPostgresState(reader, schema, key);
     },
     async teardown() {
       const pool = reader;
@@ -146,4 +141,27 @@ export function postgresTarget(): ConformanceTarget {
       await dropSchema(url, schema);
     },
   };
+}
+
+/**
+ * What the lease, holder and queue tables of `schema` hold for `key`, on the database clock: the
+ * exclusive holder, else a shared or limited holder (the lease row's token then says how the key is
+ * shared, not who holds it); the live places in queue order.
+ */
+export async function readPostgresState(reader: Pool, schema: string, key: string): Promise<LockStateView> {
+  const [leases, holders, queue] = ['distributed_locks', 'distributed_locks_holders', 'distributed_locks_queue'].map(
+    (table) => `"${schema}"."${table}"`,
+  );
+  const held = await reader.query<{ token: string }>(
+    `SELECT l.token FROM ${leases} l WHERE l.key = $1 AND l.expires_at > clock_timestamp()
+       AND l.token IS NOT NULL AND l.token <> 'shared' AND l.token NOT LIKE 'limit:%'
+     UNION ALL
+     SELECT h.token FROM ${holders} h WHERE h.key = $1 AND h.expires_at > clock_timestamp()`,
+    [key],
+  );
+  const places = await reader.query<{ token: string }>(
+    `SELECT token FROM ${queue} WHERE key = $1 AND expires_at > clock_timestamp() ORDER BY joined_at, token`,
+    [key],
+  );
+  return { holder: held.rows[0]?.token ?? null, queued: places.rows.map((r) => r.token) };
 }

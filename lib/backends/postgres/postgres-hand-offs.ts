@@ -28,8 +28,10 @@ export class PostgresHandOffs {
     validFor: number | null,
   ): HandOff {
     const ttl = this.waiters.ttl(key, token);
+    const exclusive = this.waiters.exclusive(key, token);
     this.waiters.forget(key, token);
-    if (ttl === undefined) this.held.forget(key);
+    // Only an exclusive lease of this process makes a plain attempt busy here (see PostgresHeldLeases).
+    if (ttl === undefined || !exclusive) this.held.forget(key);
     else this.held.hold(key, token, sentAt, ttl, Math.min(ttl, validFor ?? ttl));
     const event: LockEvent = { type: 'granted', key, token, fence: BigInt(fence) };
     if (validFor !== null) event.validFor = validFor;

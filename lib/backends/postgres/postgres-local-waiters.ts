@@ -4,28 +4,33 @@ import { monotonicNow } from '../../lock-clock';
 const WAITER_SWEEP_INTERVAL = 1_000;
 
 /**
- * Tokens of this process waiting in a key's queue, with the ttl they asked for and the monotonic
- * time their place lapses (counted from the send time of the attempt that joined or refreshed it,
- * so never later than on the server). Lapsed places are dropped: the list sent with each release
- * stays the live waiters.
+ * Tokens of this process waiting in a key's queue, with the ttl they asked for, whether they asked
+ * for an exclusive lease, and the monotonic time their place lapses (counted from the send time of
+ * the attempt that joined or refreshed it, so never later than on the server). Lapsed places are
+ * dropped: the list sent with each release stays the live waiters.
  */
 export class PostgresLocalWaiters {
-  private readonly waiting = new Map<string, Map<string, { ttl: number; until: number }>>();
+  private readonly waiting = new Map<string, Map<string, { ttl: number; until: number; exclusive: boolean }>>();
   private nextSweep = 0;
 
-  remember(key: string, token: string, ttl: number, until: number): void {
+  remember(key: string, token: string, ttl: number, until: number, exclusive = true): void {
     let tokens = this.waiting.get(key);
     if (!tokens) {
       tokens = new Map();
       this.waiting.set(key, tokens);
     }
-    tokens.set(token, { ttl, until });
+    tokens.set(token, { ttl, until, exclusive });
     this.sweep(monotonicNow());
   }
 
   /** The ttl `token` asked for while waiting on `key` here; undefined when it does not wait here. */
   ttl(key: string, token: string): number | undefined {
     return this.waiting.get(key)?.get(token)?.ttl;
+  }
+
+  /** Whether `token` waits on `key` here for an exclusive lease (not a shared or limited one). */
+  exclusive(key: string, token: string): boolean {
+    return this.waiting.get(key)?.get(token)?.exclusive ?? false;
   }
 
   /** The tokens waiting on `key` here whose place has not lapsed; lapsed ones are forgotten. */

@@ -2,7 +2,17 @@ import { Logger } from '@nestjs/common';
 import type { QueryResult } from 'pg';
 import { LockBackendError } from '../../lock.errors';
 import { monotonicNow, settleWithin } from '../../lock-clock';
-import type { AcquireResult, ExtendItem, LockBackend, LockEvent, QueueOptions, ReleaseResult } from '../lock-backend';
+import type {
+  AcquireResult,
+  ExtendItem,
+  HandOff,
+  HeldWith,
+  LeaseMode,
+  LockBackend,
+  LockEvent,
+  QueueOptions,
+  ReleaseResult,
+} from '../lock-backend';
 import { PostgresAttemptCleanup } from './postgres-attempt-cleanup';
 import { PostgresAttemptsInFlight } from './postgres-attempts';
 import type { PostgresConnections } from './postgres-connections';
@@ -35,15 +45,20 @@ const LISTENING_RECHECK_INTERVAL = 30_000;
  *   retries of transient rollbacks, error messages).
  * - Fences come from a sequence, drawn under the lease row lock, and stay increasing across crashes
  *   in both durability modes (see `sql/fence.sql`).
- * - Waiters queue in an UNLOGGED table; a release hands the key to the oldest live waiter in the same
- *   statement and NOTIFYs. One dedicated LISTEN connection per backend delivers the events
+ * - Shared and limited leases (rule 7 of the SPI): each holder has a row of its own (token, fence,
+ *   expiry) in a holders table, written under the key's lease row lock; the lease row's token then
+ *   says how the key is shared (`'shared'`, `'limit:<n>'`). An exclusive attempt on a key held
+ *   exclusively, or free, costs what it did before rule 7 (`sql/acquire.sql`); the other cases go
+ *   through `sql/take.sql`, `sql/give_back.sql` and `sql/hand_off.sql`.
+ * - Waiters queue in an UNLOGGED table; a release hands the key to the oldest live waiters (as many
+ *   as may hold it together) in the same statement and NOTIFYs. One dedicated LISTEN connection per backend delivers the events
  *   (`PostgresLockEvents`); a grant made by this process's own release reaches a waiter of this
  *   process at once (the backend delivers it through `PostgresHandOffs`, and returns it as `handedTo`).
  * - The schema is checked (and created) at start, and housekept, by `PostgresLockSchema`.
  */
 export class PostgresLockBackend implements LockBackend {
   readonly name = 'postgres';
-  readonly capabilities = { fifo: true, fencing: 'strict' } as const;
+  readonly capabilities = { fifo: true, fencing: 'strict', modes: ['shared', 'limit'] } as const;
   private readonly logger = new Logger('PostgresLockBackend');
   private readonly options: ResolvedPostgresOptions;
   private readonly names: PostgresLockNames;
@@ -112,9 +127,9 @@ export class PostgresLockBackend implements LockBackend {
     return this.starting;
   }
 
-  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions): Promise<AcquireResult> {
+  tryAcquire(key: string, token: string, ttl: number, queue?: QueueOptions, mode?: LeaseMode): Promise<AcquireResult> {
     if (this.closed) return Promise.reject(this.closedError());
-    return this.attempts.track(key, token, this.attempt(key, token, ttl, queue));
+    return this.attempts.track(key, token, this.attempt(key, token, ttl, queue, mode));
   }
 
   private async attempt(
@@ -122,35 +137,70 @@ export class PostgresLockBackend implements LockBackend {
     token: string,
     ttl: number,
     queue: QueueOptions | undefined,
+    mode: LeaseMode | undefined,
   ): Promise<AcquireResult> {
     const sentAt = monotonicNow();
-    if (!queue) {
+    // A limited attempt asks the server even so: its answer says how the key is held (heldWith).
+    if (!queue && mode?.kind !== 'limit') {
       const busyFor = this.held.busyFor(key, token, sentAt);
       if (busyFor !== undefined) return { fence: null, retryIn: busyFor };
     }
     let row: AcquireRow;
     try {
-      row = (await this.run(this.statements.acquire(key, token, ttl, queue?.lease), true)).rows[0] as AcquireRow;
+      row = (await this.run(this.statements.acquire(key, token, ttl, queue?.lease, mode), true)).rows[0] as AcquireRow;
     } catch (error) {
       // The statement may have committed before the failure: give back what it may have granted.
       if (!wasNotSent(error)) this.cleanups.afterFailure(key, token);
       throw error;
     }
     // The acquire function notifies every hand-off it makes.
-    const handedTo =
-      row.granted_token !== null && row.granted_fence !== null
-        ? this.handOffs.handedOver(key, row.granted_token, row.granted_fence, sentAt, true, null)
-        : undefined;
+    const handOffs = this.handedOver(key, row, sentAt, () => true, null).filter((handOff) => handOff.token !== token);
     if (row.fence !== null) {
       this.waiters.forget(key, token);
-      this.held.hold(key, token, sentAt, ttl);
-      return { fence: BigInt(row.fence) };
+      // Only exclusive leases are known held here (see PostgresHeldLeases).
+      if (mode) this.held.forget(key);
+      else this.held.hold(key, token, sentAt, ttl);
+      return { fence: BigInt(row.fence), ...handOffFields(handOffs) };
     }
-    if (queue) this.waiters.remember(key, token, ttl, sentAt + queue.lease);
-    const busy: AcquireResult =
+    if (row.held_with !== null) this.waiters.forget(key, token);
+    else if (queue) this.waiters.remember(key, token, ttl, sentAt + queue.lease, !mode);
+    const busy: AcquireResult & { fence: null } =
       row.retry_in === null ? { fence: null } : { fence: null, retryIn: Math.max(0, row.retry_in) };
-    if (handedTo && handedTo.token !== token) busy.handedTo = handedTo;
-    return busy;
+    if (row.held_with !== null) busy.heldWith = row.held_with as HeldWith;
+    return Object.assign(busy, handOffFields(handOffs));
+  }
+
+  /**
+   * The hand-offs a statement's row reports (the first, then the others of a key handed to several
+   * waiters at once), each delivered here (see `PostgresHandOffs`). `notified`: whether the
+   * statement notified the hand-off to that token.
+   */
+  private handedOver(
+    key: string,
+    row: AcquireRow | ReleaseRow,
+    sentAt: number,
+    notified: (token: string) => boolean,
+    validFor: number | null,
+  ): HandOff[] {
+    const handOffs: HandOff[] = [];
+    if (row.granted_token === null || row.granted_fence === null) return handOffs;
+    handOffs.push(
+      this.handOffs.handedOver(
+        key,
+        row.granted_token,
+        row.granted_fence,
+        sentAt,
+        notified(row.granted_token),
+        validFor,
+      ),
+    );
+    const tokens = row.also_tokens ?? [];
+    const fences = row.also_fences ?? [];
+    tokens.forEach((token, i) => {
+      // Further hand-offs are made with a flushed commit: no validFor.
+      handOffs.push(this.handOffs.handedOver(key, token, fences[i], sentAt, notified(token), null));
+    });
+    return handOffs;
   }
 
   async extend(key: string, token: string, ttl: number): Promise<boolean> {
@@ -188,20 +238,12 @@ export class PostgresLockBackend implements LockBackend {
     this.held.released(key, token);
     const local = this.waiters.live(key, sentAt);
     const row = (await this.run(this.statements.release(key, token, local), true)).rows[0] as ReleaseRow;
-    if (row.granted_token !== null && row.granted_fence !== null) {
-      // The release function notifies a hand-off only to a waiter of another process.
-      const notified = !local.includes(row.granted_token);
-      const handedTo = this.handOffs.handedOver(
-        key,
-        row.granted_token,
-        row.granted_fence,
-        sentAt,
-        notified,
-        row.granted_valid_for,
-      );
-      return { released: row.released, handedTo };
-    }
-    if (row.released) this.events.deliver({ type: 'released', key }, row.ended_fence ?? undefined);
+    // The release function notifies a hand-off only to a waiter of another process.
+    const handOffs = this.handedOver(key, row, sentAt, (waiter) => !local.includes(waiter), row.granted_valid_for);
+    if (handOffs.length > 0) return { released: row.released, ...handOffFields(handOffs) };
+    // Released and notified as such (a shared or limited holder's release that leaves waiters
+    // queued behind the other holders is not: nobody could take the key for it).
+    if (row.released && row.ended_fence !== null) this.events.deliver({ type: 'released', key }, row.ended_fence);
     return { released: row.released };
   }
 
@@ -260,4 +302,10 @@ export class PostgresLockBackend implements LockBackend {
   private closedError(): LockBackendError {
     return new LockBackendError(this.name, 'the backend was closed');
   }
+}
+
+/** A call's hand-offs as the answer's fields: the first as `handedTo`, the others as `alsoHandedTo`. */
+function handOffFields(handOffs: HandOff[]): { handedTo?: HandOff; alsoHandedTo?: HandOff[] } {
+  if (handOffs.length === 0) return {};
+  return handOffs.length === 1 ? { handedTo: handOffs[0] } : { handedTo: handOffs[0], alsoHandedTo: handOffs.slice(1) };
 }

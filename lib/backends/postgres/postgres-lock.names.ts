@@ -49,6 +49,8 @@ export class PostgresLockNames {
   readonly leases: string;
   /** The waiters' FIFO queues, an UNLOGGED table: no WAL, emptied by a crash and rebuilt by the waiters. */
   readonly queue: string;
+  /** The shared and limited holders of keys (rule 7 of the SPI), one row per holder with its own fence and lease. */
+  readonly holders: string;
   /** The sequence that fences come from. */
   readonly fenceSequence: string;
   /** One durable row: every fence ever returned without its own disk flush is below `upto`. */
@@ -70,6 +72,7 @@ export class PostgresLockNames {
     const qualified = (name: string): string => `${escapeIdentifier(this.schema)}.${escapeIdentifier(name)}`;
     this.leases = qualified(this.table);
     this.queue = qualified(`${this.table}_queue`);
+    this.holders = qualified(`${this.table}_holders`);
     this.fenceSequence = qualified(`${this.table}_fence_seq`);
     this.fenceReservation = qualified(`${this.table}_fence_reservation`);
     this.fenceEpoch = qualified(`${this.table}_fence_epoch`);
@@ -92,6 +95,6 @@ export class PostgresLockNames {
 
   /** The tables, as `to_regclass` takes them. */
   get tables(): string[] {
-    return [this.leases, this.queue, this.fenceReservation, this.fenceEpoch];
+    return [this.leases, this.queue, this.holders, this.fenceReservation, this.fenceEpoch];
   }
 }

@@ -76,16 +76,17 @@ export class PostgresLockSchema {
    * statement each) until a batch comes back short, at most HOUSEKEEPING_MAX_BATCHES batches or
    * HOUSEKEEPING_RUN_TIME ms; the next run then follows soon. Returns what it deleted.
    */
-  async housekeep(): Promise<HousekeepRow> {
+  async housekeep(): Promise<{ leases: number; waiters: number }> {
     const grace = Math.max(HOUSEKEEPING_GRACE, 10 * this.options.statementTimeout);
     const deleted = { leases: 0, waiters: 0 };
     const started = monotonicNow();
     for (let batch = 0; batch < HOUSEKEEPING_MAX_BATCHES && !this.options.isClosed(); batch++) {
       const text = this.options.statements.housekeep(grace, HOUSEKEEPING_BATCH);
       const row = (await this.options.run(text)).rows[0] as HousekeepRow;
-      deleted.leases += row.leases;
+      // The leases of shared and limited holders count as leases.
+      deleted.leases += row.leases + row.holders;
       deleted.waiters += row.waiters;
-      if (row.leases < HOUSEKEEPING_BATCH && row.waiters < HOUSEKEEPING_BATCH) {
+      if (row.leases < HOUSEKEEPING_BATCH && row.waiters < HOUSEKEEPING_BATCH && row.holders < HOUSEKEEPING_BATCH) {
         this.housekeepingBehind = false;
         return deleted;
       }

@@ -11,7 +11,10 @@ export const SQL_FUNCTIONS = {
   durable: '(boolean)',
   notify: '(text,bigint,text,integer)',
   fence: '()',
-  acquire: '(text,text,integer,integer,boolean)',
+  hand_off: '(text,boolean,text[],text)',
+  take: '(text,text,integer,integer,boolean,text)',
+  give_back: '(text,text,boolean,text[])',
+  acquire: '(text,text,integer,integer,boolean,text)',
   extend: '(text[],text[],integer[],boolean)',
   release: '(text,text,boolean,text[])',
   housekeep: '(integer,integer)',
@@ -51,7 +54,7 @@ export function schemaVersion(): string {
  *   `'"public"."distributed_locks_fence_seq"'`, as `nextval` takes it. Values that are not
  *   identifiers (`channel`, `schema_name`, `fence_lock`) exist only in this form.
  *
- * Identifiers: `schema`, `leases`, `queue`, `queue_order` (the queue's index, unqualified),
+ * Identifiers: `schema`, `leases`, `queue`, `holders`, `queue_order` (the queue's index, unqualified),
  * `fence_seq`, `fence_reservation`, `fence_epoch`, and one per function of `SQL_FUNCTIONS`.
  * Text: `schema_name` (the schema as written), `channel` (the NOTIFY channel), `fence_lock` (the key
  * of the advisory lock of the fence function's restart after a crash).
@@ -65,6 +68,7 @@ function placeholders(n: PostgresLockNames): { identifiers: Map<string, string>;
     ['schema', escapeIdentifier(n.schema)],
     ['leases', n.leases],
     ['queue', n.queue],
+    ['holders', n.holders],
     ['queue_order', escapeIdentifier(`${n.table}_queue_order`)],
     ['fence_seq', n.fenceSequence],
     ['fence_reservation', n.fenceReservation],

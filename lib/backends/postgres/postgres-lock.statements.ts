@@ -1,4 +1,4 @@
-import type { ExtendItem } from '../lock-backend';
+import type { ExtendItem, LeaseMode } from '../lock-backend';
 import { LockBackendError } from '../../lock.errors';
 import { loadPg } from './pg.loader';
 import type { PostgresLockNames } from './postgres-lock.names';
@@ -23,6 +23,11 @@ export interface AcquireRow {
   retry_in: number | null;
   granted_token: string | null;
   granted_fence: string | null;
+  /** Busy because the key is held in a way the attempt's mode cannot share: `'exclusive'`, `'shared'` or `'limit:<n>'`. */
+  held_with: string | null;
+  /** The hand-offs after the first, of a key handed to several waiters at once (rule 7). */
+  also_tokens: string[] | null;
+  also_fences: string[] | null;
 }
 
 /** The row of `release`. */
@@ -32,12 +37,22 @@ export interface ReleaseRow {
   granted_token: string | null;
   granted_fence: string | null;
   granted_valid_for: number | null;
+  also_tokens: string[] | null;
+  also_fences: string[] | null;
 }
 
 /** The row of `housekeep`: rows deleted. */
 export interface HousekeepRow {
   leases: number;
   waiters: number;
+  /** Leases of shared or limited holders. */
+  holders: number;
+}
+
+/** A lease mode as the SQL functions take it: NULL (exclusive), `'shared'` or `'limit:<n>'`. */
+function sqlMode(mode: LeaseMode | undefined): string {
+  if (!mode) return 'NULL';
+  return mode.kind === 'shared' ? `'shared'` : `'limit:${sqlInteger(mode.limit)}'`;
 }
 
 /**
@@ -59,12 +74,15 @@ export class PostgresLockStatements {
     return `${TRANSACTION_SETTINGS} SET LOCAL statement_timeout = ${sqlInteger(timeout)}; ${text}`;
   }
 
-  /** Columns (`AcquireRow`): fence (NULL = busy), retry_in, granted_token, granted_fence. */
-  acquire(key: string, token: string, ttl: number, queueLease?: number): string {
+  /**
+   * Columns (`AcquireRow`): fence (NULL = busy), retry_in, granted_token, granted_fence, held_with,
+   * also_tokens, also_fences. `mode`: rule 7 of the SPI; undefined: exclusive.
+   */
+  acquire(key: string, token: string, ttl: number, queueLease?: number, mode?: LeaseMode): string {
     const { escapeLiteral } = loadPg();
     const queue = queueLease === undefined ? 'NULL' : sqlInteger(Math.max(1, Math.ceil(queueLease)));
     return this.bounded(
-      `SELECT fence, retry_in, granted_token, granted_fence FROM ${this.names.functions.acquire}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${sqlInteger(ttl)}, ${queue}, ${this.relaxed})`,
+      `SELECT fence, retry_in, granted_token, granted_fence, held_with, also_tokens, also_fences FROM ${this.names.functions.acquire}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${sqlInteger(ttl)}, ${queue}, ${this.relaxed}, ${sqlMode(mode)})`,
     );
   }
 
@@ -80,14 +98,15 @@ export class PostgresLockStatements {
   }
 
   /**
-   * Columns (`ReleaseRow`): released, ended_fence, granted_token, granted_fence, granted_valid_for. `localWaiters`: tokens waiting on
+   * Columns (`ReleaseRow`): released, ended_fence, granted_token, granted_fence, granted_valid_for,
+   * also_tokens, also_fences. `localWaiters`: tokens waiting on
    * `key` in the calling process; a hand-off to one of them sends no notification.
    */
   release(key: string, token: string, localWaiters: Iterable<string> = []): string {
     const { escapeLiteral } = loadPg();
     const local = [...localWaiters].map((waiter) => escapeLiteral(waiter)).join(',');
     return this.bounded(
-      `SELECT released, ended_fence, granted_token, granted_fence, granted_valid_for FROM ${this.names.functions.release}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${this.relaxed}, ${local ? `ARRAY[${local}]` : 'NULL'})`,
+      `SELECT released, ended_fence, granted_token, granted_fence, granted_valid_for, also_tokens, also_fences FROM ${this.names.functions.release}(${escapeLiteral(key)}, ${escapeLiteral(token)}, ${this.relaxed}, ${local ? `ARRAY[${local}]` : 'NULL'})`,
     );
   }
 
@@ -118,10 +137,10 @@ export class PostgresLockStatements {
     );
   }
 
-  /** Columns (`HousekeepRow`): leases, waiters (rows deleted). */
+  /** Columns (`HousekeepRow`): leases, waiters, holders (rows deleted). */
   housekeep(grace: number, limit: number): string {
     return this.bounded(
-      `SELECT leases, waiters FROM ${this.names.functions.housekeep}(${sqlInteger(grace)}, ${sqlInteger(limit)})`,
+      `SELECT leases, waiters, holders FROM ${this.names.functions.housekeep}(${sqlInteger(grace)}, ${sqlInteger(limit)})`,
     );
   }
 }

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Client, Pool } from 'pg';
 import { InvalidLockOptionsError, LockBackendError, LockTimeoutError, type LockGuard } from '../../../lib';
 import { DistributedLockService } from '../../../lib/distributed-lock.service';
@@ -7,6 +9,9 @@ import { RecordingBackend } from '../../support/recording-backend';
 import { dropSchema, runSql, sharedDatabaseUrl, uniqueSchemaName } from '../../support/postgres-database';
 import { driftMargin } from '../../../lib/lock.constants';
 import { toEpochMs } from '../../../lib/lock-clock';
+import { newLockToken } from '../../../lib/lock-token';
+import { PostgresLockNames } from '../../../lib/backends/postgres/postgres-lock.names';
+import { fillPlaceholders } from '../../../lib/backends/postgres/postgres-lock.sql';
 import { freePort } from '../../support/free-port';
 import { eventually, sleep } from '../../support/time';
 
@@ -68,6 +73,75 @@ describe('postgresBackend: schema', () => {
       expect(guard).not.toBeNull();
     } finally {
       await Promise.all(backends.splice(0).map((b) => b.close()));
+      await dropSchema(url, fresh);
+    }
+  });
+
+  it('upgrades the schema of the version before shared and limited locks in place, and stays safe beside that version', async () => {
+    // The SQL files as they were before rule 7 (fixtures/sql-before-modes), their functions named
+    // with the suffix "_v0": the old version, side by side with this one on the same tables.
+    const fresh = uniqueSchemaName('dl_upgrade');
+    const dir = join(__dirname, 'fixtures/sql-before-modes');
+    const names = new PostgresLockNames({ schema: fresh });
+    const files = ['flush', 'durable', 'notify', 'fence', 'acquire', 'extend', 'release', 'housekeep'];
+    const old = Object.fromEntries(files.map((f) => [f, `"${fresh}"."distributed_locks_${f}_v0"`]));
+    const oldNames = { ...names, functions: old } as unknown as PostgresLockNames;
+    const oldSql = ['tables', ...files]
+      .map((f) => fillPlaceholders(f, readFileSync(join(dir, `${f}.sql`), 'utf8'), oldNames))
+      .join('\n');
+    const oldAcquire = async (key: string, token: string, queue: number | null = null) =>
+      (
+        await runSql<{ fence: string | null }>(url, `SELECT fence FROM ${old.acquire}($1, $2, 10000, $3, false)`, [
+          key,
+          token,
+          queue,
+        ])
+      )[0].fence;
+    try {
+      await runSql(url, oldSql);
+      expect(await count(`SELECT count(*) AS n FROM pg_tables WHERE schemaname = '${fresh}'`)).toBe(4);
+      // The old version holds a key and has a waiter queued on it.
+      const [oldHolder, oldWaiter] = [newLockToken(), newLockToken()];
+      expect(await oldAcquire('pg:up', oldHolder)).not.toBeNull();
+      expect(await oldAcquire('pg:up', oldWaiter, 10_000)).toBeNull();
+
+      const b = backend({ schema: fresh });
+      await b.ready();
+      expect(await count(`SELECT count(*) AS n FROM pg_tables WHERE schemaname = '${fresh}'`)).toBe(5);
+      const columns = await runSql<{ column_name: string }>(
+        url,
+        `SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'distributed_locks_queue'`,
+        [fresh],
+      );
+      expect(columns.map((c) => c.column_name)).toContain('sharing');
+      const locks = service(b);
+      // What the old version left is kept: the lease, and the waiter it hands the key to.
+      expect(await locks.tryAcquire('up')).toBeNull();
+      expect(await locks.tryAcquire('up', { mode: 'shared' })).toBeNull();
+      expect(await b.releaseWithHandOff('pg:up', oldHolder)).toMatchObject({
+        released: true,
+        handedTo: { token: oldWaiter },
+      });
+      expect(await b.release('pg:up', oldWaiter)).toBe(true);
+
+      // New locks on the upgraded tables, in every mode; the old version sees a shared key held.
+      const exclusive = (await locks.tryAcquire('up'))!;
+      expect(exclusive).not.toBeNull();
+      await locks.release(exclusive);
+      const readers = [
+        (await locks.tryAcquire('up', { mode: 'shared' }))!,
+        (await locks.tryAcquire('up', { mode: 'shared' }))!,
+      ];
+      expect(readers[1].fence).toBeGreaterThan(readers[0].fence);
+      expect(await oldAcquire('pg:up', newLockToken())).toBeNull();
+      for (const reader of readers) await locks.release(reader);
+      const limited = (await locks.tryAcquire('up', { limit: 2 }))!;
+      expect(await oldAcquire('pg:up', newLockToken())).toBeNull();
+      await locks.release(limited);
+      const oldFence = await oldAcquire('pg:up', newLockToken());
+      expect(BigInt(oldFence!)).toBeGreaterThan(limited.fence);
+    } finally {
+      await Promise.all(backends.splice(0).map((made) => made.close()));
       await dropSchema(url, fresh);
     }
   });
@@ -351,6 +425,86 @@ describe('postgresBackend: housekeeping that keeps up', () => {
       await Promise.all(backends.splice(0).map((b) => b.close()));
       await dropSchema(url, fresh);
     }
+  });
+});
+
+describe('postgresBackend: shared and limited leases', () => {
+  const shared = { kind: 'shared' } as const;
+  const queue = { lease: 10_000 };
+
+  it('hands a released key to the whole run of shared waiters in one release, and the last reader hands it to the writer behind them', async () => {
+    const b = backend();
+    const key = 'pg:run';
+    const [writer, r1, r2, r3, writer2] = Array.from({ length: 5 }, () => newLockToken());
+    const held = await b.tryAcquire(key, writer, 10_000);
+    expect(held.fence).not.toBeNull();
+    for (const reader of [r1, r2, r3])
+      expect((await b.tryAcquire(key, reader, 10_000, queue, shared)).fence).toBeNull();
+    expect((await b.tryAcquire(key, writer2, 10_000, queue)).fence).toBeNull();
+    const released = await b.releaseWithHandOff(key, writer);
+    expect(released.released).toBe(true);
+    const handOffs = [released.handedTo!, ...(released.alsoHandedTo ?? [])];
+    expect(handOffs.map((h) => h.token)).toEqual([r1, r2, r3]);
+    for (const [i, h] of handOffs.entries()) {
+      expect(h.fence).toBeGreaterThan(i === 0 ? held.fence! : handOffs[i - 1].fence);
+    }
+    // Each reader holds its own lease: renewed by its own attempt, extended and released alone.
+    expect((await b.tryAcquire(key, r2, 10_000, undefined, shared)).fence).toBe(handOffs[1].fence);
+    expect(
+      await b.extendMany([
+        { key, token: r1, ttl: 10_000 },
+        { key, token: r3, ttl: 10_000 },
+      ]),
+    ).toEqual([true, true]);
+    expect(await b.releaseWithHandOff(key, r1)).toEqual({ released: true });
+    expect(await b.releaseWithHandOff(key, r2)).toEqual({ released: true });
+    const last = await b.releaseWithHandOff(key, r3);
+    expect(last).toMatchObject({ released: true, handedTo: { token: writer2 } });
+    expect(last.alsoHandedTo).toBeUndefined();
+    expect(last.handedTo!.fence).toBeGreaterThan(handOffs[2].fence);
+    expect(await b.release(key, writer2)).toBe(true);
+  });
+
+  it('hands an expired exclusive lease to the queued shared waiters at the next attempt, all of them at once', async () => {
+    const b = backend();
+    const key = 'pg:expired-run';
+    const [crashed, r1, r2, r3] = Array.from({ length: 4 }, () => newLockToken());
+    const held = await b.tryAcquire(key, crashed, 300);
+    for (const reader of [r1, r2, r3])
+      expect((await b.tryAcquire(key, reader, 10_000, queue, shared)).fence).toBeNull();
+    await sleep(400);
+    const first = await b.tryAcquire(key, r2, 10_000, queue, shared);
+    expect(first.fence).toBeGreaterThan(held.fence!);
+    // r2 took its place in the run; the others were handed the key by the same call.
+    expect([first.handedTo?.token, ...(first.alsoHandedTo ?? []).map((h) => h.token)]).toEqual([r1, r3]);
+    for (const reader of [r1, r2, r3]) expect(await b.release(key, reader)).toBe(true);
+    expect(await b.release(key, crashed)).toBe(false);
+  });
+
+  it("keeps the lease row's end no earlier than any holder's, and housekeeping deletes holder rows that ended long ago", async () => {
+    const b = backend();
+    const key = 'pg:bound';
+    const [a, c] = [newLockToken(), newLockToken()];
+    expect((await b.tryAcquire(key, a, 1_000, undefined, { kind: 'limit', limit: 2 })).fence).not.toBeNull();
+    expect((await b.tryAcquire(key, c, 1_000, undefined, { kind: 'limit', limit: 2 })).fence).not.toBeNull();
+    expect(await b.extend(key, c, 60_000)).toBe(true);
+    const [row] = await runSql<{ token: string; ahead: boolean }>(
+      url,
+      `SELECT l.token, l.expires_at >= (SELECT max(h.expires_at) FROM "${schema}".distributed_locks_holders h WHERE h.key = l.key) AS ahead
+         FROM "${schema}".distributed_locks l WHERE l.key = $1`,
+      [key],
+    );
+    expect(row).toEqual({ token: 'limit:2', ahead: true });
+    await b.release(key, c);
+    await runSql(
+      url,
+      `UPDATE "${schema}".distributed_locks_holders SET expires_at = now() - interval '1 hour' WHERE key = $1`,
+      [key],
+    );
+    expect((await b.housekeep()).leases).toBeGreaterThanOrEqual(1);
+    expect(await count(`SELECT count(*) AS n FROM "${schema}".distributed_locks_holders WHERE key = '${key}'`)).toBe(0);
+    // The key is free again, for any mode.
+    expect((await b.tryAcquire(key, newLockToken(), 1_000)).fence).not.toBeNull();
   });
 });
 

@@ -138,14 +138,18 @@ describe('postgresBackend: a lock statement chosen as a deadlock victim', () => 
     const waiter = newToken();
     expect((await b.tryAcquire(key, holder, DEAD_TTL)).fence).not.toBeNull();
     expect((await b.tryAcquire(key, waiter, DEAD_TTL, { lease: DEAD_TTL })).fence).toBeNull();
-    // Another session takes the two rows the release needs in the opposite order, and lets the
-    // release be the one that detects the deadlock (and is rolled back).
+    // Another session takes the two rows the release needs (the lease row, then the waiter's queue
+    // row) in the opposite order, and lets the release be the one that detects the deadlock (and
+    // is rolled back).
     const other = new Client({ connectionString: url, application_name: 'dl-victim-other' });
     await other.connect();
     try {
       await other.query(`SET deadlock_timeout = '20s'`);
       await other.query('BEGIN');
-      await other.query(`SELECT 1 FROM "${schema}".distributed_locks WHERE key = $1 FOR UPDATE`, [key]);
+      await other.query(`SELECT 1 FROM "${schema}".distributed_locks_queue WHERE key = $1 AND token = $2 FOR UPDATE`, [
+        key,
+        waiter,
+      ]);
       const releasing = b.release(key, holder);
       await eventually(
         async () => {
@@ -156,12 +160,9 @@ describe('postgresBackend: a lock statement chosen as a deadlock victim', () => 
           );
           return Number(row.n) > 0;
         },
-        { what: 'the release to wait for the lease row' },
+        { what: "the release to wait for the waiter's queue row" },
       );
-      await other.query(`SELECT 1 FROM "${schema}".distributed_locks_queue WHERE key = $1 AND token = $2 FOR UPDATE`, [
-        key,
-        waiter,
-      ]);
+      await other.query(`SELECT 1 FROM "${schema}".distributed_locks WHERE key = $1 FOR UPDATE`, [key]);
       await other.query('ROLLBACK');
       expect(await releasing).toBe(true);
     } finally {

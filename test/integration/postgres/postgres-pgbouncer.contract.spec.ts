@@ -30,6 +30,7 @@ afterAll(async () => {
 // client); the LISTEN connection goes to PostgreSQL directly.
 describeLockBackendContract(jestApi, {
   name: 'postgres through PgBouncer (transaction mode)',
+  capabilities: { modes: ['shared', 'limit'] },
   create: async () => {
     const backend = postgresBackend({
       connection: bouncer!.url(database),

@@ -90,7 +90,7 @@ describe('postgresBackend as a role with only the rights the README lists and ho
        ALTER ROLE ${role} SET lock_timeout = '1ms';
        ALTER ROLE ${role} SET statement_timeout = '1ms';
        GRANT USAGE ON SCHEMA "${schema}" TO ${role};
-       GRANT SELECT, INSERT, UPDATE, DELETE ON ${t}, "${schema}".distributed_locks_queue,
+       GRANT SELECT, INSERT, UPDATE, DELETE ON ${t}, "${schema}".distributed_locks_queue, "${schema}".distributed_locks_holders,
          "${schema}".distributed_locks_fence_reservation, "${schema}".distributed_locks_fence_epoch TO ${role};
        GRANT USAGE, SELECT, UPDATE ON SEQUENCE "${schema}".distributed_locks_fence_seq TO ${role};
        GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "${schema}" TO ${role};`,
@@ -108,6 +108,21 @@ describe('postgresBackend as a role with only the rights the README lists and ho
     expect(guard.fence).toBeGreaterThan(held.fence);
     expect(await b.extend(guard, 30_000)).toBe(true);
     await b.release(guard);
+    // Shared leases too: held together, extended, released, and handed to a queued writer.
+    const readers = [
+      (await a.tryAcquire('role-rw', { mode: 'shared' }))!,
+      (await b.tryAcquire('role-rw', { mode: 'shared' }))!,
+    ];
+    expect(readers[0]).not.toBeNull();
+    expect(readers[1]).not.toBeNull();
+    const writer = a.acquire('role-rw');
+    await sleep(50);
+    expect(await a.extend(readers[0], 30_000)).toBe(true);
+    await a.release(readers[0]);
+    await b.release(readers[1]);
+    const written = await writer;
+    expect(written.fence).toBeGreaterThan(readers[1].fence);
+    await a.release(written);
     expect(await made.housekeep()).toEqual({ leases: 0, waiters: 0 });
     const again = await a.tryAcquire('role');
     expect(again).not.toBeNull();

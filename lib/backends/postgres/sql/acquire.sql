@@ -1,18 +1,26 @@
--- :acquire(p_key text, p_token text, p_ttl integer, p_queue integer, p_relaxed boolean)
---   returns (fence bigint, retry_in integer, granted_token text, granted_fence bigint)
+-- :acquire(p_key text, p_token text, p_ttl integer, p_queue integer, p_relaxed boolean, p_mode text)
+--   returns (fence bigint, retry_in integer, granted_token text, granted_fence bigint, held_with text,
+--            also_tokens text[], also_fences bigint[])
 --
 -- Takes p_key for p_token for p_ttl ms: renews it when p_token already holds it; grants it when it
 -- is free or expired and no live waiter is queued ahead (or hands it to the oldest live waiter,
 -- notifying it); otherwise answers busy, with the time left on the lease, and (p_queue not NULL)
 -- joins or refreshes p_token's place in the queue for p_queue ms. p_relaxed: durability 'relaxed'.
+-- p_mode (rule 7 of the SPI): NULL for an exclusive lease, 'shared' or 'limit:<n>'. An attempt in a
+-- mode, or on a key held shared or limited, or whose oldest waiter asks for a mode, is made by the
+-- take function; an exclusive attempt on a key held exclusively, or free with an exclusive waiter
+-- (or none) first, is made here, at the cost it always had.
 --
--- Returns fence (NULL when busy), retry_in (ms), and the waiter the key was handed to, if any
--- (granted_token, granted_fence; the caller then waits behind it).
+-- Returns fence (NULL when busy), retry_in (ms), held_with (busy because the key is held in a way
+-- this mode cannot share: see the take function), and the waiters the key was handed to, if any
+-- (granted_token, granted_fence: the first; also_tokens, also_fences: the others, or NULL; the
+-- caller then waits behind them).
 --
--- Locks: the head of the queue (FOR UPDATE) before the lease row; the caller's own queue row only
--- after the lease row (see the end).
+-- Locks: the lease row first; then the queue row of the waiter it hands the key to, or the caller's
+-- own queue row (the take function: as it says). A busy answer locks only the caller's own queue row.
 CREATE OR REPLACE FUNCTION :acquire(p_key text, p_token text, p_ttl integer, p_queue integer, p_relaxed boolean,
-    OUT fence bigint, OUT retry_in integer, OUT granted_token text, OUT granted_fence bigint)
+    p_mode text, OUT fence bigint, OUT retry_in integer, OUT granted_token text, OUT granted_fence bigint,
+    OUT held_with text, OUT also_tokens text[], OUT also_fences bigint[])
 LANGUAGE plpgsql AS $fn$
 DECLARE
   v_now timestamptz;
@@ -21,23 +29,31 @@ DECLARE
   v_expires timestamptz;
   v_head_token text;
   v_head_ttl integer;
+  v_head_sharing text;
   v_fence bigint;
+  v_tokens text[];
+  v_fences bigint[];
   v_attempt integer := 0;
+  v_take boolean := p_mode IS NOT NULL;
 BEGIN
   PERFORM :durable(p_relaxed);
-  LOOP
+  WHILE NOT v_take LOOP
     v_attempt := v_attempt + 1;
     EXIT WHEN v_attempt > 3;
     v_now := clock_timestamp();
     SELECT l.token, l.expires_at INTO v_token, v_expires FROM :leases l WHERE l.key = p_key;
     v_found := FOUND;
+    IF v_token = 'shared' OR v_token LIKE 'limit:%' THEN
+      v_take := true;
+      EXIT;
+    END IF;
     IF v_found AND v_token IS NOT NULL AND v_expires > v_now THEN
       IF v_token <> p_token THEN
         -- Busy: a read only, plus the queue (no WAL) for a waiter.
         IF p_queue IS NOT NULL THEN
           INSERT INTO :queue AS q (key, token, ttl, joined_at, expires_at)
             VALUES (p_key, p_token, p_ttl, clock_timestamp(), clock_timestamp() + p_queue * interval '1 millisecond')
-            ON CONFLICT (key, token) DO UPDATE SET ttl = excluded.ttl, expires_at = excluded.expires_at;
+            ON CONFLICT (key, token) DO UPDATE SET ttl = excluded.ttl, expires_at = excluded.expires_at, sharing = NULL;
         END IF;
         retry_in := ceil(extract(epoch FROM v_expires - v_now) * 1000)::integer;
         RETURN;
@@ -56,11 +72,16 @@ BEGIN
     END IF;
 
     -- Free or expired: the oldest live waiter comes first (never the holder whose lease just ended).
-    SELECT q.token, q.ttl INTO v_head_token, v_head_ttl FROM :queue q
+    -- Read only: it leaves the queue once the lease row is locked (below).
+    SELECT q.token, q.ttl, q.sharing INTO v_head_token, v_head_ttl, v_head_sharing FROM :queue q
       WHERE q.key = p_key AND q.expires_at > clock_timestamp() AND q.token IS DISTINCT FROM v_token
-      ORDER BY q.joined_at, q.token LIMIT 1 FOR UPDATE;
+      ORDER BY q.joined_at, q.token LIMIT 1;
     IF NOT FOUND THEN
       v_head_token := NULL;
+    ELSIF v_head_sharing IS NOT NULL THEN
+      -- It asks for a shared or limited lease: a run of waiters may take the key together.
+      v_take := true;
+      EXIT;
     END IF;
     IF v_head_token IS NULL OR v_head_token = p_token THEN
       v_token := p_token;
@@ -92,6 +113,12 @@ BEGIN
 
     IF v_head_token IS NOT NULL THEN
       DELETE FROM :queue q WHERE q.key = p_key AND q.token = v_head_token;
+      IF NOT FOUND AND v_head_token <> p_token THEN
+        -- It left the queue while this chose it: the key goes to whom the take function finds.
+        UPDATE :leases l SET token = NULL WHERE l.key = p_key;
+        v_take := true;
+        EXIT;
+      END IF;
     END IF;
     IF v_token = p_token THEN
       fence := v_fence;
@@ -105,12 +132,24 @@ BEGIN
     EXIT;
   END LOOP;
 
-  -- After the lease row, but only the caller's own queue row: a release that could lock it as the
-  -- head must hold a live lease, which nobody does while this statement changes the lease row.
+  IF v_take THEN
+    SELECT t.fence, t.retry_in, t.held_with, t.tokens, t.fences INTO fence, retry_in, held_with, v_tokens, v_fences
+      FROM :take(p_key, p_token, p_ttl, p_queue, p_relaxed, p_mode) t;
+    granted_token := v_tokens[1];
+    granted_fence := v_fences[1];
+    IF cardinality(v_tokens) > 1 THEN
+      also_tokens := v_tokens[2:];
+      also_fences := v_fences[2:];
+    END IF;
+    RETURN;
+  END IF;
+
+  -- After the lease row (the lock order): the caller's own queue row, behind the waiter it handed
+  -- the key to.
   IF p_queue IS NOT NULL THEN
     INSERT INTO :queue AS q (key, token, ttl, joined_at, expires_at)
       VALUES (p_key, p_token, p_ttl, clock_timestamp(), clock_timestamp() + p_queue * interval '1 millisecond')
-      ON CONFLICT (key, token) DO UPDATE SET ttl = excluded.ttl, expires_at = excluded.expires_at;
+      ON CONFLICT (key, token) DO UPDATE SET ttl = excluded.ttl, expires_at = excluded.expires_at, sharing = NULL;
   END IF;
 END
 $fn$;

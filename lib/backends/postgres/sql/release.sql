@@ -1,6 +1,6 @@
 -- :release(p_key text, p_token text, p_relaxed boolean, p_local text[])
 --   returns (released boolean, ended_fence bigint, granted_token text, granted_fence bigint,
---            granted_valid_for integer)
+--            granted_valid_for integer, also_tokens text[], also_fences bigint[])
 --
 -- Ends p_token's lease on p_key and leaves p_key's queue. In the same transaction it hands the key to
 -- the oldest live waiter (new fence, the waiter's own ttl) and notifies it, unless it is one of
@@ -11,25 +11,33 @@
 -- whose lease lasts until durable_until, so nobody else can take the key before it. The new holder
 -- is told so (granted_valid_for, ms): its lease is certain only that long until its first flushed
 -- extension. Otherwise (or when the fence function must flush anyway) the commit flushes.
+-- The release of a shared or limited lease (rule 7 of the SPI), and of an exclusive lease whose
+-- oldest waiter asks for one (or left the queue while this chose it), is made by the give-back
+-- function: the key may then go to several waiters, each with a flushed commit.
 --
 -- Returns released (false: p_token held no live lease), ended_fence (released, nobody waiting), or
--- the hand-off (granted_token, granted_fence, granted_valid_for: NULL when the commit flushed).
+-- the hand-offs (granted_token, granted_fence, granted_valid_for: NULL when the commit flushed; the
+-- further ones of a hand-off to several waiters in also_tokens, also_fences, NULL otherwise).
 --
--- Locks: p_token's queue row, then the head of the queue, then the lease row.
+-- Locks: p_token's queue row (which no hand-off takes while p_token holds the key), then the lease
+-- row, then the queue row of the waiter it hands the key to (the give-back function: as it says).
 CREATE OR REPLACE FUNCTION :release(p_key text, p_token text, p_relaxed boolean, p_local text[],
     OUT released boolean, OUT ended_fence bigint, OUT granted_token text, OUT granted_fence bigint,
-    OUT granted_valid_for integer)
+    OUT granted_valid_for integer, OUT also_tokens text[], OUT also_fences bigint[])
 LANGUAGE plpgsql AS $fn$
 DECLARE
   v_head_token text;
   v_head_ttl integer;
+  v_head_sharing text;
   v_fence bigint;
+  v_tokens text[];
+  v_fences bigint[];
+  v_give_back boolean := false;
   v_expires timestamptz;
   v_durable timestamptz;
   v_bound timestamptz;
 BEGIN
   PERFORM :durable(p_relaxed);
-  -- Row locks are always taken queue rows first, lease row last (in every function).
   -- Leaving the queue comes first: a hand-off to p_token that is under way holds its queue row, so
   -- it commits before this goes on, and the check below then sees p_token as the holder.
   DELETE FROM :queue q WHERE q.key = p_key AND q.token = p_token;
@@ -37,12 +45,28 @@ BEGIN
   -- row and waits for nothing after its own row, so give-ups never wait on each other.
   IF NOT EXISTS (SELECT 1 FROM :leases l WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp()) THEN
     released := false;
+    IF NOT EXISTS (SELECT 1 FROM :holders h WHERE h.key = p_key AND h.token = p_token AND h.expires_at > clock_timestamp()) THEN
+      RETURN;
+    END IF;
+    v_give_back := true;
+  ELSE
+    -- The oldest live waiter, read only: it leaves the queue once the lease row is locked (below).
+    SELECT q.token, q.ttl, q.sharing INTO v_head_token, v_head_ttl, v_head_sharing FROM :queue q
+      WHERE q.key = p_key AND q.token <> p_token AND q.expires_at > clock_timestamp()
+      ORDER BY q.joined_at, q.token LIMIT 1;
+    v_give_back := v_head_sharing IS NOT NULL;
+  END IF;
+  IF v_give_back THEN
+    SELECT g.released, g.ended_fence, g.tokens, g.fences INTO released, ended_fence, v_tokens, v_fences
+      FROM :give_back(p_key, p_token, p_relaxed, p_local) g;
+    granted_token := v_tokens[1];
+    granted_fence := v_fences[1];
+    IF cardinality(v_tokens) > 1 THEN
+      also_tokens := v_tokens[2:];
+      also_fences := v_fences[2:];
+    END IF;
     RETURN;
   END IF;
-  -- The oldest live waiter, locked so that it cannot leave the queue under the hand-off.
-  SELECT q.token, q.ttl INTO v_head_token, v_head_ttl FROM :queue q
-    WHERE q.key = p_key AND q.token <> p_token AND q.expires_at > clock_timestamp()
-    ORDER BY q.joined_at, q.token LIMIT 1 FOR UPDATE;
   IF v_head_token IS NOT NULL AND NOT p_relaxed THEN
     SELECT l.expires_at, l.durable_until INTO v_expires, v_durable FROM :leases l
       WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp() FOR UPDATE;
@@ -70,6 +94,21 @@ BEGIN
   END IF;
   IF v_head_token IS NOT NULL THEN
     DELETE FROM :queue q WHERE q.key = p_key AND q.token = v_head_token;
+    IF NOT FOUND THEN
+      -- It left the queue while this chose it: the key goes on as a release by the give-back
+      -- function hands it, with a flushed commit (durability 'full').
+      PERFORM :durable(p_relaxed);
+      UPDATE :leases l SET token = p_token, fence = v_fence WHERE l.key = p_key;
+      SELECT g.released, g.ended_fence, g.tokens, g.fences INTO released, ended_fence, v_tokens, v_fences
+        FROM :give_back(p_key, p_token, p_relaxed, p_local) g;
+      granted_token := v_tokens[1];
+      granted_fence := v_fences[1];
+      IF cardinality(v_tokens) > 1 THEN
+        also_tokens := v_tokens[2:];
+        also_fences := v_fences[2:];
+      END IF;
+      RETURN;
+    END IF;
     granted_token := v_head_token;
     granted_fence := v_fence;
     IF v_bound IS NOT NULL THEN
