@@ -33,6 +33,8 @@ DECLARE
   v_tokens text[];
   v_fences bigint[];
   v_give_back boolean := false;
+  v_left boolean;
+  v_left_sharing text;
   v_expires timestamptz;
   v_durable timestamptz;
   v_bound timestamptz;
@@ -40,12 +42,30 @@ BEGIN
   PERFORM :durable(p_relaxed);
   -- Leaving the queue comes first: a hand-off to p_token that is under way holds its queue row, so
   -- it commits before this goes on, and the check below then sees p_token as the holder.
-  DELETE FROM :queue q WHERE q.key = p_key AND q.token = p_token;
-  -- A token that holds no live lease (a waiter giving up) only leaves the queue: it locks no other
-  -- row and waits for nothing after its own row, so give-ups never wait on each other.
+  DELETE FROM :queue q WHERE q.key = p_key AND q.token = p_token RETURNING q.sharing INTO v_left_sharing;
+  v_left := FOUND;
+  -- A token that holds no live lease (a waiter giving up) only leaves the queue: it waits for no
+  -- row after its own, so give-ups never wait on each other.
   IF NOT EXISTS (SELECT 1 FROM :leases l WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp()) THEN
     released := false;
     IF NOT EXISTS (SELECT 1 FROM :holders h WHERE h.key = p_key AND h.token = p_token AND h.expires_at > clock_timestamp()) THEN
+      -- An exclusive waiter leaving a key held shared may have held back the shared waiters behind
+      -- it: they may hold the key beside the holders now. Handed on here only when the lease row is
+      -- free to lock (SKIP LOCKED: this waits for nothing); a call holding it hands them on itself,
+      -- passing over the place this deletes.
+      IF v_left AND v_left_sharing IS NULL
+          AND EXISTS (SELECT 1 FROM :leases l WHERE l.key = p_key AND l.token = 'shared') THEN
+        PERFORM 1 FROM :leases l WHERE l.key = p_key FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN
+          SELECT h.tokens, h.fences INTO v_tokens, v_fences FROM :hand_off(p_key, p_relaxed, p_local, p_token) h;
+          granted_token := v_tokens[1];
+          granted_fence := v_fences[1];
+          IF cardinality(v_tokens) > 1 THEN
+            also_tokens := v_tokens[2:];
+            also_fences := v_fences[2:];
+          END IF;
+        END IF;
+      END IF;
       RETURN;
     END IF;
     v_give_back := true;
