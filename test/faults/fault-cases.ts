@@ -186,6 +186,28 @@ function processFaults(backend: 'redis' | 'postgres'): FaultCaseDefinition[] {
     })),
     define('holder SIGSTOP past the TTL', pauseHolder),
     define('holder SIGSTOP past the TTL', pauseHolder, true),
+    // Shared holders beside exclusive ones: readers overlap only readers, and a killed holder's
+    // key comes back.
+    define('readers and writers, holder SIGKILL', (shape) => ({
+      workers: Math.max(shape.workers, 4),
+      behaviours: [{ kind: 'plain' }, { kind: 'reader' }, { kind: 'reader' }, { kind: 'plain' }, { kind: 'reader' }],
+      check: exclusive(shape),
+      fault: async (run) => {
+        const holder = await holderOf(run, shape);
+        run.signal(holder.worker, 'SIGKILL');
+      },
+    })),
+    // A limited key: never more than the limit at once, and a killed holder's place comes back when
+    // its lease ends.
+    define('limit 2, holder SIGKILL', (shape) => ({
+      workers: Math.max(shape.workers, 4),
+      behaviours: Array.from({ length: Math.max(shape.workers, 4) }, () => ({ kind: 'limited' as const, limit: 2 })),
+      check: { ...exclusive(shape), placeBackWithin: shape.ttl + 2_000 },
+      fault: async (run) => {
+        const holder = await holderOf(run, shape);
+        run.signal(holder.worker, 'SIGKILL');
+      },
+    })),
     // Multi-key locks beside single-key ones: every key keeps one holder, and a killed set's keys
     // come back (all or nothing holds under a crash too).
     define('multi-key and single-key holders, holder SIGKILL', (shape) => ({
