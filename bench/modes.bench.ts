@@ -224,6 +224,10 @@ async function main(): Promise<void> {
   const redis = (): DistributedLockService => service('redis', () => redisBackend({ url: REDIS_URL }));
   const postgres = (): DistributedLockService =>
     service('postgres', () => postgresBackend({ connection: DATABASE_URL, schema, applicationName: 'dl-bench-modes' }));
+  const postgresRelaxed = (): DistributedLockService =>
+    service('postgres-relaxed', () =>
+      postgresBackend({ connection: DATABASE_URL, schema, applicationName: 'dl-bench-modes', durability: 'relaxed' }),
+    );
   const semaphoreClient = new Redis(REDIS_URL, { keyPrefix: prefix });
   const wanted = (name: string): boolean => !values.only || name.includes(values.only);
 
@@ -233,6 +237,7 @@ async function main(): Promise<void> {
     [`${SEMAPHORE} Semaphore (limit 4)`, () => semaphoreOf(semaphoreClient, 4)],
     [`${SEMAPHORE} MultiSemaphore (limit 4, 1 permit each)`, () => multiSemaphoreOf(semaphoreClient, 4)],
     ["postgresBackend ('full'), limit 4", () => limitedOn(postgres(), 4)],
+    ["postgresBackend ('relaxed'), limit 4", () => limitedOn(postgresRelaxed(), 4)],
   ];
   const readWriteCandidates: Array<[string, () => TakeMode, boolean]> = [
     ['memoryBackend, readers shared', () => modeOn(memory()), true],
@@ -241,6 +246,8 @@ async function main(): Promise<void> {
     ['redisBackend, every hold exclusive', () => modeOn(redis()), false],
     ["postgresBackend ('full'), readers shared", () => modeOn(postgres()), true],
     ["postgresBackend ('full'), every hold exclusive", () => modeOn(postgres()), false],
+    ["postgresBackend ('relaxed'), readers shared", () => modeOn(postgresRelaxed()), true],
+    ["postgresBackend ('relaxed'), every hold exclusive", () => modeOn(postgresRelaxed()), false],
   ];
   const limitedResults: LimitedResult[] = [];
   const readWriteResults: ReadWriteResult[] = [];
@@ -293,7 +300,12 @@ async function main(): Promise<void> {
         violations: r.violations,
       })),
     );
-    for (const backend of ['memoryBackend', 'redisBackend', 'postgresBackend']) {
+    for (const backend of [
+      'memoryBackend',
+      'redisBackend',
+      "postgresBackend ('full')",
+      "postgresBackend ('relaxed')",
+    ]) {
       const shared = readWriteResults.find((r) => r.name.startsWith(backend) && r.name.includes('readers shared'));
       const exclusive = readWriteResults.find((r) => r.name.startsWith(backend) && r.name.includes('exclusive'));
       if (shared && exclusive) {
@@ -306,7 +318,7 @@ async function main(): Promise<void> {
   } finally {
     for (const locks of services.values()) await locks.shutdown();
     semaphoreClient.disconnect();
-    if (services.has('postgres')) {
+    if (services.has('postgres') || services.has('postgres-relaxed')) {
       const admin = new Client({ connectionString: DATABASE_URL });
       await admin.connect();
       await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
