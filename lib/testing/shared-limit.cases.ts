@@ -275,11 +275,42 @@ export function sharedLimitCases(ctx: ContractContext): void {
         locks.withLock('batch', holdFor(log, 'shared', 400), { mode: 'shared', wait: 20_000 }),
       );
       await ctx.backend.whenQueued(ctx.prefix + 'batch', 3);
+      await sleep(QUIET);
+      const queuedTokens = [...new Set(ctx.backend.calls.filter((c) => c.queued).map((c) => c.token!))];
+      const attemptsBefore = queuedTokens.map((token) => ctx.backend.count('tryAcquire', token));
       await locks.release(writer);
       await Promise.all(readers);
       expect(maxOverlap(log)).toBe(3);
+      // Woken by the release itself: each reader made its first and its queued attempt, and at most
+      // one more (a grant older than a third of its ttl is confirmed by one attempt), nothing while it waited.
+      for (const attempts of attemptsBefore) expect(attempts).toBeLessThanOrEqual(2);
+      queuedTokens.forEach((token, i) =>
+        expect(ctx.backend.count('tryAcquire', token)).toBeLessThanOrEqual(attemptsBefore[i] + 1),
+      );
       for (const hold of log) expect(hold.fence).toBeGreaterThan(writer.fence);
       await expectKeysFree(ctx, ['batch']);
+    });
+
+    it('leaves nothing held or queued when a shared waiter aborts or its deadline passes', async () => {
+      const locks = ctx.service();
+      const writer = (await locks.tryAcquire('reader-gives-up'))!;
+      const controller = new AbortController();
+      const failure = (call: Promise<unknown>): Promise<unknown> =>
+        call.then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+      const aborted = failure(
+        locks.acquire('reader-gives-up', { mode: 'shared', wait: 20_000, signal: controller.signal }),
+      );
+      const timedOut = failure(locks.acquire('reader-gives-up', { mode: 'shared', wait: 400 }));
+      await ctx.backend.whenQueued(ctx.prefix + 'reader-gives-up', 1);
+      controller.abort(new Error('the reader gave up'));
+      expect(await aborted).toMatchObject({ message: 'the reader gave up' });
+      expect(await timedOut).toBeInstanceOf(LockTimeoutError);
+      await locks.release(writer);
+      await expectKeysFree(ctx, ['reader-gives-up']);
+      expect(locks.heldCount).toBe(0);
     });
 
     it(`keeps writers apart from readers and from each other: ${CROWD} callers, 9 in 10 readers`, async () => {
