@@ -234,7 +234,8 @@ export class DistributedLockService extends DistributedLock implements OnApplica
     } catch (error) {
       failure = error;
     }
-    const lost = await this.leases.endHold(lease, call.minHold, now, failure);
+    const ending = this.leases.endHold(lease, call.minHold, now, failure);
+    const lost = isThenable(ending) ? await ending : ending;
     if (lost) {
       const error = new LockLostError(key, lost.detail, {
         workSucceeded: succeeded,

@@ -1,4 +1,5 @@
 import type { Logger } from '@nestjs/common';
+import type { ReleaseResult } from './backends/lock-backend';
 import type { BackendCalls } from './backend-calls';
 import type { LockGuard } from './distributed-lock';
 import { Guard, GuardLease, WithLockLease, type Lease, type LeaseHost } from './held-lock';
@@ -139,12 +140,12 @@ export class LeaseRegistry implements LeaseHost {
    * released, or kept until `heldAt + minHold`. Resolves to why it was lost, when it was: lost while
    * the work ran, or found gone by the release.
    */
-  async endHold(
+  endHold(
     lease: WithLockLease,
     minHold: number,
     heldAt: number,
     workError: unknown,
-  ): Promise<LockLostError | undefined> {
+  ): LockLostError | undefined | Promise<LockLostError | undefined> {
     // Was the lease confirmed until the work settled? A deadline passed while the loop was blocked shows here.
     lease.live();
     const releasedByHolder = lease.state === 'released';
@@ -156,18 +157,38 @@ export class LeaseRegistry implements LeaseHost {
     if (releasedByHolder || lease.releasedAtShutdown) return lost;
     const left = minHold === 0 ? 0 : Math.ceil(minHold - (monotonicNow() - heldAt));
     // minHold: the lease stays until start + minHold, then ends by itself; a lost one is released.
-    let ended: boolean | undefined;
-    if (!lost && left >= 1) ended = await this.calls.keepFor(lease, left);
-    else {
-      try {
-        const sent = this.calls.release(lease.backendKey, lease.token);
-        const result = isThenable(sent) ? await sent : sent;
-        this.calls.handedOverBy(lease.backendKey, result);
-        ended = result.released;
-      } catch (error) {
-        this.calls.releaseFailed(lease, error, workError);
-      }
+    if (!lost && left >= 1) return this.calls.keepFor(lease, left).then((ended) => this.ended(lease, ended, lost));
+    const failed = (error: unknown): LockLostError | undefined => {
+      this.calls.releaseFailed(lease, error, workError);
+      return lost;
+    };
+    let sent: ReturnType<BackendCalls['release']>;
+    try {
+      sent = this.calls.release(lease.backendKey, lease.token);
+    } catch (error) {
+      return failed(error);
     }
+    // A backend that released at once (the memory backend) is answered without a turn of the event loop.
+    if (!isThenable(sent)) return this.released(lease, sent, lost);
+    return sent.then((result) => this.released(lease, result, lost), failed);
+  }
+
+  /** What the release at the end of a hold answered. */
+  private released(
+    lease: WithLockLease,
+    result: ReleaseResult,
+    lost: LockLostError | undefined,
+  ): LockLostError | undefined {
+    this.calls.handedOverBy(lease.backendKey, result);
+    return this.ended(lease, result.released, lost);
+  }
+
+  /** Why a hold was lost, once its end is known: `ended` false means the release found the lease gone. */
+  private ended(
+    lease: WithLockLease,
+    ended: boolean | undefined,
+    lost: LockLostError | undefined,
+  ): LockLostError | undefined {
     if (ended !== false || lost) return lost;
     const gone = new LockLostError(
       lease.guard.key,
