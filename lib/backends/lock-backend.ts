@@ -232,6 +232,17 @@ export interface ReleaseResult {
   alsoHandedTo?: readonly HandOff[];
 }
 
+/**
+ * A call's hand-offs as the fields of its answer: the first as `handedTo`, the others as
+ * `alsoHandedTo`; nothing for none.
+ */
+export function handOffFields(
+  handOffs: readonly HandOff[] | undefined,
+): { handedTo?: HandOff; alsoHandedTo?: HandOff[] } | undefined {
+  if (!handOffs || handOffs.length === 0) return undefined;
+  return handOffs.length === 1 ? { handedTo: handOffs[0] } : { handedTo: handOffs[0], alsoHandedTo: handOffs.slice(1) };
+}
+
 /** Releases through `releaseWithHandOff` when the backend has it, else through `release`. */
 export async function releaseOn(backend: LockBackend, key: string, token: string): Promise<ReleaseResult> {
   if (backend.releaseWithHandOff) return backend.releaseWithHandOff(key, token);

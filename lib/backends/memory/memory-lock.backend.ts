@@ -1,15 +1,16 @@
 import { LeaseExpiries } from '../../lease-expiries';
 import { LockBackendError } from '../../lock.errors';
 import { monotonicNow } from '../../lock-clock';
-import type {
-  AcquireResult,
-  HandOff,
-  HeldWith,
-  LeaseMode,
-  LockBackend,
-  LockEvent,
-  QueueOptions,
-  ReleaseResult,
+import {
+  handOffFields,
+  type AcquireResult,
+  type HandOff,
+  type HeldWith,
+  type LeaseMode,
+  type LockBackend,
+  type LockEvent,
+  type QueueOptions,
+  type ReleaseResult,
 } from '../lock-backend';
 
 interface Lease {
@@ -405,10 +406,4 @@ export class MemoryLockBackend implements LockBackend {
 /** The embedded backend: locks for one process. The default when `LockModule` is given no backend. */
 export function memoryBackend(): MemoryLockBackend {
   return new MemoryLockBackend();
-}
-
-/** A call's hand-offs as the answer's fields: the first as `handedTo`, the rest as `alsoHandedTo`. */
-function handOffFields(handed: HandOff[] | undefined): { handedTo?: HandOff; alsoHandedTo?: HandOff[] } | undefined {
-  if (!handed) return undefined;
-  return handed.length === 1 ? { handedTo: handed[0] } : { handedTo: handed[0], alsoHandedTo: handed.slice(1) };
 }

@@ -2,16 +2,17 @@ import { Logger } from '@nestjs/common';
 import type { QueryResult } from 'pg';
 import { LockBackendError } from '../../lock.errors';
 import { monotonicNow, settleWithin } from '../../lock-clock';
-import type {
-  AcquireResult,
-  ExtendItem,
-  HandOff,
-  HeldWith,
-  LeaseMode,
-  LockBackend,
-  LockEvent,
-  QueueOptions,
-  ReleaseResult,
+import {
+  handOffFields,
+  type AcquireResult,
+  type ExtendItem,
+  type HandOff,
+  type HeldWith,
+  type LeaseMode,
+  type LockBackend,
+  type LockEvent,
+  type QueueOptions,
+  type ReleaseResult,
 } from '../lock-backend';
 import { PostgresAttemptCleanup } from './postgres-attempt-cleanup';
 import { PostgresAttemptsInFlight } from './postgres-attempts';
@@ -302,10 +303,4 @@ export class PostgresLockBackend implements LockBackend {
   private closedError(): LockBackendError {
     return new LockBackendError(this.name, 'the backend was closed');
   }
-}
-
-/** A call's hand-offs as the answer's fields: the first as `handedTo`, the others as `alsoHandedTo`. */
-function handOffFields(handOffs: HandOff[]): { handedTo?: HandOff; alsoHandedTo?: HandOff[] } {
-  if (handOffs.length === 0) return {};
-  return handOffs.length === 1 ? { handedTo: handOffs[0] } : { handedTo: handOffs[0], alsoHandedTo: handOffs.slice(1) };
 }

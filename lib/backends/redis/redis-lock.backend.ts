@@ -1,15 +1,16 @@
 import { Logger } from '@nestjs/common';
 import { LockBackendError } from '../../lock.errors';
 import { BackgroundWork } from '../../background-work';
-import type {
-  AcquireResult,
-  ExtendItem,
-  HandOff,
-  LeaseMode,
-  LockBackend,
-  LockEvent,
-  QueueOptions,
-  ReleaseResult,
+import {
+  handOffFields,
+  type AcquireResult,
+  type ExtendItem,
+  type HandOff,
+  type LeaseMode,
+  type LockBackend,
+  type LockEvent,
+  type QueueOptions,
+  type ReleaseResult,
 } from '../lock-backend';
 import { RedisConnection } from './redis-connection';
 import { RedisEvictionCheck } from './redis-eviction-check';
@@ -246,10 +247,7 @@ export class RedisLockBackend implements LockBackend {
       const handOff = this.handedOver(key, keys, waiter, fence);
       if (handOff) handOffs.push(handOff);
     }
-    if (handOffs.length === 0) return undefined;
-    return handOffs.length === 1
-      ? { handedTo: handOffs[0] }
-      : { handedTo: handOffs[0], alsoHandedTo: handOffs.slice(1) };
+    return handOffFields(handOffs);
   }
 
   /**
