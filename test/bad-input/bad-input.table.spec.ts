@@ -232,7 +232,6 @@ const rows: Row[] = [
     'limit on a key held exclusively',
     async (c) => c.locks.tryAcquire((await c.held()).key, { limit: 2 }),
     /Lock "held-[0-9a-f]+" is held with exclusive, and this call asked for limit 2/,
-    ['memory'],
   ),
   invalid(
     'limit that disagrees with the limit the key is held with',
@@ -245,19 +244,28 @@ const rows: Row[] = [
       }
     },
     /Lock "k" is held with limit 3, and this call asked for limit 2: every caller of a limited key must give the same limit/,
-    ['memory'],
   ),
   invalid(
     'exclusive withLock inside a shared hold of the same key',
     (c) => c.locks.withLock('k', () => c.locks.withLock('k', () => 1, { wait: 60_000 }), { mode: 'shared' }),
     /withLock\("k"\) asked for exclusive inside a hold of the same key with shared: it would wait for its own hold to end/,
-    ['memory'],
   ),
-  invalid(
+  alone(
     'limit on a backend that does not keep limits',
-    (c) => c.locks.withLock('k', () => 1, { limit: 2 }),
-    /The (redis|postgres) backend does not support limit: it keeps exclusive locks only/,
-    ['redis', 'postgres'],
+    async () => {
+      // A third party's backend that keeps exclusive locks only (as the Redis quorum does).
+      const backend = Object.assign(memoryBackend(), {
+        capabilities: { fifo: true, fencing: 'strict' as const, modes: [] as const },
+      });
+      const locks = new DistributedLockService({ backend, keyPrefix: 'bad:', ttl: 1_000, wait: 0 });
+      try {
+        await locks.withLock('k', () => 1, { limit: 2 });
+      } finally {
+        await locks.shutdown();
+      }
+    },
+    InvalidLockOptionsError,
+    /The memory backend does not support limit: it keeps exclusive locks only/,
   ),
   invalid(
     'multi-key guard without locks',
