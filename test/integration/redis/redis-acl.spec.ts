@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { LockBackendError, type LockBackend } from '../../../lib';
+import { LockBackendError, LockTimeoutError, type LockBackend } from '../../../lib';
 import { DistributedLockService } from '../../../lib/distributed-lock.service';
 import { redisBackend } from '../../../lib/redis';
 import { RedisLockBackend } from '../../../lib/backends/redis/redis-lock.backend';
@@ -195,6 +195,23 @@ describe('redisBackend and Redis ACL users (a spawned Redis 7 server)', () => {
         ttl: 450,
       });
       expect(renewed).toBe(false);
+
+      // Waiters that give up (a deadline, then an abort) leave the queue through a release of a
+      // token that holds nothing: with these rights too, and the key goes to nobody who left.
+      const held = (await a.tryAcquire('given-up'))!;
+      await expect(b.acquire('given-up', { wait: 300 })).rejects.toBeInstanceOf(LockTimeoutError);
+      const controller = new AbortController();
+      const aborted = b
+        .acquire('given-up', { wait: 10_000, signal: controller.signal })
+        .catch((error: unknown) => error);
+      await sleep(100);
+      controller.abort(new Error('gave up'));
+      expect(await aborted).toMatchObject({ message: 'gave up' });
+      await sleep(50);
+      await a.release(held);
+      const next = (await b.tryAcquire('given-up'))!;
+      expect(next).not.toBeNull();
+      await b.release(next);
       await a.shutdown();
       await b.shutdown();
     });

@@ -50,18 +50,16 @@ if not current or string.sub(current, 1, 32) ~= token then
   local shared = redis.call('EXISTS', KEYS[6]) == 1
   local place = shared and redis.call('ZSCORE', KEYS[6], token)
   if not place then
-    if redis.call('HEXISTS', KEYS[3], token) == 0 then return 0 end
-    if current or not shared then
-      redis.call('HDEL', KEYS[3], token)
-      redis.call('LREM', KEYS[2], 1, token)
-      return 0
-    end
-    -- A waiter leaves a key that shared or limited holders hold: it may have been what held back the
-    -- waiters behind it (readers behind a writer), who may hold the key beside the holders now. Their
-    -- grants are published; the answer stays 0, since this token held nothing.
-    --- @include "includes/check-publish-right"
-    redis.call('HDEL', KEYS[3], token)
+    -- A waiter leaving a key that shared or limited holders hold may have held back the waiters
+    -- behind it (readers behind a writer), who may hold the key beside the holders now: they are
+    -- handed it, and the grants published, when the Redis user may publish (else they find it at
+    -- their next re-check). The answer stays 0, since this token held nothing. Only commands of
+    -- the documented rights: HDEL tells whether the token was queued.
+    local handOn = not current and shared
+      and (not redis.acl_check_cmd or redis.acl_check_cmd(publish, KEYS[5], 'r'))
+    if redis.call('HDEL', KEYS[3], token) == 0 then return 0 end
     redis.call('LREM', KEYS[2], 1, token)
+    if not handOn then return 0 end
     --- @include "includes/read-clock"
     --- @include "includes/prune-holders"
     local floor = tonumber(string.sub(ARGV[1], 34))
