@@ -316,8 +316,9 @@ describe('Nest 12 app, ES modules, as CLI 12 lays it out', () => {
       // eslint-disable-next-line no-control-regex -- the terminal colours vitest prints
       const output = printed.replace(/\x1b\[[0-9;]*m/g, '');
       expect(output).toContain(
-        'LockBackend contract: memory (vitest) > declares the capabilities the suite is run for (fifo, fencing strict)',
+        'LockBackend contract: memory (vitest) > declares the capabilities the suite is run for (fifo, fencing strict, modes shared, limit)',
       );
+      expect(output).toContain('lease modes against a model: memory (vitest) > keeps rule 7 for limited locks');
       expect(output).toContain('not checked (the target has no evict)');
       expect(output).toContain(
         'lock model with the real scheduler: memory (vitest) > never leaves a key to a token that gave up',
