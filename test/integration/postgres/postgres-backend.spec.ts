@@ -465,6 +465,44 @@ describe('postgresBackend: shared and limited leases', () => {
     expect(await b.release(key, writer2)).toBe(true);
   });
 
+  it('tells the readers behind a writer that gives up to try again when the lease row is busy, instead of leaving them to a 30 s re-check', async () => {
+    const b = backend();
+    const locks = service(b);
+    const reader = (await locks.tryAcquire('busy-row', { mode: 'shared', ttl: 30_000 }))!;
+    const controller = new AbortController();
+    const writer = locks
+      .acquire('busy-row', { wait: 20_000, signal: controller.signal })
+      .catch((error: unknown) => error);
+    await eventually(
+      async () =>
+        (await count(`SELECT count(*) AS n FROM "${schema}".distributed_locks_queue WHERE key = 'pg:busy-row'`)) === 1,
+    );
+    const late = locks.acquire('busy-row', { mode: 'shared', wait: 8_000 });
+    await eventually(
+      async () =>
+        (await count(`SELECT count(*) AS n FROM "${schema}".distributed_locks_queue WHERE key = 'pg:busy-row'`)) === 2,
+    );
+    // Another call holds the lease row (as the watchdog's extension of a reader does) while the writer gives up.
+    const blocker = new Client({ connectionString: url });
+    await blocker.connect();
+    try {
+      await blocker.query('BEGIN');
+      await blocker.query(`SELECT 1 FROM "${schema}".distributed_locks WHERE key = 'pg:busy-row' FOR UPDATE`);
+      controller.abort(new Error('the writer gave up'));
+      expect(await writer).toMatchObject({ message: 'the writer gave up' });
+      await sleep(300);
+      await blocker.query('COMMIT');
+    } finally {
+      await blocker.end();
+    }
+    // The first reader's lease runs 30 s, and so does the re-check: the late reader got the key beside it.
+    const lateReader = await late;
+    expect(await locks.extend(reader)).toBe(true);
+    await locks.release(lateReader);
+    await locks.release(reader);
+    await locks.shutdown();
+  });
+
   it('hands an expired exclusive lease to the queued shared waiters at the next attempt, all of them at once', async () => {
     const b = backend();
     const key = 'pg:expired-run';

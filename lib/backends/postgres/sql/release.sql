@@ -50,9 +50,8 @@ BEGIN
     released := false;
     IF NOT EXISTS (SELECT 1 FROM :holders h WHERE h.key = p_key AND h.token = p_token AND h.expires_at > clock_timestamp()) THEN
       -- An exclusive waiter leaving a key held shared may have held back the shared waiters behind
-      -- it: they may hold the key beside the holders now. Handed on here only when the lease row is
-      -- free to lock (SKIP LOCKED: this waits for nothing); a call holding it hands them on itself,
-      -- passing over the place this deletes.
+      -- it: they may hold the key beside the holders now. Handed on here when the lease row is free
+      -- to lock (SKIP LOCKED: this waits for nothing); otherwise they are told to try again.
       IF v_left AND v_left_sharing IS NULL
           AND EXISTS (SELECT 1 FROM :leases l WHERE l.key = p_key AND l.token = 'shared') THEN
         PERFORM 1 FROM :leases l WHERE l.key = p_key FOR UPDATE SKIP LOCKED;
@@ -64,6 +63,10 @@ BEGIN
             also_tokens := v_tokens[2:];
             also_fences := v_fences[2:];
           END IF;
+        ELSE
+          -- The row is busy (an extension, an attempt that stopped at this waiter's place): the
+          -- waiters try again once this commits, and find the place gone.
+          PERFORM :notify(p_key, (SELECT l.fence FROM :leases l WHERE l.key = p_key), NULL, NULL);
         END IF;
       END IF;
       RETURN;
