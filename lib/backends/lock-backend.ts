@@ -27,8 +27,8 @@
  *    releases by its token as an exclusive holder does:
  *    - `{ kind: 'shared' }`: any number of shared holders at once, never with an exclusive holder
  *      (a call without `mode`). A shared attempt is busy while an exclusive holder holds the key or
- *      any live waiter is queued, whatever its mode, so a queued writer is never overtaken by
- *      readers that came after it.
+ *      a live waiter of any mode is queued ahead of it (any live waiter, when it is not queued), so
+ *      a queued writer is never overtaken by readers that came after it.
  *    - `{ kind: 'limit', limit }`: at most `limit` holders at once. A key held with a limit is busy
  *      for a call with another limit, `shared` or no mode, and the answer says so (`heldWith`),
  *      as it does for a limited call on a key held exclusively or shared.
@@ -36,7 +36,9 @@
  *    only, or at most `limit` holders of that one limit. Rule 3 holds for every grant of every mode:
  *    each fence is greater than every fence granted before for the key. A release or expiry hands
  *    the key to the queue's oldest live waiters, in order, as many as may hold it together (one
- *    exclusive waiter; a run of shared waiters; up to the limit), stopping at the first that may not.
+ *    exclusive waiter; a run of shared waiters; up to the limit), stopping at the first that may not;
+ *    so does a waiter that leaves the queue (a release of a token that holds nothing), for the
+ *    waiters behind it that it held back.
  *
  * `tryAcquire` and `releaseWithHandOff`, the two calls of every lock, may answer with the result
  * itself rather than a promise of it, when the operation took effect before the call returned (the
