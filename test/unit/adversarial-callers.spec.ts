@@ -659,3 +659,154 @@ describe('races with release, shutdown and lost keys', () => {
     await other.shutdown();
   });
 });
+
+describe('shared and limited locks: callers that are not polite', () => {
+  /** Busy: blocks the event loop, so no timer of the library (watchdog, lease end) can run. */
+  const blockFor = (ms: number): void => {
+    const until = performance.now() + ms;
+    while (performance.now() < until) {
+      // Busy.
+    }
+  };
+
+  it.each([
+    ['a reader', { mode: 'shared' as const }, {}],
+    ['a limited holder', { limit: 1 }, { limit: 1 }],
+  ])(
+    '%s whose work blocks the event loop past its TTL: its signal is aborted when read, withLock rejects with LockLostError, and the waiter behind it gets the key',
+    async (_who, mode, waiterMode) => {
+      const inner = memoryBackend();
+      const locks = service(inner, { ttl: 150 });
+      const other = service(inner, { ttl: 5_000 });
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => (open = resolve));
+      let fence = 0n;
+      const holding = locks
+        .withLock(
+          'blocked-mode',
+          async (lock) => {
+            fence = lock.fence;
+            await gate;
+            blockFor(400);
+            // The check a careful holder makes before its write, with no await after the block.
+            return lock.signal.aborted;
+          },
+          mode,
+        )
+        .catch((error: unknown) => error);
+      // A writer (or the next limited caller) queues behind the hold.
+      const waiting = other.acquire('blocked-mode', { wait: 5_000, ...waiterMode });
+      await flush();
+      expect((await memoryState(inner, ['blocked-mode']))[0].queued).toHaveLength(1);
+      open();
+      const error = await holding;
+      expect(error).toBeInstanceOf(LockLostError);
+      expect(error).toMatchObject({ key: 'blocked-mode', workSucceeded: true });
+      const next = await waiting;
+      expect(next.fence).toBeGreaterThan(fence);
+      expect(locks.heldCount).toBe(0);
+      await other.release(next);
+      expect(inner.size).toBe(0);
+      await locks.shutdown();
+      await other.shutdown();
+    },
+  );
+
+  it.each([
+    ['a reader behind a writer', { mode: 'shared' as const }],
+    ['a limited waiter behind the full limit', { limit: 1 }],
+  ])(
+    '%s that aborts while its queued attempt is held back at the backend, which then grants it: rejects with the reason, and the grant is given back',
+    async (_who, mode) => {
+      const inner = memoryBackend();
+      const backend = new RecordingBackend(inner);
+      const locks = service(backend);
+      const holder = (await locks.tryAcquire('abort-mode', 'limit' in mode ? mode : {}))!;
+      const gate = gateOn(backend, (c) => c.method === 'tryAcquire' && c.queued === true);
+      const controller = new AbortController();
+      const reason = new Error('gave up');
+      const waiting = locks.acquire('abort-mode', { ...mode, wait: 10_000, signal: controller.signal });
+      const held = await gate.reached;
+      // The key comes free while the queued attempt is on its way: the attempt will be granted.
+      await locks.release(holder);
+      controller.abort(reason);
+      await expect(waiting).rejects.toBe(reason);
+      gate.open();
+      await givenBack(backend, held.token!);
+      await flush();
+      expect(locks.heldCount).toBe(0);
+      expect(await memoryState(inner, ['abort-mode'])).toEqual([free]);
+      expect(inner.size).toBe(0);
+      await locks.shutdown();
+    },
+  );
+
+  it('200 readers queued behind a writer and 200 limited waiters behind the full limit give up together: nothing of theirs stays held or queued', async () => {
+    const inner = memoryBackend();
+    const locks = service(inner);
+    const writer = (await locks.tryAcquire('crowd-shared'))!;
+    const places = [
+      (await locks.tryAcquire('crowd-limit', { limit: 2 }))!,
+      (await locks.tryAcquire('crowd-limit', { limit: 2 }))!,
+    ];
+    const controller = new AbortController();
+    setMaxListeners(500, controller.signal);
+    const reason = new Error('everyone gave up');
+    const waiters = [
+      ...Array.from({ length: 200 }, () =>
+        locks.acquire('crowd-shared', { mode: 'shared', wait: 10_000, signal: controller.signal }),
+      ),
+      ...Array.from({ length: 200 }, () =>
+        locks.acquire('crowd-limit', { limit: 2, wait: 10_000, signal: controller.signal }),
+      ),
+    ].map((waiting) =>
+      waiting.then(
+        () => 'granted',
+        (error: unknown) => error,
+      ),
+    );
+    await flush();
+    const [shared, limited] = await memoryState(inner, ['crowd-shared', 'crowd-limit']);
+    expect([shared.queued.length, limited.queued.length]).toEqual([200, 200]);
+    controller.abort(reason);
+    expect(new Set(await Promise.all(waiters))).toEqual(new Set([reason]));
+    await flush();
+    expect(await memoryState(inner, ['crowd-shared', 'crowd-limit'])).toEqual([
+      { holder: writer.token, queued: [] },
+      { holder: places[0].token, queued: [] },
+    ]);
+    expect(locks.heldCount).toBe(3);
+    await locks.release(writer);
+    for (const place of places) await locks.release(place);
+    expect(inner.size).toBe(0);
+    await locks.shutdown();
+  });
+
+  it('readers and writers started without await, one after another: a writer never holds with anyone, and all of them run', async () => {
+    const locks = service(memoryBackend());
+    const log: string[] = [];
+    let readers = 0;
+    let writers = 0;
+    const work = (writer: boolean) => async () => {
+      if (writer ? readers > 0 || writers > 0 : writers > 0) log.push('overlap');
+      if (writer) writers++;
+      else readers++;
+      await new Promise((resolve) => setImmediate(resolve));
+      if (writer) writers--;
+      else readers--;
+      log.push(writer ? 'w' : 'r');
+    };
+    const calls: Array<Promise<void>> = [];
+    for (let i = 0; i < 60; i++) {
+      const writer = i % 10 === 3;
+      // Not awaited, as code that fires them from a loop does.
+      calls.push(locks.withLock('fired', work(writer), { mode: writer ? 'exclusive' : 'shared', wait: 10_000 }));
+    }
+    await Promise.all(calls);
+    expect(log.filter((entry) => entry === 'overlap')).toEqual([]);
+    expect(log.filter((entry) => entry === 'w')).toHaveLength(6);
+    expect(log.filter((entry) => entry === 'r')).toHaveLength(54);
+    expect(locks.heldCount).toBe(0);
+    await locks.shutdown();
+  });
+});
