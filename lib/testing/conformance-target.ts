@@ -48,6 +48,11 @@ export interface ConformanceTestApi {
 export interface LockStateView {
   holder: string | null;
   queued: string[];
+  /**
+   * Every live holder: the exclusive one, or the shared and limited ones (rule 7). Left out, as by a
+   * target of a backend without modes: `holder` alone.
+   */
+  holders?: string[];
 }
 
 /** The backend under test, as the kit makes it and looks at it. */

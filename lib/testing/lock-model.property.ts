@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import type * as FC from 'fast-check';
-import type { LockBackend } from '../backends/lock-backend';
+import { capabilitiesOf, type LeaseModeKind, type LockBackend } from '../backends/lock-backend';
 import type { LockGuard, MultiLockGuard } from '../distributed-lock';
 import { DistributedLockService } from '../distributed-lock.service';
 import { LockBackendError, LockTimeoutError } from '../lock.errors';
@@ -39,7 +39,8 @@ interface Real {
 
 type Model = Record<string, never>;
 
-const KEYS = ['a', 'b'];
+/** 'a' and 'b' are taken exclusive or shared; 'c' only with limit 2 (a limit never meets another mode). */
+const KEYS = ['a', 'b', 'c'];
 const ACTORS = [0, 1, 2];
 /** The attempt a backend call is made for (the service calls the backend inside the caller's async context). */
 const making = new AsyncLocalStorage<Attempt>();
@@ -47,7 +48,7 @@ const GAVE_UP = new Error('the caller gave up');
 
 /**
  * Model test with the real scheduler: fast-check commands interleave acquire (of one key, or of both
- * as a multi-key lock, with a wait and a signal), abort, deadline expiry, release, extend with other TTLs, the passing of time, and
+ * as a multi-key lock, exclusive, shared or limited as the target claims, with a wait and a signal), abort, deadline expiry, release, extend with other TTLs, the passing of time, and
  * backend latency (every call delayed at random on its way in and out, so calls overtake each
  * other), on a real backend. After every step, once no call of a token that gave up is still under
  * way, the backend's own state must show: no key held by a token whose acquire gave up (timed out,
@@ -57,6 +58,7 @@ const GAVE_UP = new Error('the caller gave up');
 export function describeLockModelProperty(api: ConformanceTestApi, target: ConformanceTarget): void {
   const { describe, expect } = api;
   const inspect = target.inspect?.bind(target);
+  const modes = capabilitiesOf(target).modes;
   const what = inspect
     ? 'never leaves a key or a queue place to a token that gave up, whatever the timing'
     : 'never leaves a key to a token that gave up, whatever the timing (checked from outside, the target has no inspect: every key is free at the end of each run)';
@@ -136,8 +138,8 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
     await quiesce(real, gaveUp);
     for (const key of inspect ? KEYS : []) {
       const view = await inspect!(real.inner, real.prefix + key);
-      if (view.holder !== null && gaveUp.has(view.holder)) {
-        throw new Error(`"${key}" is held by token ${view.holder}, whose ${story(real, view.holder)}`);
+      for (const holder of view.holders ?? (view.holder === null ? [] : [view.holder])) {
+        if (gaveUp.has(holder)) throw new Error(`"${key}" is held by token ${holder}, whose ${story(real, holder)}`);
       }
       for (const token of view.queued) {
         if (gaveUp.has(token))
@@ -159,7 +161,7 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
     for (const key of KEYS) {
       if (inspect) {
         const view = await inspect(real.inner, real.prefix + key);
-        expect({ key, ...view }).toEqual({ key, holder: null, queued: [] });
+        expect({ key, holder: view.holder, queued: view.queued }).toEqual({ key, holder: null, queued: [] });
       }
       // From outside: a new caller takes each key at once (a key left to a token that gave up would
       // stay taken for that token's TTL).
@@ -174,7 +176,8 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
     const actor = fc.constantFrom(...ACTORS);
     const key = fc.constantFrom(...KEYS);
     // One key, or both in either order (a multi-key lock takes them sorted whatever the order).
-    const keys = fc.constantFrom<readonly string[]>(['a'], ['b'], ['a', 'b'], ['b', 'a']);
+    const keys = fc.constantFrom<readonly string[]>(['a'], ['b'], ['a', 'b'], ['b', 'a'], ['c']);
+    const shared = fc.boolean();
     const ttl = fc.constantFrom(150, 1_000, 60_000);
     return fc.commands(
       [
@@ -184,11 +187,12 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
             .record({
               actor,
               keys,
+              shared,
               ttl,
               wait: fc.constantFrom(0, 20, 100, 2_000),
               abortAfter: fc.constantFrom<number | null>(null, null, 0, 1, 5, 20, 50, 100),
             })
-            .map((o) => new Acquire(o.actor, o.keys, o.ttl, o.wait, o.abortAfter)),
+            .map((o) => new Acquire(o.actor, o.keys, o.ttl, o.wait, o.abortAfter, modeOf(o.keys, o.shared, modes))),
         ),
         fc.nat(20).map((i) => new Abort(i)),
         fc.record({ actor, key }).map((o) => new Release(o.actor, o.key)),
@@ -207,6 +211,7 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
       readonly ttl: number,
       readonly wait: number,
       readonly abortAfter: number | null,
+      readonly mode: { mode?: 'shared'; limit?: number },
     ) {}
     check = (): boolean => true;
     async run(_m: Model, real: Real): Promise<void> {
@@ -214,7 +219,7 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
       const tokens: string[] = [];
       const attempt = { actor: this.actor, keys: this.keys, tokens, controller, state: 'pending' } as Attempt;
       real.attempts.push(attempt);
-      const options = { wait: this.wait, ttl: this.ttl, signal: controller.signal };
+      const options = { wait: this.wait, ttl: this.ttl, signal: controller.signal, ...this.mode };
       const locks = real.locks[this.actor];
       const promise: Promise<LockGuard | MultiLockGuard> = making.run(attempt, () =>
         this.keys.length === 1 ? locks.acquire(this.keys[0], options) : locks.acquire(this.keys, options),
@@ -245,7 +250,7 @@ export function describeLockModelProperty(api: ConformanceTestApi, target: Confo
       await step(real);
     }
     toString = (): string =>
-      `acquire(${this.actor}, ${this.keys.join('+')}, ttl ${this.ttl}, wait ${this.wait}, abort ${this.abortAfter ?? 'never'})`;
+      `acquire(${this.actor}, ${this.keys.join('+')}${this.mode.mode ? ', shared' : ''}${this.mode.limit ? `, limit ${this.mode.limit}` : ''}, ttl ${this.ttl}, wait ${this.wait}, abort ${this.abortAfter ?? 'never'})`;
   }
 
   class Abort implements FC.AsyncCommand<Model, Real> {
@@ -345,4 +350,17 @@ async function quiesce(real: Real, tokens: ReadonlySet<string>): Promise<void> {
     await sleep(5);
   }
   if (idle < 2) throw new Error('calls of tokens that gave up were still under way after 5 s');
+}
+
+/**
+ * The mode of an acquire, as far as the target claims it: 'c' with limit 2 (exclusive without
+ * limits), the others shared when drawn so (exclusive without shared locks).
+ */
+function modeOf(
+  keys: readonly string[],
+  shared: boolean,
+  modes: readonly LeaseModeKind[],
+): { mode?: 'shared'; limit?: number } {
+  if (keys.includes('c')) return modes.includes('limit') ? { limit: 2 } : {};
+  return shared && modes.includes('shared') ? { mode: 'shared' } : {};
 }

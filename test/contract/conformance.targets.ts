@@ -38,10 +38,13 @@ export function memoryTarget(): ConformanceTarget {
     inspect: async (backend, key): Promise<LockStateView> => {
       const state = memoryKeys(backend).get(key);
       const now = performance.now();
-      const shared = [...(state?.holders?.values() ?? [])].find((holder) => holder.endsAt > now);
+      const exclusive = state?.lease && state.lease.endsAt > now ? [state.lease.token] : [];
+      const shared = [...(state?.holders?.values() ?? [])].filter((h) => h.endsAt > now).map((h) => h.token);
+      const holders = [...exclusive, ...shared];
       return {
-        holder: state?.lease && state.lease.endsAt > now ? state.lease.token : (shared?.token ?? null),
+        holder: holders[0] ?? null,
         queued: (state?.queue ?? []).filter((w) => w.until > now).map((w) => w.token),
+        holders,
       };
     },
   };
@@ -84,7 +87,7 @@ export function redisTarget(): ConformanceTarget {
   };
 }
 
-/** What one Redis server holds for `key`: the exclusive holder, else the first live shared or limited one. */
+/** What one Redis server holds for `key`: the exclusive holder, or the live shared or limited ones. */
 export async function readRedisState(redis: Redis, key: string): Promise<LockStateView> {
   const names = redisLockKeys(key);
   const [lease, holders, waiters, [seconds, micros]] = await Promise.all([
@@ -94,15 +97,15 @@ export async function readRedisState(redis: Redis, key: string): Promise<LockSta
     redis.time(),
   ]);
   const serverNow = Number(seconds) * 1_000 + Number(micros) / 1_000;
-  let shared: string | null = null;
-  for (let i = 0; i < holders.length && shared === null; i += 2) {
-    if (Number(holders[i + 1]) > serverNow) shared = holders[i];
-  }
+  const shared: string[] = [];
+  for (let i = 0; i < holders.length; i += 2) if (Number(holders[i + 1]) > serverNow) shared.push(holders[i]);
+  const all = lease ? [lease.slice(0, 32), ...shared] : shared;
   return {
-    holder: lease ? lease.slice(0, 32) : shared,
+    holder: all[0] ?? null,
     queued: Object.entries(waiters)
       .filter(([, place]) => Number(place.split(':')[0]) > serverNow)
       .map(([token]) => token),
+    holders: all,
   };
 }
 
@@ -163,5 +166,6 @@ export async function readPostgresState(reader: Pool, schema: string, key: strin
     `SELECT token FROM ${queue} WHERE key = $1 AND expires_at > clock_timestamp() ORDER BY joined_at, token`,
     [key],
   );
-  return { holder: held.rows[0]?.token ?? null, queued: places.rows.map((r) => r.token) };
+  const all = held.rows.map((r) => r.token);
+  return { holder: all[0] ?? null, queued: places.rows.map((r) => r.token), holders: all };
 }

@@ -59,7 +59,8 @@ function gateOn(backend: RecordingBackend, test: (call: RecordedCall) => boolean
 
 /** What the memory backend has for each of `keys`: the holder's token (or null) and the queue. */
 async function memoryState(backend: LockBackend, keys: readonly string[]) {
-  return Promise.all(keys.map((key) => inspectMemory(backend, PREFIX + key)));
+  const views = await Promise.all(keys.map((key) => inspectMemory(backend, PREFIX + key)));
+  return views.map(({ holder, queued }) => ({ holder, queued }));
 }
 
 const free = { holder: null, queued: [] };
