@@ -7,6 +7,8 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { LockModule, WithLock, memoryBackend, type LockBackend } from '../lib';
 import { redisBackend } from '../lib/redis';
+import { redisLockKeys } from '../lib/backends/redis/redis-key-layout';
+import { lockScripts } from '../lib/backends/redis/redis-lock.scripts';
 import { BENCH_OPTIONS, resultsWriter } from './harness/results-file';
 
 /**
@@ -15,13 +17,17 @@ import { BENCH_OPTIONS, resultsWriter } from './harness/results-file';
  * the lock itself). Routes are measured in the same run, interleaved, for several rounds:
  * - memory: `@WithLock` on the memory backend against the same route without a lock;
  * - Redis: `@WithLock` on the Redis backend against a route that makes the same two round trips with
- *   bare ioredis (SET NX PX, then DEL), the floor of any Redis lock.
+ *   bare ioredis (SET NX PX, then DEL), the floor of any Redis lock; and, in the same rounds, a
+ *   route that runs this library's two scripts (acquire, release) through bare ioredis, with none of
+ *   the library's JavaScript: what is left between it and `@WithLock` is the library's own cost in
+ *   the process, what is between it and SET/DEL is the scripts' cost on the Redis server.
  * --quick makes the defaults 1 s per route and 2 rounds.
  */
 
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `bench-http:${randomBytes(4).toString('hex')}:`;
 const bare = new Redis(redisUrl);
+const scripts = lockScripts();
 
 @Controller()
 class RoutesController {
@@ -43,6 +49,17 @@ class RoutesController {
     await bare.del(key);
     return { id };
   }
+
+  @Get('scripts/:id')
+  async scripts(@Param('id') id: string) {
+    const keys = redisLockKeys(`${prefix}scripts:${id}`);
+    const keyList = [keys.lease, keys.queue, keys.waiters, keys.fence, keys.channel, keys.holders, keys.holding];
+    // A token as the library draws it, then the publish mode ("p") and the fence floor (0).
+    const token = `${randomBytes(16).toString('hex')}p0`;
+    await bare.evalsha(scripts.acquire.sha, 7, ...keyList, token, 30_000);
+    await bare.evalsha(scripts.release.sha, 7, ...keyList, token);
+    return { id };
+  }
 }
 
 function appModule(backend: LockBackend) {
@@ -57,18 +74,21 @@ interface RouteFigures {
   latencyP99Ms: number;
 }
 
-/** One round of the HTTP benchmark: both routes of one backend, as the JSON results keep it. */
+/** One round of the HTTP benchmark: the routes of one backend, as the JSON results keep it. */
 export interface HttpRound {
   backend: string;
   round: number;
   /** The route without a lock ('plain') or with bare ioredis ('bare'). */
   baseline: string;
-  /** The order the two routes ran in this round. */
+  /** The order the routes ran in this round. */
   order: string[];
   baselineRoute: RouteFigures;
   lockedRoute: RouteFigures;
   /** @WithLock req/s ÷ baseline req/s. */
   ratio: number;
+  /** Redis: the route that runs the library's two scripts through bare ioredis, and its req/s ÷ baseline req/s. */
+  scriptsRoute?: RouteFigures;
+  scriptsRatio?: number;
 }
 
 async function measure(url: string, route: string, seconds: number, connections: number): Promise<RouteFigures> {
@@ -94,6 +114,8 @@ async function compare(
   backend: LockBackend,
   baseline: string,
   options: { seconds: number; rounds: number; connections: number },
+  /** Also measure the route running the library's scripts through bare ioredis (Redis only). */
+  withScripts = false,
 ): Promise<{ printed: Array<Record<string, string | number>>; rounds: HttpRound[] }> {
   const app: INestApplication = await NestFactory.create(appModule(backend), { logger: ['error', 'warn'] });
   await app.listen(0, '127.0.0.1');
@@ -101,12 +123,12 @@ async function compare(
   const rows: Array<Record<string, string | number>> = [];
   const rounds: HttpRound[] = [];
   try {
-    // A short warm-up of both routes, not counted.
-    await measure(url, baseline, 1, options.connections);
-    await measure(url, 'locked', 1, options.connections);
+    // A short warm-up of every route, not counted.
+    const routes = withScripts ? [baseline, 'scripts', 'locked'] : [baseline, 'locked'];
+    for (const route of routes) await measure(url, route, 1, options.connections);
     for (let round = 1; round <= options.rounds; round++) {
-      // The order alternates, so neither route always runs on a warmer process.
-      const order = round % 2 === 1 ? [baseline, 'locked'] : ['locked', baseline];
+      // The order alternates, so no route always runs on a warmer process.
+      const order = round % 2 === 1 ? routes : [...routes].reverse();
       const figures: Record<string, RouteFigures> = {};
       for (const route of order) figures[route] = await measure(url, route, options.seconds, options.connections);
       const rps = { [baseline]: figures[baseline].requestsPerSecond, locked: figures.locked.requestsPerSecond };
@@ -118,11 +140,20 @@ async function compare(
         baselineRoute: figures[baseline],
         lockedRoute: figures.locked,
         ratio: rps.locked / rps[baseline],
+        ...(withScripts
+          ? { scriptsRoute: figures.scripts, scriptsRatio: figures.scripts.requestsPerSecond / rps[baseline] }
+          : {}),
       });
       rows.push({
         backend: name,
         round,
         [`${baseline} req/s`]: Math.round(rps[baseline]),
+        ...(withScripts
+          ? {
+              'scripts only req/s': Math.round(figures.scripts.requestsPerSecond),
+              'scripts ratio': (figures.scripts.requestsPerSecond / rps[baseline]).toFixed(3),
+            }
+          : {}),
         '@WithLock req/s': Math.round(rps.locked),
         ratio: (rps.locked / rps[baseline]).toFixed(3),
       });
@@ -154,12 +185,17 @@ async function main(): Promise<void> {
   );
   const memory = await compare('memory', memoryBackend(), 'plain', options);
   console.table(memory.printed);
-  const redis = await compare('redis', redisBackend({ url: redisUrl }), 'bare', options);
+  await bare.script('LOAD', scripts.acquire.lua);
+  await bare.script('LOAD', scripts.release.lua);
+  const redis = await compare('redis', redisBackend({ url: redisUrl }), 'bare', options, true);
   console.table(redis.printed);
-  const mean = (rows: Array<Record<string, string | number>>): string =>
-    (rows.reduce((sum, row) => sum + Number(row.ratio), 0) / rows.length).toFixed(3);
+  const mean = (rows: Array<Record<string, string | number>>, column = 'ratio'): string =>
+    (rows.reduce((sum, row) => sum + Number(row[column]), 0) / rows.length).toFixed(3);
   console.log(
     `Mean ratio: memory ${mean(memory.printed)} × the route without a lock; Redis ${mean(redis.printed)} × bare ioredis (same two round trips).`,
+  );
+  console.log(
+    `Redis, the library's two scripts through bare ioredis (no library code in the process): ${mean(redis.printed, 'scripts ratio')} × bare ioredis.`,
   );
   console.log('Targets: ≥ 0.95× in both.');
   save({

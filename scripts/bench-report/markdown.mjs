@@ -163,6 +163,7 @@ function httpTable(files) {
       'round',
       'baseline',
       'baseline req/s',
+      'scripts only req/s (ratio)',
       '@WithLock req/s',
       'ratio',
       'p99 latency ms (baseline / @WithLock)',
@@ -173,11 +174,21 @@ function httpTable(files) {
         r.round,
         r.baseline,
         whole(r.baselineRps),
+        r.scriptsRps === undefined ? '–' : `${whole(r.scriptsRps)} (${fixed(r.scriptsRatio, 3)})`,
         whole(r.lockedRps),
         fixed(r.ratio, 3),
         `${r.baselineP99} / ${r.lockedP99}`,
       ]),
-      ...means.map((m) => [m.backend, 'mean', '', '', '', `**${fixed(m.ratio, 3)}**`, '']),
+      ...means.map((m) => [
+        m.backend,
+        'mean',
+        '',
+        '',
+        m.scriptsRatio === undefined ? '' : `(${fixed(m.scriptsRatio, 3)})`,
+        '',
+        `**${fixed(m.ratio, 3)}**`,
+        '',
+      ]),
     ],
   );
 }
@@ -326,8 +337,11 @@ ${image(charts, 'http-ratio', '@WithLock requests per second as a ratio of the b
 An Express app serves each route with autocannon on loopback, every request on a key of its own (no
 contention: the cost of the lock). The memory backend's route with \`@WithLock\` is compared with the same route
 without a lock; the Redis backend's with a route that makes the same two round trips with bare ioredis (\`SET NX
-PX\`, then \`DEL\`), the floor of any Redis lock. The two routes of a backend alternate in order from round to
-round. The load generator, the app and Redis share the same 2 cores, so rounds vary by several percent either way.
+PX\`, then \`DEL\`), the floor of any Redis lock. A third Redis route, "scripts only", runs this library's two
+scripts (acquire, release) through bare ioredis with none of the library's code in the process: the gap between it
+and the floor is what the scripts cost the Redis server, the gap between it and \`@WithLock\` is the library's own
+cost in the app. The routes of a backend alternate in order from round to round. The load generator, the app and
+Redis share the same 2 cores, so rounds vary by several percent either way.
 
 ${httpTable(files)}
 
