@@ -176,7 +176,9 @@ export function httpMeans(rows) {
       backend,
       ratio: mine.reduce((sum, r) => sum + r.ratio, 0) / mine.length,
       scriptsRatio:
-        withScripts.length > 0 ? withScripts.reduce((sum, r) => sum + r.scriptsRatio, 0) / withScripts.length : undefined,
+        withScripts.length > 0
+          ? withScripts.reduce((sum, r) => sum + r.scriptsRatio, 0) / withScripts.length
+          : undefined,
       rounds: mine.length,
     };
   });
