@@ -341,7 +341,8 @@ PX\`, then \`DEL\`), the floor of any Redis lock. A third Redis route, "scripts 
 scripts (acquire, release) through bare ioredis with none of the library's code in the process: the gap between it
 and the floor is what the scripts cost the Redis server, the gap between it and \`@WithLock\` is the library's own
 cost in the app. The routes of a backend alternate in order from round to round. The load generator, the app and
-Redis share the same 2 cores, so rounds vary by several percent either way.
+Redis share the same 2 cores, so rounds vary with whatever else the machine runs, on a busy one by a few tens
+of percent from one round to the next: compare the routes within a round, and the means.
 
 ${httpTable(files)}
 
