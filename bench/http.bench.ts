@@ -7,7 +7,8 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { LockModule, WithLock, memoryBackend, type LockBackend } from '../lib';
 import { redisBackend } from '../lib/redis';
-import { redisLockKeys } from '../lib/backends/redis/redis-key-layout';
+import { lockScriptKeys, redisLockKeys } from '../lib/backends/redis/redis-key-layout';
+import { newLockToken } from '../lib/lock-token';
 import { lockScripts } from '../lib/backends/redis/redis-lock.scripts';
 import { BENCH_OPTIONS, resultsWriter } from './harness/results-file';
 
@@ -52,12 +53,11 @@ class RoutesController {
 
   @Get('scripts/:id')
   async scripts(@Param('id') id: string) {
-    const keys = redisLockKeys(`${prefix}scripts:${id}`);
-    const keyList = [keys.lease, keys.queue, keys.waiters, keys.fence, keys.channel, keys.holders, keys.holding];
+    const keys = lockScriptKeys(redisLockKeys(`${prefix}scripts:${id}`));
     // A token as the library draws it, then the publish mode ("p") and the fence floor (0).
-    const token = `${randomBytes(16).toString('hex')}p0`;
-    await bare.evalsha(scripts.acquire.sha, 7, ...keyList, token, 30_000);
-    await bare.evalsha(scripts.release.sha, 7, ...keyList, token);
+    const token = `${newLockToken()}p0`;
+    await bare.evalsha(scripts.acquire.sha, scripts.acquire.numberOfKeys, ...keys, token, 30_000);
+    await bare.evalsha(scripts.release.sha, scripts.release.numberOfKeys, ...keys, token);
     return { id };
   }
 }

@@ -45,3 +45,8 @@ export function redisLockKeys(key: string): RedisLockKeys {
     channel: `${base}:c`,
   };
 }
+
+/** The seven names of a lock in the order the acquire and release scripts take them as KEYS[1..7]. */
+export function lockScriptKeys(keys: RedisLockKeys): string[] {
+  return [keys.lease, keys.queue, keys.waiters, keys.fence, keys.channel, keys.holders, keys.holding];
+}

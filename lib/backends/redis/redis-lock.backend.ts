@@ -16,7 +16,7 @@ import { RedisConnection } from './redis-connection';
 import { RedisEvictionCheck } from './redis-eviction-check';
 import { extendArgs, extendLeases } from './redis-extend-many';
 import { RedisFenceFloor } from './redis-fence-floor';
-import { redisLockKeys, type RedisLockKeys } from './redis-key-layout';
+import { lockScriptKeys, redisLockKeys, type RedisLockKeys } from './redis-key-layout';
 import { readAcquireReply, readFlag, readReleaseReply, type HandedAnswer } from './redis-lock.replies';
 import { RedisLockSubscriber } from './redis-lock.subscriber';
 import { defineLockScripts, lockScripts, type LockScript } from './redis-lock.scripts';
@@ -123,13 +123,7 @@ export class RedisLockBackend implements LockBackend {
     const args: Array<string | number> = [
       script.sha,
       script.numberOfKeys,
-      keys.lease,
-      keys.queue,
-      keys.waiters,
-      keys.fence,
-      keys.channel,
-      keys.holders,
-      keys.holding,
+      ...lockScriptKeys(keys),
       token + this.floor.acquire,
       ttl,
     ];
@@ -169,18 +163,7 @@ export class RedisLockBackend implements LockBackend {
   private releaseAndRead(key: string, token: string): Promise<ReleaseResult> {
     const keys = redisLockKeys(key);
     const script = this.releaseScript;
-    const args = [
-      script.sha,
-      script.numberOfKeys,
-      keys.lease,
-      keys.queue,
-      keys.waiters,
-      keys.fence,
-      keys.channel,
-      keys.holders,
-      keys.holding,
-      token + this.floor.release,
-    ];
+    const args = [script.sha, script.numberOfKeys, ...lockScriptKeys(keys), token + this.floor.release];
     return this.connection.evalScript('release', script, args, (reply) => this.readRelease(key, keys, reply));
   }
 
