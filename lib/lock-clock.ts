@@ -6,9 +6,34 @@ export function monotonicNow(): number {
   return globalThis.performance.now();
 }
 
-/** A monotonic time expressed in the scale of `Date.now()`, for the fields users read. */
+/**
+ * How far a wall-clock step back must go before the offset follows it (ms): `Date.now()` counts
+ * whole milliseconds, so a reading of the offset falls up to 1 ms short of the true one.
+ */
+const WALL_STEP_BACK_TOLERANCE = 5;
+/** `Date.now()` less the monotonic clock, as last followed. */
+let wallOffset = Date.now() - monotonicNow();
+
+/**
+ * `Date.now()` less the monotonic clock, now. The two clocks part whenever the wall clock is
+ * stepped (NTP, a resumed VM, a machine back from suspend, which the monotonic clock does not
+ * count), so `performance.timeOrigin` goes stale; this follows a step forward at once (a reading
+ * never exceeds the true offset) and a step back once it is past the rounding of `Date.now()`,
+ * so times converted close together keep their order.
+ */
+function epochOffset(): number {
+  const reading = Date.now() - monotonicNow();
+  if (reading > wallOffset || reading < wallOffset - WALL_STEP_BACK_TOLERANCE) wallOffset = reading;
+  return wallOffset;
+}
+
+/**
+ * A monotonic time expressed in the scale of `Date.now()` as it reads now, for the fields users
+ * read (`acquiredAt`, `expiresAt`): compared with `Date.now()`, it tells the time left on the
+ * monotonic clock, however the wall clock was stepped since the process started.
+ */
 export function toEpochMs(monotonic: number): number {
-  return Math.round(globalThis.performance.timeOrigin + monotonic);
+  return Math.round(epochOffset() + monotonic);
 }
 
 /**

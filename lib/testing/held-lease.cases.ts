@@ -209,15 +209,16 @@ export function heldLeaseCases(ctx: ContractContext): void {
     it('an extend with a shorter TTL moves the watchdog: the lease stays held on the new schedule', async () => {
       const a = ctx.service();
       const b = ctx.service();
-      // The new TTL is long enough for its extensions (every 500 ms) to come back in time on a slow
-      // machine; the old schedule's first extension (at 10 s) is far past the end of the new TTL.
+      // The new TTL is long enough for its extensions (every second) to come back in time on a slow
+      // machine, and for a wall-clock step of the backend's host of up to 2 s between two of them;
+      // the old schedule's first extension (at 10 s) is far past the end of the new TTL.
       await a.withLock(
         'shorter',
         async (lock) => {
-          expect(await a.extend(lock, 1_500)).toBe(true);
+          expect(await a.extend(lock, 3_000)).toBe(true);
           const extensionsBefore = ctx.backend.count('extend') + ctx.backend.count('extendMany');
           // Past the new TTL, long before the old schedule's first extension.
-          await sleep(2_500);
+          await sleep(4_000);
           expect(await b.tryAcquire('shorter')).toBeNull();
           expect(lock.signal.aborted).toBe(false);
           expect(lock.expiresAt).toBeGreaterThan(Date.now());

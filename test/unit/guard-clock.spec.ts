@@ -1,0 +1,66 @@
+import { Test } from '@nestjs/testing';
+import type { INestApplicationContext } from '@nestjs/common';
+import { DistributedLock, LockModule, memoryBackend, type LockGuard } from '../../lib';
+
+/*
+ * A guard's `acquiredAt` and `expiresAt` are `Date.now()` milliseconds, while its deadline is kept
+ * on the monotonic clock. The two clocks part when the wall clock is stepped (NTP, a VM resumed from
+ * a pause, a machine back from suspend): the guard's times must then still read against `Date.now()`.
+ */
+describe('guard times when the wall clock was stepped away from the monotonic clock', () => {
+  const realNow = Date.now.bind(Date);
+  let step = 0;
+  let app: INestApplicationContext;
+  let locks: DistributedLock;
+
+  beforeAll(async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [LockModule.forRoot({ backend: memoryBackend(), ttl: 5_000 })],
+    }).compile();
+    app = await moduleRef.init();
+    locks = app.get(DistributedLock);
+  });
+  beforeEach(() => {
+    jest.spyOn(Date, 'now').mockImplementation(() => realNow() + step);
+  });
+  afterEach(() => {
+    jest.restoreAllMocks();
+    step = 0;
+  });
+  afterAll(() => app.close());
+
+  /** What a guard of a lease of `ttl` just confirmed reads against `Date.now()`. */
+  function expectFresh(guard: LockGuard, ttl: number): void {
+    const now = Date.now();
+    expect(guard.expiresAt).toBeGreaterThan(now + ttl - 200);
+    expect(guard.expiresAt).toBeLessThanOrEqual(now + ttl);
+  }
+
+  it.each([
+    ['forward by a minute (a paused VM resumed, a machine back from suspend)', 60_000],
+    ['back by a minute (NTP correcting a fast clock)', -60_000],
+  ])('stepped %s: a guard of tryAcquire, and its extension, read against Date.now()', async (_, by) => {
+    step = by;
+    const guard = (await locks.tryAcquire(`stepped:${by}`))!;
+    expect(Math.abs(guard.acquiredAt - Date.now())).toBeLessThan(200);
+    expectFresh(guard, 5_000);
+    step = by * 2;
+    expect(await locks.extend(guard, 3_000)).toBe(true);
+    expectFresh(guard, 3_000);
+    await locks.release(guard);
+  });
+
+  it('stepped while withLock works: the held lock reads against Date.now() after the step', async () => {
+    await locks.withLock(
+      'stepped:held',
+      async (lock) => {
+        expectFresh(lock, 5_000);
+        step = 60_000;
+        expect(await locks.extend(lock, 4_000)).toBe(true);
+        expectFresh(lock, 4_000);
+        expect(lock.signal.aborted).toBe(false);
+      },
+      { ttl: 5_000 },
+    );
+  });
+});
