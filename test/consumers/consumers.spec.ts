@@ -45,7 +45,8 @@ function run(command: string, args: string[], cwd: string, timeout: number): Pro
       clearTimeout(timer);
       reject(new Error(`could not start ${command}: ${error.message}`));
     });
-    child.once('exit', (code, signal) => {
+    // 'close': the output is whole by then, which 'exit' does not wait for.
+    child.once('close', (code, signal) => {
       clearTimeout(timer);
       if (code === 0) resolvePromise(output);
       else

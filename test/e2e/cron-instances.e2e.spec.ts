@@ -44,7 +44,8 @@ function startInstance(kind: string, connection: string, keyPrefix: string, skew
 
 async function stop(instance: Instance): Promise<void> {
   if (instance.child.exitCode !== null) return;
-  const exited = new Promise((resolve) => instance.child.once('exit', resolve));
+  // 'close': the runs it printed last are read by then, which 'exit' does not wait for.
+  const exited = new Promise((resolve) => instance.child.once('close', resolve));
   instance.child.kill('SIGTERM');
   const timer = setTimeout(() => instance.child.kill('SIGKILL'), 5_000);
   await exited;

@@ -146,7 +146,8 @@ export async function runFaultCase(c: FaultCase): Promise<FaultCaseResult> {
       });
       exits.push(
         new Promise<void>((resolve) => {
-          child.on('exit', (code, signal) => {
+          // 'close', not 'exit': the last lines of its stdout may still be on their way at its exit.
+          child.on('close', (code, signal) => {
             markReady();
             if (code !== 0 && signal !== 'SIGKILL')
               workerErrors.push(`${id} exited ${code ?? signal}: ${stderr.trim()}`);

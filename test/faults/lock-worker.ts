@@ -14,6 +14,7 @@ import { DistributedLockService } from '../../lib/distributed-lock.service';
 import { createBackend, createResource, type WorkerBehaviour, type WorkerConfig } from './worker-config';
 import type { HistoryEvent, SettledOutcome } from './history';
 import { historyNow } from './history-clock';
+import { exitWhenFlushed } from './worker-exit';
 
 const config = JSON.parse(process.env.LOCK_WORKER_CONFIG ?? '{}') as WorkerConfig;
 const behaviour: WorkerBehaviour = config.behaviour ?? { kind: 'plain' };
@@ -374,9 +375,9 @@ async function main(): Promise<void> {
 }
 
 main().then(
-  () => process.exit(0),
+  () => exitWhenFlushed(0),
   (error: unknown) => {
     process.stderr.write(`worker ${config.id} failed: ${error instanceof Error ? error.stack : String(error)}\n`);
-    process.exit(1);
+    exitWhenFlushed(1);
   },
 );
