@@ -25,10 +25,12 @@ function pgbouncerBinary(): string {
   return 'pgbouncer';
 }
 
-function waitForPort(port: number, within: number): Promise<void> {
+/** Polls until `port` accepts a connection, for at most `within` ms, or until `stop` is aborted. */
+function waitForPort(port: number, within: number, stop: AbortSignal): Promise<void> {
   const until = Date.now() + within;
   return new Promise((resolve, reject) => {
     const attempt = (): void => {
+      if (stop.aborted) return;
       const socket = connect(port, '127.0.0.1');
       socket.once('connect', () => {
         socket.destroy();
@@ -120,9 +122,12 @@ export class PgBouncerServer {
     );
     const server = new PgBouncerServer(port, dir, child);
     running.add(server);
+    // Once the start has succeeded or failed, the polling stops (a program that could not start would
+    // otherwise be polled for its port for the whole 10 s).
+    const started = new AbortController();
     try {
       await Promise.race([
-        waitForPort(port, 10_000),
+        waitForPort(port, 10_000, started.signal),
         spawnFailed,
         new Promise<never>((_, reject) =>
           child.once('exit', (code) => reject(new Error(`PgBouncer exited with code ${code}`))),
@@ -132,6 +137,8 @@ export class PgBouncerServer {
     } catch (error) {
       await server.stop();
       throw error;
+    } finally {
+      started.abort();
     }
   }
 

@@ -13,6 +13,7 @@ import { newLockToken } from '../../../lib/lock-token';
 import { PostgresLockNames } from '../../../lib/backends/postgres/postgres-lock.names';
 import { fillPlaceholders } from '../../../lib/backends/postgres/postgres-lock.sql';
 import { freePort } from '../../support/free-port';
+import { setTimeout as delay } from 'node:timers/promises';
 import { eventually, sleep } from '../../support/time';
 
 const url = sharedDatabaseUrl();
@@ -228,14 +229,17 @@ describe('postgresBackend: connections and errors', () => {
     await b.ready();
     const locks = service(b);
     const app = await pool.connect();
-    const settle = (call: Promise<unknown>): Promise<unknown> =>
-      Promise.race([
+    // The bound's timer is cancelled once the call settles: a pending one would keep the test process alive.
+    const settle = (call: Promise<unknown>): Promise<unknown> => {
+      const bound = new AbortController();
+      return Promise.race([
         call.then(
           () => 'resolved',
           (e: unknown) => e,
         ),
-        sleep(15_000).then(() => 'still pending after 15 s'),
-      ]);
+        delay(15_000, 'still pending after 15 s', { signal: bound.signal }).catch(() => 'cancelled'),
+      ]).finally(() => bound.abort());
+    };
     try {
       await app.query('BEGIN');
       await app.query('SELECT 1');
