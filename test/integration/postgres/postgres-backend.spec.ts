@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { Client, Pool } from 'pg';
 import { InvalidLockOptionsError, LockBackendError, LockTimeoutError, type LockGuard } from '../../../lib';
 import { DistributedLockService } from '../../../lib/distributed-lock.service';
@@ -13,7 +14,6 @@ import { newLockToken } from '../../../lib/lock-token';
 import { PostgresLockNames } from '../../../lib/backends/postgres/postgres-lock.names';
 import { fillPlaceholders } from '../../../lib/backends/postgres/postgres-lock.sql';
 import { freePort } from '../../support/free-port';
-import { setTimeout as delay } from 'node:timers/promises';
 import { eventually, sleep } from '../../support/time';
 
 const url = sharedDatabaseUrl();
