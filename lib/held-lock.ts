@@ -88,9 +88,10 @@ export class GuardLease implements Lease {
     public heldSince: number,
     key: string,
     fence: bigint,
+    acquiredAt: number,
     expiresAt: number,
   ) {
-    this.guard = new Guard(key, token, fence, toEpochMs(heldSince), expiresAt, this);
+    this.guard = new Guard(key, token, fence, acquiredAt, expiresAt, this);
   }
 }
 
@@ -167,9 +168,10 @@ export class WithLockLease implements Lease, Hold, WatchedLease {
     public heldSince: number,
     key: string,
     fence: bigint,
+    acquiredAt: number,
     expiresAt: number,
   ) {
-    this.guard = new Held(key, token, fence, toEpochMs(heldSince), expiresAt, this);
+    this.guard = new Held(key, token, fence, acquiredAt, expiresAt, this);
   }
 
   /** The watchdog confirmed an extension: the guard's estimate moves to the new local deadline. */

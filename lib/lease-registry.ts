@@ -7,7 +7,7 @@ import { driftMargin } from './lock.constants';
 import { InvalidLockOptionsError, LockLostError } from './lock.errors';
 import type { CallOptions } from './lock-call-options';
 import type { Grant } from './lock-acquisition';
-import { monotonicNow, toEpochMs } from './lock-clock';
+import { epochOffset, monotonicNow, toEpochMs } from './lock-clock';
 import { LeaseExpiries } from './lease-expiries';
 import type { LockTelemetry, LostReason } from './telemetry/lock-telemetry';
 import type { ServiceTelemetry } from './telemetry/service-telemetry';
@@ -43,8 +43,20 @@ export class LeaseRegistry implements LeaseHost {
   /** Turns a grant into the guard handed to the caller of `tryAcquire` / `acquire`. */
   issueGuard(telemetry: LockTelemetry, backendKey: string, key: string, call: CallOptions, grant: Grant): Guard {
     const now = monotonicNow();
-    const expiresAt = toEpochMs(localDeadlineOf(call.ttl, grant));
-    const lease = new GuardLease(this, backendKey, call.ttl, grant.token, call.name, now, key, grant.fence, expiresAt);
+    // One reading of the wall clock for both of the guard's times.
+    const offset = epochOffset();
+    const lease = new GuardLease(
+      this,
+      backendKey,
+      call.ttl,
+      grant.token,
+      call.name,
+      now,
+      key,
+      grant.fence,
+      toEpochMs(now, offset),
+      toEpochMs(localDeadlineOf(call.ttl, grant), offset),
+    );
     this.hold(telemetry, lease);
     this.expiries.set(lease, endOf(call.ttl));
     return lease.guard;
@@ -59,7 +71,7 @@ export class LeaseRegistry implements LeaseHost {
     grant: Grant,
     now: number,
   ): WithLockLease {
-    const expiresAt = toEpochMs(localDeadlineOf(call.ttl, grant));
+    const offset = epochOffset();
     const lease = new WithLockLease(
       this,
       backendKey,
@@ -69,7 +81,8 @@ export class LeaseRegistry implements LeaseHost {
       now,
       key,
       grant.fence,
-      expiresAt,
+      toEpochMs(now, offset),
+      toEpochMs(localDeadlineOf(call.ttl, grant), offset),
     );
     this.hold(telemetry, lease);
     lease.watch = this.watchdog.watch(lease, grant.startedAt, grant.validFor);

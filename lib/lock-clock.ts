@@ -21,7 +21,7 @@ let wallOffset = Date.now() - monotonicNow();
  * never exceeds the true offset) and a step back once it is past the rounding of `Date.now()`,
  * so times converted close together keep their order.
  */
-function epochOffset(): number {
+export function epochOffset(): number {
   const reading = Date.now() - monotonicNow();
   if (reading > wallOffset || reading < wallOffset - WALL_STEP_BACK_TOLERANCE) wallOffset = reading;
   return wallOffset;
@@ -30,10 +30,11 @@ function epochOffset(): number {
 /**
  * A monotonic time expressed in the scale of `Date.now()` as it reads now, for the fields users
  * read (`acquiredAt`, `expiresAt`): compared with `Date.now()`, it tells the time left on the
- * monotonic clock, however the wall clock was stepped since the process started.
+ * monotonic clock, however the wall clock was stepped since the process started. `offset`: an
+ * `epochOffset()` just read, for several times converted together.
  */
-export function toEpochMs(monotonic: number): number {
-  return Math.round(epochOffset() + monotonic);
+export function toEpochMs(monotonic: number, offset = epochOffset()): number {
+  return Math.round(offset + monotonic);
 }
 
 /**
