@@ -20,6 +20,20 @@ import { Watchdog, type LossReason } from './watchdog';
  * Counts them as held and not held (the held count and hold time), reports the ones lost, and ends
  * each exactly once: released, ended with its work, by its TTL, or at shutdown.
  */
+/** The constructor of a kind of lease (a guard's, or a `withLock` hold's). */
+type LeaseKind<L extends Lease> = new (
+  owner: LeaseRegistry,
+  backendKey: string,
+  ttl: number,
+  token: string,
+  name: string,
+  heldSince: number,
+  key: string,
+  fence: bigint,
+  acquiredAt: number,
+  expiresAt: number,
+) => L;
+
 export class LeaseRegistry implements LeaseHost {
   /** Leases not yet released, released at shutdown. */
   private readonly active = new Set<Lease>();
@@ -42,21 +56,7 @@ export class LeaseRegistry implements LeaseHost {
 
   /** Turns a grant into the guard handed to the caller of `tryAcquire` / `acquire`. */
   issueGuard(telemetry: LockTelemetry, backendKey: string, key: string, call: CallOptions, grant: Grant): Guard {
-    const now = monotonicNow();
-    // One reading of the wall clock for both of the guard's times.
-    const offset = epochOffset();
-    const lease = new GuardLease(
-      this,
-      backendKey,
-      call.ttl,
-      grant.token,
-      call.name,
-      now,
-      key,
-      grant.fence,
-      toEpochMs(now, offset),
-      toEpochMs(localDeadlineOf(call.ttl, grant), offset),
-    );
+    const lease = this.newLease(GuardLease, backendKey, key, call, grant, monotonicNow());
     this.hold(telemetry, lease);
     this.expiries.set(lease, endOf(call.ttl));
     return lease.guard;
@@ -71,22 +71,25 @@ export class LeaseRegistry implements LeaseHost {
     grant: Grant,
     now: number,
   ): WithLockLease {
-    const offset = epochOffset();
-    const lease = new WithLockLease(
-      this,
-      backendKey,
-      call.ttl,
-      grant.token,
-      call.name,
-      now,
-      key,
-      grant.fence,
-      toEpochMs(now, offset),
-      toEpochMs(localDeadlineOf(call.ttl, grant), offset),
-    );
+    const lease = this.newLease(WithLockLease, backendKey, key, call, grant, now);
     this.hold(telemetry, lease);
     lease.watch = this.watchdog.watch(lease, grant.startedAt, grant.validFor);
     return lease;
+  }
+
+  /** A lease of `kind` for `grant`, held from `now`; one reading of the wall clock gives both of its guard's times. */
+  private newLease<L extends Lease>(
+    kind: LeaseKind<L>,
+    backendKey: string,
+    key: string,
+    call: CallOptions,
+    grant: Grant,
+    now: number,
+  ): L {
+    const offset = epochOffset();
+    const acquiredAt = toEpochMs(now, offset);
+    const expiresAt = toEpochMs(localDeadlineOf(call.ttl, grant), offset);
+    return new kind(this, backendKey, call.ttl, grant.token, call.name, now, key, grant.fence, acquiredAt, expiresAt);
   }
 
   /** The lease behind a guard of this service; undefined for a guard-shaped object. */
