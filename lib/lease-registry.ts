@@ -135,10 +135,8 @@ export class LeaseRegistry implements LeaseHost {
       throw this.calls.backendFailure(error, 'extend');
     }
     settle?.(extended);
-    if (held?.watch) {
-      if (extended) held.guard.expiresAt = toEpochMs(held.watch.deadline);
-      return extended && held.live();
-    }
+    // The watchdog moved the guard's expiresAt (onConfirmed) when it settled the extension.
+    if (held?.watch) return extended && held.live();
     // Released while the extension was on its way: the release came after it, so the lease is over.
     if (extended && lease && !lease.released && !lease.releasedAtShutdown) this.renewed(lease, sentAt, ttl);
     return extended;
