@@ -131,31 +131,32 @@ async function compare(
       const order = round % 2 === 1 ? routes : [...routes].reverse();
       const figures: Record<string, RouteFigures> = {};
       for (const route of order) figures[route] = await measure(url, route, options.seconds, options.connections);
-      const rps = { [baseline]: figures[baseline].requestsPerSecond, locked: figures.locked.requestsPerSecond };
-      rounds.push({
+      const baselineRps = figures[baseline].requestsPerSecond;
+      const result: HttpRound = {
         backend: name,
         round,
         baseline,
         order,
         baselineRoute: figures[baseline],
         lockedRoute: figures.locked,
-        ratio: rps.locked / rps[baseline],
+        ratio: figures.locked.requestsPerSecond / baselineRps,
         ...(withScripts
-          ? { scriptsRoute: figures.scripts, scriptsRatio: figures.scripts.requestsPerSecond / rps[baseline] }
+          ? { scriptsRoute: figures.scripts, scriptsRatio: figures.scripts.requestsPerSecond / baselineRps }
           : {}),
-      });
+      };
+      rounds.push(result);
       rows.push({
         backend: name,
         round,
-        [`${baseline} req/s`]: Math.round(rps[baseline]),
-        ...(withScripts
+        [`${baseline} req/s`]: Math.round(baselineRps),
+        ...(result.scriptsRatio !== undefined
           ? {
               'scripts only req/s': Math.round(figures.scripts.requestsPerSecond),
-              'scripts ratio': (figures.scripts.requestsPerSecond / rps[baseline]).toFixed(3),
+              'scripts ratio': result.scriptsRatio.toFixed(3),
             }
           : {}),
-        '@WithLock req/s': Math.round(rps.locked),
-        ratio: (rps.locked / rps[baseline]).toFixed(3),
+        '@WithLock req/s': Math.round(figures.locked.requestsPerSecond),
+        ratio: result.ratio.toFixed(3),
       });
     }
   } finally {
