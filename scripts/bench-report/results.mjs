@@ -171,14 +171,11 @@ export function httpRows(files) {
 export function httpMeans(rows) {
   return unique(rows.map((r) => r.backend)).map((backend) => {
     const mine = rows.filter((r) => r.backend === backend);
-    const withScripts = mine.filter((r) => r.scriptsRatio !== undefined);
+    const scriptsRatios = mine.map((r) => r.scriptsRatio).filter((ratio) => ratio !== undefined);
     return {
       backend,
-      ratio: mine.reduce((sum, r) => sum + r.ratio, 0) / mine.length,
-      scriptsRatio:
-        withScripts.length > 0
-          ? withScripts.reduce((sum, r) => sum + r.scriptsRatio, 0) / withScripts.length
-          : undefined,
+      ratio: meanOf(mine.map((r) => r.ratio)),
+      scriptsRatio: scriptsRatios.length > 0 ? meanOf(scriptsRatios) : undefined,
       rounds: mine.length,
     };
   });
@@ -208,3 +205,8 @@ export function logHistogram(waits) {
 export const fixed = (n, digits) => (typeof n === 'number' && Number.isFinite(n) ? n.toFixed(digits) : '–');
 /** A whole number with thousands separators. */
 export const whole = (n) => (typeof n === 'number' && Number.isFinite(n) ? Math.round(n).toLocaleString('en') : '–');
+
+/** The mean of a non-empty list of numbers. */
+function meanOf(values) {
+  return values.reduce((sum, value) => sum + value, 0) / values.length;
+}
