@@ -1,6 +1,6 @@
 import { Test } from '@nestjs/testing';
 import type { INestApplicationContext } from '@nestjs/common';
-import { DistributedLock, LockModule, memoryBackend, type LockGuard } from '../../lib';
+import { DistributedLock, LockLostError, LockModule, memoryBackend, type LockGuard } from '../../lib';
 
 /*
  * A guard's `acquiredAt` and `expiresAt` are `Date.now()` milliseconds, while its deadline is kept
@@ -62,5 +62,26 @@ describe('guard times when the wall clock was stepped away from the monotonic cl
       },
       { ttl: 5_000 },
     );
+  });
+
+  it('stepped back, then work that blocks the event loop past its TTL: the signal is aborted and expiresAt is past by Date.now()', async () => {
+    step = -60_000;
+    const reads: Array<{ aborted: boolean; expiredByDate: boolean }> = [];
+    const outcome = await locks
+      .withLock(
+        'stepped:blocked',
+        (lock) => {
+          // No await, no timer gets a turn: the lease's 300 ms go by inside one synchronous stretch.
+          const until = performance.now() + 450;
+          while (performance.now() < until) {
+            // busy
+          }
+          reads.push({ aborted: lock.signal.aborted, expiredByDate: lock.expiresAt <= Date.now() });
+        },
+        { ttl: 300 },
+      )
+      .catch((error: unknown) => error);
+    expect(outcome).toBeInstanceOf(LockLostError);
+    expect(reads).toEqual([{ aborted: true, expiredByDate: true }]);
   });
 });
