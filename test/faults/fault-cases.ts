@@ -163,16 +163,16 @@ function processFaults(backend: 'redis' | 'postgres'): FaultCaseDefinition[] {
       };
     },
   });
+  const PAUSED_WORK_MS = 50;
   const pauseHolder = (shape: CaseShape): Partial<FaultCase> & Pick<FaultCase, 'check'> => ({
-    // Long enough work that the holder is stopped inside it, between its read and its write.
-    workMs: 50,
+    // Long enough work that the holder can be stopped inside it, between its read and its write.
+    workMs: PAUSED_WORK_MS,
     check: { exclusive: false },
     fault: async (run: FaultRun) => {
       // Stopped inside its work, after reading: it resumes to write with its old fence.
-      const read = await holderOf(run, shape, 'read');
-      run.signal(read.worker, 'SIGSTOP');
+      const worker = await run.stopInsideWork(await holderOf(run, shape, 'read'), PAUSED_WORK_MS);
       await sleep(shape.ttl * 2);
-      run.signal(read.worker, 'SIGCONT');
+      run.signal(worker, 'SIGCONT');
     },
   });
   return [

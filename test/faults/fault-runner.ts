@@ -74,13 +74,53 @@ export class FaultRun {
     this.add({ t: historyNow(), worker, type: 'fault', fault, phase });
   }
 
-  /** Sends `signal` to a worker and records it. */
-  signal(worker: string, signal: 'SIGKILL' | 'SIGSTOP' | 'SIGCONT'): void {
+  /** Sends `signal` to a worker and records it (a SIGCONT ends the stop of `stopInsideWork`). */
+  signal(worker: string, signal: 'SIGKILL' | 'SIGCONT'): void {
     const child = this.workers.get(worker);
     if (!child?.pid) throw new Error(`no worker ${worker}`);
     if (signal === 'SIGCONT') this.mark(worker, 'SIGSTOP', 'end');
     else this.mark(worker, signal, 'start');
     process.kill(child.pid, signal);
+  }
+
+  /**
+   * Stops the worker of `read` (a `read` event it has just reported) inside that work: after the
+   * read, before its write, where a paused holder does harm. Resolves with the stopped worker;
+   * the SIGCONT is the caller's.
+   *
+   * The runner learns of a read some time after the worker made it, and on a loaded machine a
+   * short work (`workMs`) can be over first: a stop that lands after the write is no paused holder,
+   * and the case tests nothing. The worker starts its write no sooner than `workMs` after its read
+   * (1 ms less for timer rounding), so a stop that has taken effect before then is inside the work.
+   * A read seen too late is passed over, a stop that took effect too late is undone at once and
+   * recorded as a miss (which the checker does not count as a pause), and the next read is tried,
+   * `attempts` reads in all.
+   */
+  async stopInsideWork(read: HistoryEvent, workMs: number, attempts = 5): Promise<string> {
+    for (let attempt = 1; ; attempt++) {
+      const child = this.workers.get(read.worker);
+      if (!child?.pid) throw new Error(`no worker ${read.worker}`);
+      const writeNoSoonerThan = read.t + workMs - 2;
+      if (read.type === 'read' && read.ok && historyNow() < writeNoSoonerThan) {
+        const t = historyNow();
+        process.kill(child.pid, 'SIGSTOP');
+        if (historyNow() < writeNoSoonerThan) {
+          this.add({ t, worker: read.worker, type: 'fault', fault: 'SIGSTOP', phase: 'start' });
+          return read.worker;
+        }
+        process.kill(child.pid, 'SIGCONT');
+        this.add({ t, worker: read.worker, type: 'fault', fault: 'SIGSTOP after the work', phase: 'start' });
+        this.add({
+          t: historyNow(),
+          worker: read.worker,
+          type: 'fault',
+          fault: 'SIGSTOP after the work',
+          phase: 'end',
+        });
+      }
+      if (attempt === attempts) throw new Error(`no stop landed inside the work of ${attempts} reads in a row`);
+      read = await this.next((e) => e.type === 'read' && e.ok);
+    }
   }
 
   add(event: HistoryEvent): void {
