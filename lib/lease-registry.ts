@@ -3,7 +3,7 @@ import type { ReleaseResult } from './backends/lock-backend';
 import type { BackendCalls } from './backend-calls';
 import type { LockGuard } from './distributed-lock';
 import { Guard, GuardLease, WithLockLease, type Lease, type LeaseHost } from './held-lock';
-import { driftMargin } from './lock.constants';
+import { driftMargin, localDeadline } from './lock.constants';
 import { InvalidLockOptionsError, LockLostError } from './lock.errors';
 import type { CallOptions } from './lock-call-options';
 import type { Grant } from './lock-acquisition';
@@ -88,7 +88,7 @@ export class LeaseRegistry implements LeaseHost {
   ): L {
     const offset = epochOffset();
     const acquiredAt = toEpochMs(now, offset);
-    const expiresAt = toEpochMs(localDeadlineOf(call.ttl, grant), offset);
+    const expiresAt = toEpochMs(localDeadline(grant.startedAt, call.ttl, grant.validFor), offset);
     return new kind(this, backendKey, call.ttl, grant.token, call.name, now, key, grant.fence, acquiredAt, expiresAt);
   }
 
@@ -108,7 +108,7 @@ export class LeaseRegistry implements LeaseHost {
    * when, and it counts as held until then, even if it had been forgotten as ended by its TTL.
    */
   private renewed(lease: Lease, sentAt: number, ttl: number): void {
-    lease.guard.expiresAt = toEpochMs(sentAt + ttl - driftMargin(ttl));
+    lease.guard.expiresAt = toEpochMs(localDeadline(sentAt, ttl));
     if (!this.active.has(lease)) {
       lease.heldSince = monotonicNow();
       this.hold(this.telemetry.settled, lease);
@@ -271,11 +271,6 @@ export class LeaseRegistry implements LeaseHost {
     if (telemetry.on) telemetry.holdEnded(lease.name, monotonicNow() - lease.heldSince);
     if (lease instanceof WithLockLease) lease.span?.released();
   }
-}
-
-/** The local deadline (monotonic) of a lease of `ttl` from `grant`: counted from its attempt's start, drift taken off. */
-export function localDeadlineOf(ttl: number, grant: Grant): number {
-  return grant.startedAt + Math.min(ttl, grant.validFor ?? ttl) - driftMargin(ttl);
 }
 
 /**

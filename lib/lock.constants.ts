@@ -39,3 +39,11 @@ export const LOCK_SERVICE_PROPERTY = Symbol.for('nestjs-distributed-lock:service
 export function driftMargin(ttl: number): number {
   return Math.floor(ttl / 100) + 2;
 }
+
+/**
+ * The local deadline (monotonic) of a lease of `ttl` whose term began no earlier than `startedAt`:
+ * the term is the ttl, or less where the backend vouches for less (`validFor`), drift taken off.
+ */
+export function localDeadline(startedAt: number, ttl: number, validFor = ttl): number {
+  return startedAt + Math.min(ttl, validFor) - driftMargin(ttl);
+}

@@ -2,8 +2,8 @@ import type { BackendCalls } from './backend-calls';
 import { LockBackendError, LockTimeoutError } from './lock.errors';
 import type { Acquisition, Grant } from './lock-acquisition';
 import type { CallOptions } from './lock-call-options';
-import { localDeadlineOf } from './lease-registry';
 import { monotonicNow } from './lock-clock';
+import { localDeadline } from './lock.constants';
 import type { AcquireOutcome, LockTelemetry } from './telemetry/lock-telemetry';
 
 /*
@@ -48,7 +48,7 @@ export function refusedGrant(
   if (shuttingDown) {
     error = new LockBackendError(calls.backend.name, 'the application is shutting down');
     outcome = 'aborted';
-  } else if (localDeadlineOf(call.ttl, grant) <= now) {
+  } else if (localDeadline(grant.startedAt, call.ttl, grant.validFor) <= now) {
     error = new LockBackendError(
       calls.backend.name,
       `the grant of "${acquisition.key}" came back after its local deadline (ttl ${call.ttl} ms): the backend or the ` +

@@ -1,4 +1,4 @@
-import { driftMargin } from './lock.constants';
+import { localDeadline } from './lock.constants';
 import { monotonicNow, WakeTimer } from './lock-clock';
 import { MinHeap } from './min-heap';
 import type { ExtendItem } from './backends/lock-backend';
@@ -85,10 +85,9 @@ class Entry implements LeaseWatch {
     confirmedAt: number,
     validFor: number,
   ) {
-    const term = Math.min(lease.ttl, validFor);
     this.ttl = lease.ttl;
-    this.deadline = confirmedAt + term - driftMargin(lease.ttl);
-    this.extendAt = confirmedAt + Math.min(lease.ttl / 3, term / 2);
+    this.deadline = localDeadline(confirmedAt, lease.ttl, validFor);
+    this.extendAt = confirmedAt + Math.min(lease.ttl / 3, Math.min(lease.ttl, validFor) / 2);
   }
 
   stop(): void {
@@ -252,7 +251,7 @@ export class Watchdog {
    * counts at once).
    */
   depart(entry: Entry, sentAt: number, ttl: number): void {
-    const deadline = sentAt + ttl - driftMargin(ttl);
+    const deadline = localDeadline(sentAt, ttl);
     const flight = (entry.flight ??= { pending: 0, confirmed: false, deadline, sentAt, ttl });
     flight.pending++;
     if (deadline < flight.deadline) Object.assign(flight, { deadline, sentAt, ttl });
