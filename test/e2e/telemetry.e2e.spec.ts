@@ -2,8 +2,9 @@ import { Controller, Injectable, type INestApplication, Module, Param, Post } fr
 import { NestFactory } from '@nestjs/core';
 import { context, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { DistributedLock, LockModule, WithLock, currentLock } from '../../lib';
+import { DistributedLock, LockModule, WithLock, currentLock, memoryBackend } from '../../lib';
 import { OtelSdk } from '../support/otel-sdk';
+import { RecordingBackend } from '../support/recording-backend';
 import { sleep } from '../support/time';
 
 /**
@@ -14,15 +15,35 @@ import { sleep } from '../support/time';
  * in the client's trace. The header is written and read by hand here, with the API only.
  */
 
+/**
+ * How long `pay` holds its order's lock: a test that needs a request to meet a held lock opens
+ * the hold itself (`held` tells it the lock is held, `release` ends the work), so the order of
+ * the requests does not rest on sleeps on a busy machine.
+ */
+let payHold: { held: () => void; release: Promise<void> } | undefined;
+
+function holdPay(): { held: Promise<void>; release: () => void } {
+  let held!: () => void;
+  let release!: () => void;
+  const heldPromise = new Promise<void>((resolve) => (held = resolve));
+  payHold = { held, release: new Promise<void>((resolve) => (release = resolve)) };
+  return { held: heldPromise, release };
+}
+
 @Injectable()
 class OrderService {
   constructor(private readonly locks: DistributedLock) {}
 
   pay(id: string) {
+    const hold = payHold;
+    payHold = undefined;
     return this.locks.withLock(
       `order:${id}`,
       async (lock) => {
-        await sleep(60);
+        if (hold) {
+          hold.held();
+          await hold.release;
+        }
         return { id, fence: String(lock.fence) };
       },
       { metricName: 'orders.pay' },
@@ -46,8 +67,10 @@ class OrderController {
   }
 }
 
+const backend = new RecordingBackend(memoryBackend());
+
 @Module({
-  imports: [LockModule.forRoot({ keyPrefix: 'otel-e2e:' })],
+  imports: [LockModule.forRoot({ keyPrefix: 'otel-e2e:', backend })],
   controllers: [OrderController],
   providers: [OrderService],
 })
@@ -126,7 +149,15 @@ describe('telemetry in a Nest app over HTTP (Express)', () => {
 
   it('two requests paying one order: the second waits for the first, and both waits are counted', async () => {
     sdk.spans.reset();
-    const [first, second] = await Promise.all([post('/orders/2/pay'), sleep(10).then(() => post('/orders/2/pay'))]);
+    const hold = holdPay();
+    const firstDone = post('/orders/2/pay');
+    await hold.held;
+    const secondDone = post('/orders/2/pay');
+    // The second request waits in the queue for at least 50 ms before the first one's work ends.
+    await backend.whenQueued('otel-e2e:order:2');
+    await sleep(50);
+    hold.release();
+    const [first, second] = await Promise.all([firstDone, secondDone]);
     expect([first.status, second.status]).toEqual([201, 201]);
     const locks = sdk.finished('lock orders.pay');
     expect(locks).toHaveLength(2);
@@ -138,14 +169,19 @@ describe('telemetry in a Nest app over HTTP (Express)', () => {
     const metrics = await sdk.metrics();
     const waits = metrics.histogram('lock.wait.duration', { 'lock.name': 'orders.pay', 'lock.outcome': 'acquired' });
     expect(waits.count).toBe(3);
-    // The second request waited for most of the first one's 60 ms hold.
-    expect(waits.sum).toBeGreaterThan(0.03);
+    // The second request's wait is counted: it waited the 50 ms it was held back (less timer rounding).
+    expect(waits.sum).toBeGreaterThan(0.045);
     expect(metrics.sum('lock.held')).toBe(0);
   });
 
   it('a busy @WithLock route answers 409; its span is ERROR with the LockTimeoutError recorded', async () => {
     sdk.spans.reset();
-    const [paying, shipping] = await Promise.all([post('/orders/3/pay'), sleep(20).then(() => post('/orders/3/ship'))]);
+    const hold = holdPay();
+    const payingDone = post('/orders/3/pay');
+    await hold.held;
+    const shipping = await post('/orders/3/ship');
+    hold.release();
+    const paying = await payingDone;
     expect([paying.status, shipping.status]).toEqual([201, 409]);
     const [ship] = sdk.finished('lock OrderController.ship');
     const [server] = sdk.finished('POST /orders/3/ship');
