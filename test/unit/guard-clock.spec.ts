@@ -1,6 +1,7 @@
 import { Test } from '@nestjs/testing';
 import type { INestApplicationContext } from '@nestjs/common';
 import { DistributedLock, LockLostError, LockModule, memoryBackend, type LockGuard } from '../../lib';
+import { driftMargin } from '../../lib/lock.constants';
 
 /*
  * A guard's `acquiredAt` and `expiresAt` are `Date.now()` milliseconds, while its deadline is kept
@@ -29,10 +30,13 @@ describe('guard times when the wall clock was stepped away from the monotonic cl
   });
   afterAll(() => app.close());
 
-  /** What a guard of a lease of `ttl` just confirmed reads against `Date.now()`. */
-  function expectFresh(guard: LockGuard, ttl: number): void {
+  /**
+   * What a guard of a lease of `ttl` confirmed since `before` (a `Date.now()` reading) reads against
+   * `Date.now()`: its term from then, less the drift margin, and no more than a term from now.
+   */
+  function expectFresh(guard: LockGuard, ttl: number, before: number): void {
     const now = Date.now();
-    expect(guard.expiresAt).toBeGreaterThan(now + ttl - 200);
+    expect(guard.expiresAt).toBeGreaterThanOrEqual(before + ttl - driftMargin(ttl) - 1);
     expect(guard.expiresAt).toBeLessThanOrEqual(now + ttl);
   }
 
@@ -41,23 +45,28 @@ describe('guard times when the wall clock was stepped away from the monotonic cl
     ['back by a minute (NTP correcting a fast clock)', -60_000],
   ])('stepped %s: a guard of tryAcquire, and its extension, read against Date.now()', async (_, by) => {
     step = by;
+    const before = Date.now();
     const guard = (await locks.tryAcquire(`stepped:${by}`))!;
-    expect(Math.abs(guard.acquiredAt - Date.now())).toBeLessThan(200);
-    expectFresh(guard, 5_000);
+    expect(guard.acquiredAt).toBeGreaterThanOrEqual(before - 1);
+    expect(guard.acquiredAt).toBeLessThanOrEqual(Date.now() + 1);
+    expectFresh(guard, 5_000, before);
     step = by * 2;
+    const beforeExtend = Date.now();
     expect(await locks.extend(guard, 3_000)).toBe(true);
-    expectFresh(guard, 3_000);
+    expectFresh(guard, 3_000, beforeExtend);
     await locks.release(guard);
   });
 
   it('stepped while withLock works: the held lock reads against Date.now() after the step', async () => {
+    const before = Date.now();
     await locks.withLock(
       'stepped:held',
       async (lock) => {
-        expectFresh(lock, 5_000);
+        expectFresh(lock, 5_000, before);
         step = 60_000;
+        const beforeExtend = Date.now();
         expect(await locks.extend(lock, 4_000)).toBe(true);
-        expectFresh(lock, 4_000);
+        expectFresh(lock, 4_000, beforeExtend);
         expect(lock.signal.aborted).toBe(false);
       },
       { ttl: 5_000 },

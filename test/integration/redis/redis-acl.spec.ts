@@ -6,6 +6,7 @@ import { redisBackend } from '../../../lib/redis';
 import { RedisLockBackend } from '../../../lib/backends/redis/redis-lock.backend';
 import { RedisConnection } from '../../../lib/backends/redis/redis-connection';
 import { redisLockKeys } from '../../../lib/backends/redis/redis-key-layout';
+import { RecordingBackend } from '../../support/recording-backend';
 import { SpawnedRedis, type RedisServerProcess } from '../../support/redis-servers';
 import { sleep } from '../../support/time';
 
@@ -191,8 +192,9 @@ describe('redisBackend and Redis ACL users (a spawned Redis 7 server)', () => {
       await a.release(odd);
       await b.release(await waitingOdd);
 
-      const renewed = await a.withLock('renewed', async (lock) => (await sleep(900), lock.signal.aborted), {
-        ttl: 450,
+      // Work for two TTLs: only extensions (every ttl/3) keep it held.
+      const renewed = await a.withLock('renewed', async (lock) => (await sleep(2_100), lock.signal.aborted), {
+        ttl: 1_000,
       });
       expect(renewed).toBe(false);
 
@@ -220,14 +222,15 @@ describe('redisBackend and Redis ACL users (a spawned Redis 7 server)', () => {
   describe('a user with the documented rights for shared and limited locks', () => {
     it('takes, extends, waits for and hands on shared and limited locks', async () => {
       const a = service(backendOf('sharer'));
-      const b = service(backendOf('sharer'));
+      const recorded = new RecordingBackend(backendOf('sharer'));
+      const b = service(recorded);
       const readers = [
         (await a.tryAcquire('report', { mode: 'shared' }))!,
         (await b.tryAcquire('report', { mode: 'shared' }))!,
       ];
       expect(readers.every((r) => r !== null)).toBe(true);
       const writer = b.acquire('report');
-      await sleep(50);
+      await recorded.whenQueued('lock:report');
       // Queued behind the readers: a later reader waits for the writer.
       const lateReader = a.acquire('report', { mode: 'shared' });
       expect(await a.extend(readers[0])).toBe(true);

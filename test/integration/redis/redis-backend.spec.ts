@@ -416,18 +416,24 @@ describe('redisBackend on the shared Redis', () => {
       expect(await b.release('lock:places', r2)).toBe(true);
       expect(await raw.exists(...everyKey)).toBe(0);
 
-      // Crashed holders: nobody releases; the keys expire with the last lease (PEXPIREAT).
+      // Crashed holders: nobody releases; the keys expire with the last lease (PEXPIREAT). The
+      // places that must outlive the checks have leases far longer than the checks can take.
+      const crashed = [token(), token(), token()];
       expect((await b.tryAcquire('lock:places', token(), 100, undefined, limit(3))).fence).not.toBeNull();
-      expect((await b.tryAcquire('lock:places', token(), 300, undefined, limit(3))).fence).not.toBeNull();
-      expect(await raw.pttl(keys.holders)).toBeGreaterThan(100);
-      expect(await raw.pttl(keys.holding)).toBeGreaterThan(100);
+      expect((await b.tryAcquire('lock:places', crashed[0], 5_000, undefined, limit(3))).fence).not.toBeNull();
+      expect(await raw.pttl(keys.holders)).toBeGreaterThan(1_000);
+      expect(await raw.pttl(keys.holding)).toBeGreaterThan(1_000);
       await sleep(150);
       // One place came back: a third and a fourth holder fit, a fifth does not.
-      expect((await b.tryAcquire('lock:places', token(), 300, undefined, limit(3))).fence).not.toBeNull();
-      expect((await b.tryAcquire('lock:places', token(), 300, undefined, limit(3))).fence).not.toBeNull();
-      expect((await b.tryAcquire('lock:places', token(), 300, undefined, limit(3))).fence).toBeNull();
-      await sleep(400);
-      expect(await raw.exists(...everyKey)).toBe(0);
+      expect((await b.tryAcquire('lock:places', crashed[1], 5_000, undefined, limit(3))).fence).not.toBeNull();
+      expect((await b.tryAcquire('lock:places', crashed[2], 5_000, undefined, limit(3))).fence).not.toBeNull();
+      expect((await b.tryAcquire('lock:places', token(), 5_000, undefined, limit(3))).fence).toBeNull();
+      // The last leases shortened, then left to end: every key goes with them.
+      for (const holder of crashed) expect(await b.extend('lock:places', holder, 100)).toBe(true);
+      await eventually(async () => (await raw.exists(...everyKey)) === 0, {
+        within: 3_000,
+        what: 'the keys to expire',
+      });
 
       // Writer -> three queued readers -> a queued writer: every key goes with the last release.
       const writer = token();

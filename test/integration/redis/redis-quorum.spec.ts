@@ -150,7 +150,7 @@ describe('redisBackend({ quorum }) over 5 spawned masters', () => {
     expect(await b.extend(second)).toBe(true);
     expect(await a.extend(first)).toBe(false);
     expect(
-      await b.withLock('strings-renewed', async (lock) => (await sleep(900), lock.signal.aborted), { ttl: 450 }),
+      await b.withLock('strings-renewed', async (lock) => (await sleep(2_100), lock.signal.aborted), { ttl: 1_000 }),
     ).toBe(false);
     await b.release(second);
   });

@@ -121,14 +121,14 @@ describe.each([
     expect(third.fence).toBeGreaterThan(second.fence);
     await other.release(third);
 
-    // ttl 600 ms, work 1.5 s: the watchdog's batched extensions have to be read as renewed.
+    // ttl 1 s, work 2.1 s: the watchdog's batched extensions have to be read as renewed.
     const result = await locks.withLock(
       'renewed',
       async (lock) => {
-        await sleep(1_500);
+        await sleep(2_100);
         return lock.signal.aborted;
       },
-      { ttl: 600 },
+      { ttl: 1_000 },
     );
     expect(result).toBe(false);
     await locks.shutdown();

@@ -380,7 +380,8 @@ describe('telemetry through @opentelemetry/api, recorded by the real SDK', () =>
             await server.kill();
             await aborted(held.signal);
           },
-          { ttl: 600, metricName: 'down.kill' },
+          // Long enough that an extension fails (within the 200 ms command timeout) before the deadline.
+          { ttl: 1_500, metricName: 'down.kill' },
         )
         .catch((e: unknown) => e);
       await locks.shutdown();
