@@ -91,7 +91,7 @@ export class FaultRun {
    * The runner learns of a read some time after the worker made it, and on a loaded machine a
    * short work (`workMs`) can be over first: a stop that lands after the write is no paused holder,
    * and the case tests nothing. The worker starts its write no sooner than `workMs` after its read
-   * (1 ms less for timer rounding), so a stop that has taken effect before then is inside the work.
+   * (2 ms less, for timer rounding), so a stop that has taken effect before then is inside the work.
    * A read seen too late is passed over, a stop that took effect too late is undone at once and
    * recorded as a miss (which the checker does not count as a pause), and the next read is tried,
    * `attempts` reads in all.
