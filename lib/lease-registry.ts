@@ -14,12 +14,6 @@ import type { ServiceTelemetry } from './telemetry/service-telemetry';
 import { isThenable } from './thenable';
 import { Watchdog, type LossReason } from './watchdog';
 
-/**
- * The leases one service handed out and has not released: guards of `tryAcquire`/`acquire`, which
- * are forgotten once their TTL has certainly run out, and holds of `withLock`, under the watchdog.
- * Counts them as held and not held (the held count and hold time), reports the ones lost, and ends
- * each exactly once: released, ended with its work, by its TTL, or at shutdown.
- */
 /** The constructor of a kind of lease (a guard's, or a `withLock` hold's). */
 type LeaseKind<L extends Lease> = new (
   owner: LeaseRegistry,
@@ -34,6 +28,12 @@ type LeaseKind<L extends Lease> = new (
   expiresAt: number,
 ) => L;
 
+/**
+ * The leases one service handed out and has not released: guards of `tryAcquire`/`acquire`, which
+ * are forgotten once their TTL has certainly run out, and holds of `withLock`, under the watchdog.
+ * Counts them as held and not held (the held count and hold time), reports the ones lost, and ends
+ * each exactly once: released, ended with its work, by its TTL, or at shutdown.
+ */
 export class LeaseRegistry implements LeaseHost {
   /** Leases not yet released, released at shutdown. */
   private readonly active = new Set<Lease>();

@@ -85,9 +85,10 @@ class Entry implements LeaseWatch {
     confirmedAt: number,
     validFor: number,
   ) {
+    const term = Math.min(lease.ttl, validFor);
     this.ttl = lease.ttl;
     this.deadline = localDeadline(confirmedAt, lease.ttl, validFor);
-    this.extendAt = confirmedAt + Math.min(lease.ttl / 3, Math.min(lease.ttl, validFor) / 2);
+    this.extendAt = confirmedAt + Math.min(lease.ttl / 3, term / 2);
   }
 
   stop(): void {
